@@ -1,0 +1,2 @@
+//! Placeholder quick start.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Runnable examples for the typed store workspace; see the `examples/` files.

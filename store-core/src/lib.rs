@@ -1,0 +1,1 @@
+//! Typed key-value store.

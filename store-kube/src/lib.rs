@@ -1,0 +1,1 @@
+//! Kubernetes custom-resource backend for `store-core`.

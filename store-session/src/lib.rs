@@ -1,0 +1,1 @@
+//! Session-scoped stores over any `store-core` backend.
