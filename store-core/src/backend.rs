@@ -1,0 +1,375 @@
+//! The backend contract: what a storage engine implements so a [`Store`](crate::Store)
+//! can sit on it.
+//!
+//! The required core is small: a versioned read, a prefix listing, applying a
+//! batch of puts and deletes with optional preconditions, and a watch from a
+//! revision that says plainly when it cannot continue (a gap: re-list). What a
+//! backend can do beyond that it advertises in [`Capabilities`]; anything it
+//! cannot honour it refuses with [`Error::Unsupported`], never silently.
+//!
+//! Revisions and versions: a backend keeps one monotonically increasing
+//! [`Revision`] per store; every write that changes something happens at a new
+//! revision, and a key's [`Version`] is the revision at which it last changed.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_core::Stream;
+
+use crate::error::{Error, Result};
+
+/// A point in a backend's history. Starts at 0 (nothing written) and only grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Revision(pub u64);
+
+/// The revision at which a key last changed. Versions of one key only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(pub u64);
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An encoded value as the backend stores it: UTF-8 JSON text.
+///
+/// Cheap to clone (shared). The front-end encodes with `serde_json`; a backend
+/// stores the text unchanged and hands it back unchanged.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Payload(Arc<str>);
+
+impl Payload {
+    /// Wraps JSON text. The text is not checked: decoding reports bad JSON per key.
+    pub fn new(json: impl Into<Arc<str>>) -> Self {
+        Payload(json.into())
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the text is empty (never valid JSON).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Payload {
+    /// Values are redacted: they may hold secrets and must never reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Payload(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+impl From<String> for Payload {
+    fn from(json: String) -> Self {
+        Payload(json.into())
+    }
+}
+
+impl From<&str> for Payload {
+    fn from(json: &str) -> Self {
+        Payload(json.into())
+    }
+}
+
+/// A stored key with its value and version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The key.
+    pub key: String,
+    /// The encoded value.
+    pub value: Payload,
+    /// When it last changed.
+    pub version: Version,
+}
+
+/// The result of [`Backend::list`]: every matching entry as of one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Entries in key order.
+    pub entries: Vec<Entry>,
+    /// The revision the listing reflects; watch from here to follow on.
+    pub revision: Revision,
+}
+
+/// A condition a write needs to hold on the backend before it applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// The key must not exist.
+    Absent,
+    /// The key must exist at exactly this version.
+    Version(Version),
+}
+
+impl fmt::Display for Precondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Precondition::Absent => f.write_str("no value"),
+            Precondition::Version(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// What an [`Op`] does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpKind {
+    /// Store a value, optionally expiring after a time to live
+    /// (needs [`Capabilities::ttl`]).
+    Put {
+        /// The value.
+        value: Payload,
+        /// Expire the key this long after the write.
+        ttl: Option<Duration>,
+    },
+    /// Remove the key; removing a missing key is not an error.
+    Delete,
+}
+
+/// One write in a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    /// The key written.
+    pub key: String,
+    /// Put or delete.
+    pub kind: OpKind,
+    /// Apply only if this holds (needs [`Capabilities::compare_and_set`]).
+    pub precondition: Option<Precondition>,
+}
+
+impl Op {
+    /// An unconditional put.
+    pub fn put(key: impl Into<String>, value: Payload) -> Self {
+        Op {
+            key: key.into(),
+            kind: OpKind::Put { value, ttl: None },
+            precondition: None,
+        }
+    }
+
+    /// An unconditional delete.
+    pub fn delete(key: impl Into<String>) -> Self {
+        Op {
+            key: key.into(),
+            kind: OpKind::Delete,
+            precondition: None,
+        }
+    }
+
+    /// The same op, applied only if `precondition` holds.
+    pub fn when(mut self, precondition: Precondition) -> Self {
+        self.precondition = Some(precondition);
+        self
+    }
+}
+
+/// Writes sent to the backend together.
+///
+/// Ops on different keys are independent unless `atomic` is set. Ops on the
+/// same key apply in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The writes, in call order.
+    pub ops: Vec<Op>,
+    /// All or nothing: if any precondition fails, nothing applies
+    /// (needs [`Capabilities::atomic_batch`]).
+    pub atomic: bool,
+}
+
+/// What happened to one [`Op`] of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The op applied; the key now has this version (for a delete, the revision of the
+    /// delete, or the current revision when the key was already missing).
+    Applied(Version),
+    /// The precondition failed; nothing was written for this op. `actual` is the key's
+    /// version on the backend (`None` when absent).
+    Conflict {
+        /// The key's current version on the backend, `None` when absent.
+        actual: Option<Version>,
+    },
+    /// Not applied because another op of an atomic batch failed its precondition.
+    Aborted,
+}
+
+/// The result of [`Backend::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The backend's revision once the batch was applied. A watch from before this
+    /// revision delivers every change the batch made by the time it reaches it.
+    pub revision: Revision,
+    /// One outcome per op, in the batch's order.
+    pub outcomes: Vec<Outcome>,
+}
+
+/// One key's change, as seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The key changed.
+    pub key: String,
+    /// The new value, `None` when removed.
+    pub value: Option<Payload>,
+}
+
+/// What a watch delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// The changes made at one revision, in order.
+    Changes {
+        /// The revision they happened at.
+        revision: Revision,
+        /// The changed keys (at least one).
+        changes: Vec<Change>,
+    },
+    /// Nothing changed up to this revision (a bookmark): the watcher is current.
+    Progress(Revision),
+    /// The watch cannot continue from where it is (history compacted, watcher too slow):
+    /// the caller must re-list and watch again from the listing's revision.
+    Gap,
+}
+
+/// A stream of watch events; it ends when the backend closes it (the caller
+/// watches again from the last revision it saw).
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send + 'static>>;
+
+/// What a backend can do beyond the required core.
+///
+/// Built from [`Capabilities::default`] (nothing optional) and set field by field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Ops may carry a [`Precondition`].
+    pub compare_and_set: bool,
+    /// A [`Batch`] may be `atomic`.
+    pub atomic_batch: bool,
+    /// Acknowledged writes survive a restart of this process.
+    pub durable: bool,
+    /// Several processes see one store (writes in one show up in the others' watches).
+    pub shared: bool,
+    /// Puts may carry a time to live.
+    pub ttl: bool,
+    /// The largest encoded value accepted, in bytes.
+    pub max_value_size: Option<usize>,
+    /// The most ops accepted in one batch.
+    pub max_batch_ops: Option<usize>,
+}
+
+/// A storage engine a [`Store`](crate::Store) can sit on.
+///
+/// Implement the five methods; the front-end does coalescing, batching,
+/// retries of [`Error::Unavailable`], read-your-writes, waits and
+/// subscriptions. Return [`Error::Unavailable`] for failures that may pass
+/// (the front-end retries with backoff) and [`Error::Backend`] for the rest.
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for errors and logs, such as `"memory"` or `"kube"`.
+    fn name(&self) -> &'static str;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Reads one key with its version, straight from the backend.
+    fn read(&self, key: &str) -> impl Future<Output = Result<Option<Entry>>> + Send;
+
+    /// Lists every entry whose key starts with `prefix` (all for `""`), as of one revision.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Listing>> + Send;
+
+    /// Applies a batch; see [`Batch`] and [`Outcome`]. Returns `Err` only when the
+    /// whole batch failed: a failed precondition is an [`Outcome::Conflict`], not an error.
+    fn apply(&self, batch: Batch) -> impl Future<Output = Result<Applied>> + Send;
+
+    /// Watches every change after `from` (exclusive), in revision order.
+    fn watch(&self, from: Revision) -> impl Future<Output = Result<WatchStream>> + Send;
+}
+
+/// Checks a batch against the backend's capabilities, so every backend refuses
+/// the same way.
+pub fn check_batch(backend: &'static str, caps: &Capabilities, batch: &Batch) -> Result<()> {
+    let unsupported = |operation| Err(Error::Unsupported { backend, operation });
+    if batch.atomic && !caps.atomic_batch {
+        return unsupported("atomic batches");
+    }
+    if let Some(max) = caps.max_batch_ops
+        && batch.ops.len() > max
+    {
+        return unsupported("batches of this many operations");
+    }
+    for op in &batch.ops {
+        if op.precondition.is_some() && !caps.compare_and_set {
+            return unsupported("compare-and-set");
+        }
+        if let OpKind::Put {
+            value,
+            ttl: Some(_),
+        } = &op.kind
+        {
+            if !caps.ttl {
+                return unsupported("time to live");
+            }
+            check_size(&op.key, value, caps)?;
+        } else if let OpKind::Put { value, .. } = &op.kind {
+            check_size(&op.key, value, caps)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_size(key: &str, value: &Payload, caps: &Capabilities) -> Result<()> {
+    match caps.max_value_size {
+        Some(limit) if value.len() > limit => Err(Error::ValueTooLarge {
+            key: key.to_owned(),
+            size: value.len(),
+            limit,
+        }),
+        _ => Ok(()),
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Object-safe mirror of [`Backend`], so a [`Store`](crate::Store) is one
+/// concrete type whatever it sits on.
+pub(crate) trait DynBackend: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn capabilities(&self) -> Capabilities;
+    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>>;
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>>;
+    fn apply(&self, batch: Batch) -> BoxFuture<'_, Result<Applied>>;
+    fn watch(&self, from: Revision) -> BoxFuture<'_, Result<WatchStream>>;
+}
+
+impl<B: Backend> DynBackend for B {
+    fn name(&self) -> &'static str {
+        Backend::name(self)
+    }
+    fn capabilities(&self) -> Capabilities {
+        Backend::capabilities(self)
+    }
+    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>> {
+        Box::pin(Backend::read(self, key))
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>> {
+        Box::pin(Backend::list(self, prefix))
+    }
+    fn apply(&self, batch: Batch) -> BoxFuture<'_, Result<Applied>> {
+        Box::pin(Backend::apply(self, batch))
+    }
+    fn watch(&self, from: Revision) -> BoxFuture<'_, Result<WatchStream>> {
+        Box::pin(Backend::watch(self, from))
+    }
+}

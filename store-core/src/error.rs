@@ -1,0 +1,188 @@
+//! The one error type of `store-core`.
+//!
+//! Every variant names what failed and carries the key and the limit involved,
+//! so a log line or a test assertion needs nothing else. Sources are kept in
+//! `Arc`s so one failure can be handed to every waiter of a batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{Precondition, Version};
+
+/// A boxed error from user code or from a backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A shared error source, as carried by [`Error`].
+pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a store call can fail with.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key breaks the rules in [`crate::key`]; nothing was written.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The rejected key.
+        key: String,
+        /// Which rule it breaks.
+        reason: crate::key::KeyError,
+    },
+
+    /// The encoded value is larger than the backend (or the store) accepts.
+    #[error("value for key `{key}` is {size} bytes, over the limit of {limit} bytes")]
+    ValueTooLarge {
+        /// The key being written.
+        key: String,
+        /// Size of the encoded value in bytes.
+        size: usize,
+        /// The largest size accepted, in bytes.
+        limit: usize,
+    },
+
+    /// The value could not be encoded (its `Serialize` impl failed).
+    #[error("value for key `{key}` could not be encoded: {source}")]
+    Encode {
+        /// The key being written.
+        key: String,
+        /// What the serializer said.
+        #[source]
+        source: SharedError,
+    },
+
+    /// The stored value does not decode into the requested type.
+    #[error("value at key `{key}` does not decode as `{type_name}` (at `{path}`): {source}")]
+    Decode {
+        /// The key read.
+        key: String,
+        /// The requested Rust type.
+        type_name: &'static str,
+        /// Where in the value decoding failed (`.` for the root).
+        path: String,
+        /// What the deserializer said.
+        #[source]
+        source: SharedError,
+    },
+
+    /// A precondition did not hold: the key changed since it was read.
+    #[error("conflict on key `{key}`: expected {expected}, found {}", display_version(*.actual))]
+    Conflict {
+        /// The key written.
+        key: String,
+        /// The precondition that failed.
+        expected: Precondition,
+        /// The key's version on the backend when the write was refused, `None` when absent
+        /// or unknown.
+        actual: Option<Version>,
+    },
+
+    /// A wait ran out before the backend acknowledged the write or the view caught up.
+    ///
+    /// The write itself is not cancelled: it stays queued and may still land.
+    #[error("timed out after {timeout:?} waiting for {waiting_for}")]
+    Timeout {
+        /// What the call was waiting for (for example ``"`a` to be acknowledged"``).
+        waiting_for: String,
+        /// The timeout that ran out.
+        timeout: Duration,
+    },
+
+    /// The store was closed (or its last handle dropped) before the call completed.
+    #[error("the store is closed")]
+    Closed,
+
+    /// The backend cannot honour this operation (see [`crate::Capabilities`]).
+    #[error("the {backend} backend does not support {operation}")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// The operation refused.
+        operation: &'static str,
+    },
+
+    /// A subscriber fell behind and missed changes; re-read with
+    /// [`Store::snapshot`](crate::Store::snapshot) and carry on.
+    #[error("subscriber lagged behind and missed {missed} changes")]
+    Lagged {
+        /// How many changes were dropped for this subscriber.
+        missed: u64,
+    },
+
+    /// An on-ready hook failed, so start-up failed.
+    #[error("on-ready hook `{hook}` failed: {source}")]
+    Hook {
+        /// The hook's name (the function name for `#[on_ready]`).
+        hook: String,
+        /// What the hook returned.
+        #[source]
+        source: SharedError,
+    },
+
+    /// The backend failed for a reason that retrying will not fix.
+    #[error("{backend} backend error: {source}")]
+    Backend {
+        /// The backend's name.
+        backend: &'static str,
+        /// The underlying error.
+        #[source]
+        source: SharedError,
+    },
+
+    /// The backend is unreachable or overloaded for now; the store retries such failures
+    /// itself, and returns this only where a single attempt was asked for.
+    #[error("{backend} backend unavailable: {source}")]
+    Unavailable {
+        /// The backend's name.
+        backend: &'static str,
+        /// The underlying error.
+        #[source]
+        source: SharedError,
+        /// How long the backend asked the client to wait, when it said (HTTP `Retry-After`).
+        retry_after: Option<Duration>,
+    },
+}
+
+fn display_version(version: Option<Version>) -> String {
+    match version {
+        Some(v) => format!("version {v}"),
+        None => "no value".to_owned(),
+    }
+}
+
+impl Error {
+    /// A permanent backend error.
+    pub fn backend(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Backend {
+            backend,
+            source: Arc::from(source.into()),
+        }
+    }
+
+    /// A transient backend error: the store retries the operation with backoff.
+    pub fn unavailable(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Unavailable {
+            backend,
+            source: Arc::from(source.into()),
+            retry_after: None,
+        }
+    }
+
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+
+    /// The key the error is about, when there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Error::InvalidKey { key, .. }
+            | Error::ValueTooLarge { key, .. }
+            | Error::Encode { key, .. }
+            | Error::Decode { key, .. }
+            | Error::Conflict { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The flush task: group commit.
+//!
+//! It sends whatever is queued as soon as the backend is idle, and while a
+//! batch is in flight the next one gathers behind it, so no fixed interval
+//! ever delays a write. Transient failures are retried with exponential
+//! backoff and full jitter, the batch kept whole and in order; a permanent
+//! failure fails exactly the writes of that batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::backend::{Applied, Batch, OpKind, Outcome, Revision, Version};
+use crate::error::{Error, Result};
+use crate::store::{RetryPolicy, Shared};
+use crate::writes::{Ack, Slot};
+
+/// Exponential backoff with full jitter.
+pub(crate) struct Backoff {
+    policy: RetryPolicy,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new(policy: RetryPolicy) -> Self {
+        Backoff { policy, attempt: 0 }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// The next delay; at least what the backend asked for, when it asked.
+    pub(crate) fn next_delay(&mut self, asked: Option<Duration>) -> Duration {
+        let ceiling = self
+            .policy
+            .initial
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.policy.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let jittered = ceiling.mul_f64(fastrand::f64());
+        asked.map_or(jittered, |a| a.max(jittered))
+    }
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, max_batch: usize) {
+    loop {
+        let batch = shared.with_writes(|w| {
+            if w.is_empty() {
+                None
+            } else {
+                Some(w.take_batch(max_batch))
+            }
+        });
+        match batch {
+            Some(slots) => send(&shared, slots).await,
+            None if shared.is_closed() => return,
+            None => shared.wake_flusher.notified().await,
+        }
+    }
+}
+
+async fn send(shared: &Shared, mut slots: Vec<Slot>) {
+    let mut backoff = Backoff::new(shared.retry);
+    let last_seq = slots.iter().map(|s| s.seq).max().unwrap_or(0);
+    let span = tracing::debug_span!("flush", store = %shared.name, ops = slots.len());
+    loop {
+        let batch = Batch {
+            ops: slots.iter().map(Slot::op).collect(),
+            atomic: false,
+        };
+        let result = shared.backend.apply(batch).instrument(span.clone()).await;
+        match result {
+            Ok(applied) => {
+                settle(shared, slots, applied).instrument(span).await;
+                break;
+            }
+            Err(error) if error.is_transient() && !shared.is_closed() => {
+                let asked = match &error {
+                    Error::Unavailable { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let delay = backoff.next_delay(asked);
+                tracing::warn!(parent: &span, %error, ?delay, "flush failed; retrying");
+                for slot in &mut slots {
+                    // The attempt may have applied: a conditional write must not
+                    // report its own success as a conflict on the retry.
+                    slot.ambiguous |= slot.precondition.is_some();
+                }
+                tokio::time::sleep(delay).await;
+            }
+            Err(error) => {
+                let error = if shared.is_closed() && error.is_transient() {
+                    Error::Closed
+                } else {
+                    error
+                };
+                tracing::error!(parent: &span, %error, "flush failed; the batch's writes are dropped");
+                fail(shared, slots, &error);
+                break;
+            }
+        }
+    }
+    shared.settled.send_if_modified(|s| {
+        let moved = *s < last_seq;
+        *s = (*s).max(last_seq);
+        moved
+    });
+}
+
+fn fail(shared: &Shared, slots: Vec<Slot>, error: &Error) {
+    shared.with_writes(|w| {
+        for slot in &slots {
+            w.failed(&slot.key, slot.seq, error.clone());
+        }
+    });
+    for slot in slots {
+        for waiter in slot.waiters {
+            let _ = waiter.send(Err(error.clone()));
+        }
+    }
+}
+
+async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
+    if applied.outcomes.len() != slots.len() {
+        let error = Error::backend(
+            shared.backend.name(),
+            format!(
+                "backend answered {} outcomes for a batch of {} writes",
+                applied.outcomes.len(),
+                slots.len()
+            ),
+        );
+        fail(shared, slots, &error);
+        return;
+    }
+    let view_revision = shared.view_revision();
+    for (slot, outcome) in slots.into_iter().zip(applied.outcomes) {
+        let result = match outcome {
+            Outcome::Applied(version) => Ok(version),
+            Outcome::Conflict { actual } if slot.ambiguous => resolve_ambiguous(shared, &slot, actual).await,
+            Outcome::Conflict { actual } => Err(conflict(&slot, actual)),
+            Outcome::Aborted => Err(conflict(&slot, None)),
+        };
+        match result {
+            Ok(version) => {
+                if slot.precondition.is_none() {
+                    shared.with_writes(|w| {
+                        w.acknowledged(&slot.key, slot.seq, applied.revision, view_revision);
+                    });
+                }
+                let ack = Ack {
+                    version,
+                    revision: applied.revision.max(Revision(version.0)),
+                };
+                for waiter in slot.waiters {
+                    let _ = waiter.send(Ok(ack));
+                }
+            }
+            Err(error) => {
+                if slot.precondition.is_none() {
+                    shared.with_writes(|w| w.failed(&slot.key, slot.seq, error.clone()));
+                }
+                for waiter in slot.waiters {
+                    let _ = waiter.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn conflict(slot: &Slot, actual: Option<Version>) -> Error {
+    Error::Conflict {
+        key: slot.key.to_string(),
+        expected: slot
+            .precondition
+            .unwrap_or(crate::backend::Precondition::Absent),
+        actual,
+    }
+}
+
+/// A conditional write retried after a lost answer came back as a conflict: if
+/// the backend holds exactly what it wrote, the first attempt applied.
+async fn resolve_ambiguous(shared: &Shared, slot: &Slot, actual: Option<Version>) -> Result<Version> {
+    let current = shared.backend.read(&slot.key).await;
+    match (&slot.kind, current) {
+        (OpKind::Put { value, .. }, Ok(Some(entry))) if entry.value == *value => Ok(entry.version),
+        (OpKind::Delete, Ok(None)) => Ok(Version(shared.view_revision().0)),
+        _ => Err(conflict(slot, actual)),
+    }
+}

@@ -1,0 +1,474 @@
+//! The in-memory backend: the embedded default, and what tests swap in.
+//!
+//! Every capability is honoured: compare-and-set, atomic batches, TTL, and
+//! sharing between stores (clones of one [`MemoryBackend`] are one store).
+//! History is kept for a bounded number of revisions; a watch from before
+//! that window gets [`WatchEvent::Gap`], as a real backend's would. Faults
+//! can be injected so tests can see how a store behaves when its backend
+//! fails.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use crate::backend::{
+    Applied, Backend, Batch, Capabilities, Change, Entry, Listing, OpKind, Outcome, Payload,
+    Precondition, Revision, Version, WatchEvent, WatchStream, check_batch,
+};
+use crate::error::{Error, Result};
+
+/// Revisions of history kept for watches unless configured otherwise.
+pub const DEFAULT_HISTORY: usize = 10_000;
+
+const NAME: &str = "memory";
+
+struct Stored {
+    value: Payload,
+    version: Version,
+    expires: Option<Instant>,
+}
+
+type Event = (Revision, Arc<Vec<Change>>);
+
+struct State {
+    entries: BTreeMap<String, Stored>,
+    revision: Revision,
+    /// Revisions after `compacted` are in `history`.
+    history: VecDeque<Event>,
+    compacted: Revision,
+    history_limit: usize,
+    events: broadcast::Sender<Event>,
+    faults: Faults,
+    reaper: bool,
+}
+
+#[derive(Default)]
+struct Faults {
+    fail_applies: usize,
+}
+
+/// An in-process backend with every capability. Clones share one store.
+#[derive(Clone)]
+pub struct MemoryBackend {
+    state: Arc<Mutex<State>>,
+    max_value_size: Option<usize>,
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("MemoryBackend")
+            .field("keys", &state.entries.len())
+            .field("revision", &state.revision)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBackend {
+    /// An empty store keeping [`DEFAULT_HISTORY`] revisions of history.
+    pub fn new() -> Self {
+        Self::with_history(DEFAULT_HISTORY)
+    }
+
+    /// An empty store keeping `revisions` revisions of history for watches.
+    pub fn with_history(revisions: usize) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        MemoryBackend {
+            state: Arc::new(Mutex::new(State {
+                entries: BTreeMap::new(),
+                revision: Revision(0),
+                history: VecDeque::new(),
+                compacted: Revision(0),
+                history_limit: revisions.max(1),
+                events,
+                faults: Faults::default(),
+                reaper: false,
+            })),
+            max_value_size: None,
+        }
+    }
+
+    /// The same store, refusing values over `bytes` (advertised in
+    /// [`Capabilities::max_value_size`]).
+    pub fn with_max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = Some(bytes);
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the next `n` batches fail with a transient [`Error::Unavailable`]
+    /// without applying anything.
+    pub fn fail_next_applies(&self, n: usize) {
+        self.lock().faults.fail_applies = n;
+    }
+
+    /// Forgets all history: every open watch and every watch from an older revision
+    /// sees a [`WatchEvent::Gap`] and must re-list.
+    pub fn compact(&self) {
+        let mut state = self.lock();
+        state.history.clear();
+        state.compacted = state.revision;
+        // Replacing the channel ends every open watch's receiver.
+        let (events, _) = broadcast::channel(1024);
+        state.events = events;
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> Revision {
+        self.lock().revision
+    }
+
+    fn ensure_reaper(&self, state: &mut State) {
+        if state.reaper {
+            return;
+        }
+        state.reaper = true;
+        let weak = Arc::downgrade(&self.state);
+        tokio::spawn(reap(weak));
+    }
+}
+
+impl State {
+    /// Records the changes of one revision and tells the watches.
+    fn commit(&mut self, changes: Vec<Change>) -> Revision {
+        self.revision = Revision(self.revision.0 + 1);
+        let event = (self.revision, Arc::new(changes));
+        self.history.push_back(event.clone());
+        while self.history.len() > self.history_limit {
+            if let Some((revision, _)) = self.history.pop_front() {
+                self.compacted = revision;
+            }
+        }
+        let _ = self.events.send(event);
+        self.revision
+    }
+
+    /// Removes expired keys in one revision of their own.
+    fn expire(&mut self, now: Instant) {
+        let expired: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, s)| s.expires.is_some_and(|at| at <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for key in &expired {
+            self.entries.remove(key);
+        }
+        self.commit(
+            expired
+                .into_iter()
+                .map(|key| Change { key, value: None })
+                .collect(),
+        );
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        self.entries.values().filter_map(|s| s.expires).min()
+    }
+
+    fn holds(&self, key: &str, precondition: Precondition) -> std::result::Result<(), Option<Version>> {
+        let actual = self.entries.get(key).map(|s| s.version);
+        let ok = match precondition {
+            Precondition::Absent => actual.is_none(),
+            Precondition::Version(v) => actual == Some(v),
+        };
+        if ok { Ok(()) } else { Err(actual) }
+    }
+}
+
+/// Expires keys on time while the backend exists.
+async fn reap(state: Weak<Mutex<State>>) {
+    loop {
+        let next = {
+            let Some(state) = state.upgrade() else { return };
+            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.expire(Instant::now());
+            state.next_expiry()
+        };
+        // Wake at least once a second to notice new, earlier deadlines and a dropped backend.
+        let wake = next.map_or(Instant::now() + Duration::from_secs(1), |at| {
+            at.min(Instant::now() + Duration::from_secs(1))
+        });
+        tokio::time::sleep_until(wake).await;
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::default();
+        caps.compare_and_set = true;
+        caps.atomic_batch = true;
+        caps.durable = false;
+        caps.shared = false;
+        caps.ttl = true;
+        caps.max_value_size = self.max_value_size;
+        caps
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Entry>> {
+        let mut state = self.lock();
+        state.expire(Instant::now());
+        Ok(state.entries.get(key).map(|s| Entry {
+            key: key.to_owned(),
+            value: s.value.clone(),
+            version: s.version,
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing> {
+        let mut state = self.lock();
+        state.expire(Instant::now());
+        let entries = state
+            .entries
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, s)| Entry {
+                key: k.clone(),
+                value: s.value.clone(),
+                version: s.version,
+            })
+            .collect();
+        Ok(Listing {
+            entries,
+            revision: state.revision,
+        })
+    }
+
+    async fn apply(&self, batch: Batch) -> Result<Applied> {
+        check_batch(NAME, &self.capabilities(), &batch)?;
+        let mut state = self.lock();
+        if state.faults.fail_applies > 0 {
+            state.faults.fail_applies -= 1;
+            return Err(Error::unavailable(NAME, "injected failure"));
+        }
+        let now = Instant::now();
+        state.expire(now);
+        if batch.atomic {
+            // Check every precondition against the state as each earlier op leaves it.
+            let mut shadow: BTreeMap<&str, Option<Version>> = BTreeMap::new();
+            let failed = batch.ops.iter().position(|op| {
+                let current = shadow
+                    .get(op.key.as_str())
+                    .copied()
+                    .unwrap_or_else(|| state.entries.get(&op.key).map(|s| s.version));
+                let ok = match op.precondition {
+                    None => true,
+                    Some(Precondition::Absent) => current.is_none(),
+                    Some(Precondition::Version(v)) => current == Some(v),
+                };
+                let next = match op.kind {
+                    OpKind::Put { .. } => Some(Version(u64::MAX)),
+                    OpKind::Delete => None,
+                };
+                shadow.insert(&op.key, next);
+                !ok
+            });
+            if let Some(index) = failed {
+                let actual = state.entries.get(&batch.ops[index].key).map(|s| s.version);
+                let outcomes = (0..batch.ops.len())
+                    .map(|i| {
+                        if i == index {
+                            Outcome::Conflict { actual }
+                        } else {
+                            Outcome::Aborted
+                        }
+                    })
+                    .collect();
+                return Ok(Applied {
+                    revision: state.revision,
+                    outcomes,
+                });
+            }
+        }
+        let next = Version(state.revision.0 + 1);
+        let mut outcomes = Vec::with_capacity(batch.ops.len());
+        let mut changes: Vec<Change> = Vec::new();
+        let mut needs_reaper = false;
+        for op in batch.ops {
+            if let Some(precondition) = op.precondition
+                && let Err(actual) = state.holds(&op.key, precondition)
+            {
+                outcomes.push(Outcome::Conflict { actual });
+                continue;
+            }
+            match op.kind {
+                OpKind::Put { value, ttl } => {
+                    let expires = ttl.map(|t| now + t);
+                    needs_reaper |= expires.is_some();
+                    let unchanged = state
+                        .entries
+                        .get(&op.key)
+                        .is_some_and(|s| s.value == value && s.expires == expires);
+                    if unchanged {
+                        // A write that changes nothing makes no new version and no event.
+                        let version = state.entries.get(&op.key).map_or(next, |s| s.version);
+                        outcomes.push(Outcome::Applied(version));
+                        continue;
+                    }
+                    state.entries.insert(
+                        op.key.clone(),
+                        Stored {
+                            value: value.clone(),
+                            version: next,
+                            expires,
+                        },
+                    );
+                    changes.retain(|c| c.key != op.key);
+                    changes.push(Change {
+                        key: op.key,
+                        value: Some(value),
+                    });
+                    outcomes.push(Outcome::Applied(next));
+                }
+                OpKind::Delete => {
+                    if state.entries.remove(&op.key).is_some() {
+                        changes.retain(|c| c.key != op.key);
+                        changes.push(Change {
+                            key: op.key,
+                            value: None,
+                        });
+                        outcomes.push(Outcome::Applied(next));
+                    } else {
+                        outcomes.push(Outcome::Applied(Version(state.revision.0)));
+                    }
+                }
+            }
+        }
+        let revision = if changes.is_empty() {
+            state.revision
+        } else {
+            state.commit(changes)
+        };
+        if needs_reaper {
+            self.ensure_reaper(&mut state);
+        }
+        Ok(Applied { revision, outcomes })
+    }
+
+    async fn watch(&self, from: Revision) -> Result<WatchStream> {
+        let mut state = self.lock();
+        state.expire(Instant::now());
+        if from < state.compacted {
+            return Ok(Box::pin(futures_util::stream::iter([Ok(WatchEvent::Gap)])));
+        }
+        let backlog: Vec<Event> = state
+            .history
+            .iter()
+            .filter(|(revision, _)| *revision > from)
+            .cloned()
+            .collect();
+        let live = state.events.subscribe();
+        drop(state);
+        fn to_event((revision, changes): Event) -> Result<WatchEvent> {
+            Ok(WatchEvent::Changes {
+                revision,
+                changes: changes.as_ref().clone(),
+            })
+        }
+        let backlog = futures_util::stream::iter(backlog.into_iter().map(to_event));
+        let live = futures_util::stream::unfold((live, false), |(mut rx, done)| async move {
+            if done {
+                return None;
+            }
+            match rx.recv().await {
+                Ok(event) => Some((to_event(event), (rx, false))),
+                // Too slow to keep up, or compacted: the caller must re-list.
+                Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => {
+                    Some((Ok(WatchEvent::Gap), (rx, true)))
+                }
+            }
+        });
+        Ok(Box::pin(backlog.chain(live)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Op;
+
+    fn put(key: &str, value: &str) -> Op {
+        Op::put(key, Payload::from(value))
+    }
+
+    #[tokio::test]
+    async fn a_noop_write_makes_no_revision() {
+        let backend = MemoryBackend::new();
+        let first = backend.apply(Batch { ops: vec![put("a", "1")], atomic: false }).await.expect("apply");
+        let again = backend.apply(Batch { ops: vec![put("a", "1")], atomic: false }).await.expect("apply");
+        assert_eq!(first.revision, again.revision);
+        assert_eq!(again.outcomes, vec![Outcome::Applied(Version(first.revision.0))]);
+    }
+
+    #[tokio::test]
+    async fn an_atomic_batch_with_a_failed_precondition_applies_nothing() {
+        let backend = MemoryBackend::new();
+        let batch = Batch {
+            ops: vec![put("a", "1"), put("b", "1").when(Precondition::Version(Version(9)))],
+            atomic: true,
+        };
+        let applied = backend.apply(batch).await.expect("apply");
+        assert_eq!(applied.outcomes, vec![Outcome::Aborted, Outcome::Conflict { actual: None }]);
+        assert!(backend.read("a").await.expect("read").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_watch_from_before_the_history_window_reports_a_gap() {
+        let backend = MemoryBackend::with_history(2);
+        for i in 0..5 {
+            backend.apply(Batch { ops: vec![put("a", &i.to_string())], atomic: false }).await.expect("apply");
+        }
+        let mut old = backend.watch(Revision(1)).await.expect("watch");
+        assert_eq!(old.next().await.and_then(Result::ok), Some(WatchEvent::Gap));
+        let mut recent = backend.watch(Revision(3)).await.expect("watch");
+        assert!(matches!(
+            recent.next().await.and_then(Result::ok),
+            Some(WatchEvent::Changes { revision: Revision(4), .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn compaction_ends_open_watches_with_a_gap() {
+        let backend = MemoryBackend::new();
+        let mut watch = backend.watch(Revision(0)).await.expect("watch");
+        backend.compact();
+        assert_eq!(watch.next().await.and_then(Result::ok), Some(WatchEvent::Gap));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_expire_after_their_ttl() {
+        let backend = MemoryBackend::new();
+        let op = Op {
+            key: "t".into(),
+            kind: OpKind::Put { value: Payload::from("1"), ttl: Some(Duration::from_secs(5)) },
+            precondition: None,
+        };
+        backend.apply(Batch { ops: vec![op], atomic: false }).await.expect("apply");
+        let mut watch = backend.watch(backend.revision()).await.expect("watch");
+        assert!(backend.read("t").await.expect("read").is_some());
+        // The reaper removes it on time, with a watch event, without any call.
+        let event = watch.next().await.and_then(Result::ok);
+        assert!(matches!(event, Some(WatchEvent::Changes { ref changes, .. }) if changes[0].value.is_none()));
+        assert!(backend.read("t").await.expect("read").is_none());
+    }
+}

@@ -1,0 +1,881 @@
+//! The typed front-end every application calls.
+//!
+//! A [`Store`] is a cheap-to-clone handle on shared state: the local view
+//! (fed by the sync task from the backend's watch), the write queue (drained by
+//! the flush task), and the channels waiters and subscribers listen on. When
+//! the last handle is dropped both tasks stop; queued writes get one last
+//! attempt.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, broadcast, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::backend::{
+    Backend, Capabilities, DynBackend, OpKind, Payload, Precondition, Revision, Version,
+};
+use crate::error::{BoxError, Error, Result};
+use crate::hooks::{self, Hook};
+use crate::key::{self, AsKey};
+use crate::subscribe::{ChangeEvent, Subscription};
+use crate::value;
+use crate::view::View;
+use crate::writes::{self, Ack, Writes};
+use crate::{flush, sync};
+
+/// How long waits take at most unless configured otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A value read together with the version it had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// The version the backend gave it.
+    pub version: Version,
+}
+
+/// Everything the store holds at one revision, as this handle sees it.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The backend revision the view reflects.
+    pub revision: Revision,
+    /// Keys of this handle's own writes included below but not yet at `revision`.
+    pub pending: usize,
+    /// Every key with its encoded value, in key order.
+    pub entries: BTreeMap<String, Payload>,
+}
+
+impl Snapshot {
+    /// Decodes the value at `key`, `None` when absent.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.entries
+            .get(key)
+            .map(|payload| value::decode(key, payload))
+            .transpose()
+    }
+}
+
+/// Where start-up stands.
+#[derive(Debug, Clone)]
+pub(crate) enum Readiness {
+    Starting,
+    Ready,
+    Failed(Error),
+}
+
+/// How the flush task backs off after transient failures.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryPolicy {
+    pub(crate) initial: Duration,
+    pub(crate) max: Duration,
+}
+
+/// State shared by every handle and the background tasks.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) backend: Arc<dyn DynBackend>,
+    pub(crate) caps: Capabilities,
+    pub(crate) max_value_size: Option<usize>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) view: RwLock<View>,
+    writes: Mutex<Writes>,
+    /// Number of overlay entries, so reads skip the write lock when there are none.
+    pending: AtomicUsize,
+    pub(crate) wake_flusher: Notify,
+    /// The view's revision.
+    pub(crate) revision: watch::Sender<Revision>,
+    /// Highest write sequence number whose outcome is settled.
+    pub(crate) settled: watch::Sender<u64>,
+    pub(crate) changes: broadcast::Sender<ChangeEvent>,
+    pub(crate) readiness: watch::Sender<Readiness>,
+    is_closed: AtomicBool,
+    pub(crate) closed: watch::Sender<bool>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Runs `f` on the write queue and keeps the pending counter in step.
+    pub(crate) fn with_writes<R>(&self, f: impl FnOnce(&mut Writes) -> R) -> R {
+        let mut writes = lock(&self.writes);
+        let out = f(&mut writes);
+        self.pending.store(writes.overlay.len(), Ordering::Release);
+        out
+    }
+
+    pub(crate) fn view_revision(&self) -> Revision {
+        *self.revision.borrow()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.is_closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.is_closed.store(true, Ordering::Release);
+        self.closed.send_replace(true);
+        self.wake_flusher.notify_one();
+    }
+}
+
+/// Stops the background tasks when the last handle goes.
+struct Guard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+/// A typed key-value store on some [`Backend`].
+///
+/// Cheap to clone; every clone is the same store. See the crate docs for
+/// the semantics of each call.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    _guard: Arc<Guard>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("name", &self.shared.name)
+            .field("backend", &self.shared.backend.name())
+            .field("revision", &self.shared.view_revision())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and starts a [`Store`].
+#[must_use = "a builder does nothing until `start` or `open` is called"]
+pub struct StoreBuilder {
+    backend: Option<Arc<dyn DynBackend>>,
+    name: String,
+    timeout: Duration,
+    hooks: Vec<Hook>,
+    linked_hooks: bool,
+    subscriber_capacity: usize,
+    max_value_size: Option<usize>,
+    max_batch_ops: usize,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for StoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreBuilder")
+            .field("name", &self.name)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for StoreBuilder {
+    fn default() -> Self {
+        StoreBuilder {
+            backend: None,
+            name: "default".to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            hooks: Vec::new(),
+            linked_hooks: true,
+            subscriber_capacity: 1024,
+            max_value_size: None,
+            max_batch_ops: 1000,
+            retry: RetryPolicy {
+                initial: Duration::from_millis(20),
+                max: Duration::from_secs(5),
+            },
+        }
+    }
+}
+
+impl StoreBuilder {
+    /// The backend to sit on; the in-memory backend when not set.
+    pub fn backend(mut self, backend: impl Backend) -> Self {
+        self.backend = Some(Arc::new(backend));
+        self
+    }
+
+    /// The store's name, used to pick `#[on_ready(store = "...")]` hooks and in logs
+    /// (default `"default"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How long every wait (`set_and_wait`, `flush`, `ready`, ...) may take
+    /// (default [`DEFAULT_TIMEOUT`]). [`Store::with_timeout`] changes it per handle.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Adds an on-ready hook. It gets a handle on the store and runs once, after the
+    /// initial sync and before [`Store::ready`] resolves.
+    pub fn on_ready<F, Fut, E>(mut self, name: impl Into<String>, hook: F) -> Self
+    where
+        F: Fn(Store) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.hooks.push(Hook::closure(name.into(), 0, hook));
+        self
+    }
+
+    /// Like [`on_ready`](Self::on_ready) with an explicit position: lower runs first
+    /// (`#[on_ready]` hooks default to 0).
+    pub fn on_ready_ordered<F, Fut, E>(mut self, name: impl Into<String>, order: i32, hook: F) -> Self
+    where
+        F: Fn(Store) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.hooks.push(Hook::closure(name.into(), order, hook));
+        self
+    }
+
+    /// Whether `#[on_ready]` hooks linked into the program run on this store
+    /// (default `true`).
+    pub fn linked_hooks(mut self, enabled: bool) -> Self {
+        self.linked_hooks = enabled;
+        self
+    }
+
+    /// How many changes a subscriber may fall behind before it gets
+    /// [`Error::Lagged`] (default 1024).
+    pub fn subscriber_capacity(mut self, capacity: usize) -> Self {
+        self.subscriber_capacity = capacity.max(1);
+        self
+    }
+
+    /// Refuse values larger than this many bytes (encoded) at the call, below any
+    /// limit of the backend's own.
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = Some(bytes);
+        self
+    }
+
+    /// The most writes sent to the backend in one batch (default 1000; the backend's
+    /// own limit applies too).
+    pub fn max_batch(mut self, ops: usize) -> Self {
+        self.max_batch_ops = ops.max(1);
+        self
+    }
+
+    /// Backoff after a transient backend failure: starts at `initial`, doubles up to
+    /// `max`, with full jitter (defaults 20 ms and 5 s).
+    pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.retry = RetryPolicy {
+            initial,
+            max: max.max(initial),
+        };
+        self
+    }
+
+    /// Starts the store's background tasks and returns at once; call
+    /// [`Store::ready`] to wait for the initial sync and the on-ready hooks.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub fn start(self) -> Store {
+        let backend = self
+            .backend
+            .unwrap_or_else(|| Arc::new(crate::MemoryBackend::new()));
+        let caps = backend.capabilities();
+        let max_value_size = match (self.max_value_size, caps.max_value_size) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let max_batch = caps
+            .max_batch_ops
+            .map_or(self.max_batch_ops, |b| b.min(self.max_batch_ops));
+        let (changes, _) = broadcast::channel(self.subscriber_capacity);
+        let shared = Arc::new(Shared {
+            name: self.name,
+            backend,
+            caps,
+            max_value_size,
+            retry: self.retry,
+            view: RwLock::new(View::default()),
+            writes: Mutex::new(Writes::default()),
+            pending: AtomicUsize::new(0),
+            wake_flusher: Notify::new(),
+            revision: watch::Sender::new(Revision(0)),
+            settled: watch::Sender::new(0),
+            changes,
+            readiness: watch::Sender::new(Readiness::Starting),
+            is_closed: AtomicBool::new(false),
+            closed: watch::Sender::new(false),
+        });
+        let store = Store {
+            _guard: Arc::new(Guard {
+                shared: Arc::clone(&shared),
+            }),
+            shared: Arc::clone(&shared),
+            timeout: self.timeout,
+        };
+        let hooks = hooks::plan(&store.shared.name, self.linked_hooks, self.hooks);
+        let (synced_tx, synced_rx) = oneshot::channel();
+        tokio::spawn(sync::run(Arc::clone(&shared), synced_tx));
+        tokio::spawn(flush::run(Arc::clone(&shared), max_batch));
+        // The hook runner holds a handle only until the hooks are done.
+        let runner = store.clone();
+        tokio::spawn(async move {
+            if synced_rx.await.is_err() {
+                return;
+            }
+            let outcome = match hooks::run_all(&hooks, &runner).await {
+                Ok(()) => Readiness::Ready,
+                Err(e) => {
+                    tracing::error!(store = %runner.shared.name, error = %e, "start-up failed");
+                    Readiness::Failed(e)
+                }
+            };
+            runner.shared.readiness.send_replace(outcome);
+        });
+        store
+    }
+
+    /// Starts the store and waits until it is [ready](Store::ready).
+    pub async fn open(self) -> Result<Store> {
+        let store = self.start();
+        store.ready().await?;
+        Ok(store)
+    }
+}
+
+impl Store {
+    /// A builder for a store.
+    pub fn builder() -> StoreBuilder {
+        StoreBuilder::default()
+    }
+
+    /// A ready store on a fresh in-memory backend: the embedded default.
+    pub async fn memory() -> Result<Store> {
+        Store::builder().open().await
+    }
+
+    /// The store's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// What the backend can do.
+    pub fn capabilities(&self) -> Capabilities {
+        self.shared.caps
+    }
+
+    /// The same store, with waits bounded by `timeout` on the returned handle.
+    pub fn with_timeout(&self, timeout: Duration) -> Store {
+        Store {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    /// The timeout this handle's waits use.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shared.is_closed() {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The value at `key`, from the local view: no backend call. Sees this
+    /// handle's own writes before the backend confirms them.
+    ///
+    /// Values are shared, immutable snapshots: decoding happens once per value
+    /// and type, and every later read clones an `Arc`.
+    pub fn get<T>(&self, key: impl AsKey<T>) -> Result<Option<Arc<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let name = key.as_key();
+        self.check_open()?;
+        if self.shared.pending.load(Ordering::Acquire) > 0 {
+            let writes = lock(&self.shared.writes);
+            if let Some(entry) = writes.overlay.get(name) {
+                return match &entry.cell {
+                    Some(cell) => cell.decode(name, key.validator()).map(Some),
+                    None => Ok(None),
+                };
+            }
+        }
+        let view = read(&self.shared.view);
+        match view.entries.get(name) {
+            Some(entry) => entry.cell.decode(name, key.validator()).map(Some),
+            None => {
+                drop(view);
+                key::validate(name)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The value at `key` with its version, as the backend last confirmed it.
+    ///
+    /// Unlike [`get`](Self::get) this does not show this handle's unconfirmed
+    /// writes: it is for [`compare_and_set`](Self::compare_and_set), which needs a
+    /// version the backend knows.
+    pub fn get_versioned<T>(&self, key: impl AsKey<T>) -> Result<Option<Versioned<Arc<T>>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        let name = key.as_key();
+        self.check_open()?;
+        key::validate(name)?;
+        let view = read(&self.shared.view);
+        view.entries
+            .get(name)
+            .map(|entry| {
+                Ok(Versioned {
+                    value: entry.cell.decode(name, key.validator())?,
+                    version: entry.version,
+                })
+            })
+            .transpose()
+    }
+
+    fn encode_put<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Option<Duration>,
+    ) -> Result<OpKind> {
+        self.check_open()?;
+        key::validate(key)?;
+        if ttl.is_some() && !self.shared.caps.ttl {
+            return Err(Error::Unsupported {
+                backend: self.shared.backend.name(),
+                operation: "time to live",
+            });
+        }
+        let payload = value::encode(key, value)?;
+        if let Some(limit) = self.shared.max_value_size
+            && payload.len() > limit
+        {
+            return Err(Error::ValueTooLarge {
+                key: key.to_owned(),
+                size: payload.len(),
+                limit,
+            });
+        }
+        Ok(writes::put(payload, ttl))
+    }
+
+    fn push_plain(&self, key: &str, kind: OpKind, waiter: Option<writes::Waiter>) {
+        let (_, was_empty) = self
+            .shared
+            .with_writes(|w| w.push_plain(key, kind, waiter));
+        if was_empty {
+            self.shared.wake_flusher.notify_one();
+        }
+    }
+
+    /// Queues `value` at `key` and returns at once.
+    ///
+    /// The key and the value are checked here (invalid key, encoding, size), so
+    /// nothing fails later for a reason known now. Writes to one key coalesce in
+    /// call order; the last one wins. The write is sent in the background; use
+    /// [`set_and_wait`](Self::set_and_wait) or [`flush`](Self::flush) to know it
+    /// landed.
+    pub fn set<T: Serialize + ?Sized>(&self, key: impl AsKey<T>, value: &T) -> Result<()> {
+        let key = key.as_key();
+        let kind = self.encode_put(key, value, None)?;
+        self.push_plain(key, kind, None);
+        Ok(())
+    }
+
+    /// Like [`set`](Self::set), expiring the key `ttl` after the write lands
+    /// (needs [`Capabilities::ttl`], else [`Error::Unsupported`]).
+    pub fn set_with_ttl<T: Serialize + ?Sized>(
+        &self,
+        key: impl AsKey<T>,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<()> {
+        let key = key.as_key();
+        let kind = self.encode_put(key, value, Some(ttl))?;
+        self.push_plain(key, kind, None);
+        Ok(())
+    }
+
+    /// Writes `value` at `key` and waits until the backend acknowledged it and
+    /// the local view shows it. Returns the new version.
+    ///
+    /// If a later write to the same key coalesces with this one before it is
+    /// sent, this resolves when that later write is acknowledged.
+    pub async fn set_and_wait<T: Serialize + ?Sized>(
+        &self,
+        key: impl AsKey<T>,
+        value: &T,
+    ) -> Result<Version> {
+        let key = key.as_key();
+        let kind = self.encode_put(key, value, None)?;
+        let (tx, rx) = oneshot::channel();
+        self.push_plain(key, kind, Some(tx));
+        self.await_ack(key, rx).await
+    }
+
+    /// Queues the removal of `key` and returns at once. Removing a missing key is
+    /// not an error.
+    pub fn remove<T: ?Sized>(&self, key: impl AsKey<T>) -> Result<()> {
+        let key = key.as_key();
+        self.check_open()?;
+        key::validate(key)?;
+        self.push_plain(key, OpKind::Delete, None);
+        Ok(())
+    }
+
+    /// Removes `key` and waits until the backend acknowledged it and the local view
+    /// shows it gone.
+    pub async fn remove_and_wait<T: ?Sized>(&self, key: impl AsKey<T>) -> Result<()> {
+        let key = key.as_key();
+        self.check_open()?;
+        key::validate(key)?;
+        let (tx, rx) = oneshot::channel();
+        self.push_plain(key, OpKind::Delete, Some(tx));
+        self.await_ack(key, rx).await.map(|_| ())
+    }
+
+    /// Writes `value` at `key` only if `expected` holds on the backend; otherwise
+    /// [`Error::Conflict`] with the version found. Needs
+    /// [`Capabilities::compare_and_set`].
+    pub async fn compare_and_set<T: Serialize + ?Sized>(
+        &self,
+        key: impl AsKey<T>,
+        expected: Precondition,
+        value: &T,
+    ) -> Result<Version> {
+        let key = key.as_key();
+        self.require_cas()?;
+        let kind = self.encode_put(key, value, None)?;
+        self.conditional(key, kind, expected).await
+    }
+
+    /// Removes `key` only if it is at version `expected`; otherwise
+    /// [`Error::Conflict`].
+    pub async fn compare_and_remove<T: ?Sized>(
+        &self,
+        key: impl AsKey<T>,
+        expected: Version,
+    ) -> Result<()> {
+        let key = key.as_key();
+        self.require_cas()?;
+        self.check_open()?;
+        key::validate(key)?;
+        self.conditional(key, OpKind::Delete, Precondition::Version(expected))
+            .await
+            .map(|_| ())
+    }
+
+    fn require_cas(&self) -> Result<()> {
+        if self.shared.caps.compare_and_set {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                backend: self.shared.backend.name(),
+                operation: "compare-and-set",
+            })
+        }
+    }
+
+    async fn conditional(&self, key: &str, kind: OpKind, expected: Precondition) -> Result<Version> {
+        let (tx, rx) = oneshot::channel();
+        let was_empty = self
+            .shared
+            .with_writes(|w| w.push_conditional(key, kind, expected, tx));
+        if was_empty {
+            self.shared.wake_flusher.notify_one();
+        }
+        self.await_ack(key, rx).await
+    }
+
+    /// Read-modify-write without lost updates: reads the confirmed value, computes
+    /// the new one with `f`, and writes it only if the key did not change meanwhile;
+    /// otherwise waits for the newer value and calls `f` again. `f` may therefore run
+    /// more than once. Returns the value written with its version.
+    pub async fn update<T, F>(&self, key: impl AsKey<T>, mut f: F) -> Result<Versioned<Arc<T>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnMut(Option<&T>) -> T,
+    {
+        let validator = key.validator();
+        let key = key.as_key();
+        self.require_cas()?;
+        self.check_open()?;
+        key::validate(key)?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let (current, expected, seen) = {
+                let view = read(&self.shared.view);
+                match view.entries.get(key) {
+                    Some(entry) => (
+                        Some(entry.cell.decode::<T>(key, validator)?),
+                        Precondition::Version(entry.version),
+                        view.revision,
+                    ),
+                    None => (None, Precondition::Absent, view.revision),
+                }
+            };
+            let next = f(current.as_deref());
+            let kind = self.encode_put(key, &next, None)?;
+            let attempt = self.conditional(key, kind, expected);
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Err(_) => return Err(self.timeout_error(format!("`{key}` to update"))),
+                Ok(Ok(version)) => {
+                    return Ok(Versioned {
+                        value: Arc::new(next),
+                        version,
+                    });
+                }
+                Ok(Err(Error::Conflict { actual, .. })) => {
+                    // Someone else wrote first: wait until the view shows their write.
+                    let target = actual.map_or(Revision(seen.0 + 1), |v| Revision(v.0));
+                    self.wait_revision(target, deadline, || format!("`{key}` to update"))
+                        .await?;
+                }
+                Ok(Err(other)) => return Err(other),
+            }
+        }
+    }
+
+    /// Removes every key the backend holds for this store, including keys this
+    /// handle never saw, and waits until that is done. Writes this handle queued
+    /// before the call are removed too.
+    pub async fn clear(&self) -> Result<()> {
+        self.check_open()?;
+        let deadline = Instant::now() + self.timeout;
+        let started = self.shared.with_writes(|w| {
+            let start = w.last_seq();
+            let pending: Vec<String> = w.overlay.keys().map(|k| k.to_string()).collect();
+            for key in pending {
+                w.push_plain(&key, OpKind::Delete, None);
+            }
+            start
+        });
+        let listing = loop {
+            match tokio::time::timeout_at(deadline, self.shared.backend.list("")).await {
+                Err(_) => return Err(self.timeout_error("the store to be listed".to_owned())),
+                Ok(Ok(listing)) => break listing,
+                Ok(Err(e)) if e.is_transient() => {
+                    tracing::warn!(store = %self.shared.name, error = %e, "listing for clear failed; retrying");
+                    tokio::time::sleep(self.shared.retry.initial).await;
+                }
+                Ok(Err(e)) => return Err(e),
+            }
+        };
+        let target = self.shared.with_writes(|w| {
+            for entry in &listing.entries {
+                // Keys written through this handle since clear began stay.
+                let newer = w
+                    .overlay
+                    .get(entry.key.as_str())
+                    .is_some_and(|o| o.seq > started);
+                if !newer {
+                    w.push_plain(&entry.key, OpKind::Delete, None);
+                }
+            }
+            w.last_seq()
+        });
+        self.shared.wake_flusher.notify_one();
+        self.wait_settled(target, deadline, "the clear to be acknowledged")
+            .await
+    }
+
+    /// Waits until every write queued before the call is acknowledged and visible
+    /// in the view. Reports the first write among them that failed for good.
+    pub async fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        let target = self.shared.with_writes(|w| w.last_seq());
+        let deadline = Instant::now() + self.timeout;
+        self.wait_settled(target, deadline, "queued writes to be acknowledged")
+            .await
+    }
+
+    async fn wait_settled(&self, target: u64, deadline: Instant, what: &str) -> Result<()> {
+        let mut settled = self.shared.settled.subscribe();
+        self.until(deadline, what, async {
+            settled
+                .wait_for(|s| *s >= target)
+                .await
+                .map(|_| ())
+                .map_err(|_| Error::Closed)
+        })
+        .await?;
+        let (failure, last_ack) = self
+            .shared
+            .with_writes(|w| (w.take_failure(target), w.last_ack));
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        self.wait_revision(last_ack, deadline, || what.to_owned()).await
+    }
+
+    /// Waits for the initial sync and the on-ready hooks. Resolves at once when
+    /// already ready; fails with the hook's error when one failed.
+    pub async fn ready(&self) -> Result<()> {
+        let mut readiness = self.shared.readiness.subscribe();
+        let deadline = Instant::now() + self.timeout;
+        let state = self
+            .until(deadline, "the store to be ready", async {
+                readiness
+                    .wait_for(|r| !matches!(r, Readiness::Starting))
+                    .await
+                    .map(|r| r.clone())
+                    .map_err(|_| Error::Closed)
+            })
+            .await?;
+        match state {
+            Readiness::Failed(e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Changes to the store as the backend confirms them, in order, from now on.
+    /// Delivery starts once the store is ready. Narrow it with
+    /// [`Subscription::key`] or [`Subscription::prefix`].
+    pub fn subscribe(&self) -> Subscription {
+        Subscription::new(
+            self.shared.changes.subscribe(),
+            self.shared.readiness.subscribe(),
+            self.shared.closed.subscribe(),
+        )
+    }
+
+    /// Every key, in order, including this handle's unconfirmed writes.
+    pub fn keys(&self) -> Vec<String> {
+        self.snapshot().entries.into_keys().collect()
+    }
+
+    /// How many keys the store holds, including this handle's unconfirmed writes.
+    pub fn len(&self) -> usize {
+        self.snapshot().entries.len()
+    }
+
+    /// Whether the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every key and value at the view's revision, with this handle's unconfirmed
+    /// writes applied on top (counted in [`Snapshot::pending`]).
+    pub fn snapshot(&self) -> Snapshot {
+        let (mut entries, revision) = {
+            let view = read(&self.shared.view);
+            let entries: BTreeMap<String, Payload> = view
+                .entries
+                .iter()
+                .map(|(k, e)| (k.to_string(), e.cell.payload.clone()))
+                .collect();
+            (entries, view.revision)
+        };
+        let pending = self.shared.with_writes(|w| {
+            let mut touched = BTreeSet::new();
+            for (key, overlay) in &w.overlay {
+                touched.insert(key.to_string());
+                match &overlay.cell {
+                    Some(cell) => entries.insert(key.to_string(), cell.payload.clone()),
+                    None => entries.remove(&**key),
+                };
+            }
+            touched.len()
+        });
+        Snapshot {
+            revision,
+            pending,
+            entries,
+        }
+    }
+
+    /// Sends what is queued, waits for it like [`flush`](Self::flush), and stops the
+    /// store: every later call on any handle returns [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        let flushed = self.flush().await;
+        self.shared.close();
+        flushed
+    }
+
+    async fn await_ack(&self, key: &str, rx: oneshot::Receiver<Result<Ack>>) -> Result<Version> {
+        let deadline = Instant::now() + self.timeout;
+        let what = || format!("`{key}` to be acknowledged");
+        let ack = self
+            .until(deadline, &what(), async {
+                rx.await.map_err(|_| Error::Closed)?
+            })
+            .await?;
+        self.wait_revision(ack.revision, deadline, what).await?;
+        Ok(ack.version)
+    }
+
+    async fn wait_revision(
+        &self,
+        target: Revision,
+        deadline: Instant,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let mut revision = self.shared.revision.subscribe();
+        if *revision.borrow() >= target {
+            return Ok(());
+        }
+        self.until(deadline, &what(), async {
+            revision
+                .wait_for(|r| *r >= target)
+                .await
+                .map(|_| ())
+                .map_err(|_| Error::Closed)
+        })
+        .await
+    }
+
+    /// Runs `fut` until `deadline`, failing with [`Error::Timeout`] then, or with
+    /// [`Error::Closed`] if the store closes first.
+    async fn until<T>(
+        &self,
+        deadline: Instant,
+        what: &str,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let mut closed = self.shared.closed.subscribe();
+        tokio::select! {
+            out = tokio::time::timeout_at(deadline, fut) => match out {
+                Ok(result) => result,
+                Err(_) => Err(self.timeout_error(what.to_owned())),
+            },
+            _ = closed.wait_for(|c| *c) => Err(Error::Closed),
+        }
+    }
+
+    fn timeout_error(&self, waiting_for: String) -> Error {
+        Error::Timeout {
+            waiting_for,
+            timeout: self.timeout,
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The sync task: lists the backend, then follows its watch, keeping the local
+//! view current and telling subscribers what changed.
+//!
+//! A watch that errors or ends is resumed from the view's revision; a watch
+//! that reports a gap triggers a fresh listing, diffed against the view so
+//! subscribers still see every key that changed. Failures back off with
+//! jitter and never stop the task; only closing the store does.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::sync::{oneshot, watch};
+
+use crate::backend::{Change, Listing, Revision, Version, WatchEvent};
+use crate::flush::Backoff;
+use crate::store::{Shared, write};
+use crate::subscribe::ChangeEvent;
+
+pub(crate) async fn run(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
+    let mut closed = shared.closed.subscribe();
+    let mut synced = Some(synced);
+    let mut backoff = Backoff::new(shared.retry);
+    'relist: loop {
+        let listing = tokio::select! {
+            listing = shared.backend.list("") => listing,
+            _ = closed.wait_for(|c| *c) => return,
+        };
+        let listing = match listing {
+            Ok(listing) => listing,
+            Err(error) => {
+                tracing::warn!(store = %shared.name, %error, "listing failed; retrying");
+                if !pause(&mut backoff, &mut closed).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        replace_view(&shared, listing);
+        if let Some(tx) = synced.take() {
+            let _ = tx.send(());
+        }
+        loop {
+            let from = shared.view_revision();
+            let stream = tokio::select! {
+                stream = shared.backend.watch(from) => stream,
+                _ = closed.wait_for(|c| *c) => return,
+            };
+            let mut stream = match stream {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(store = %shared.name, %error, "watch failed to start; retrying");
+                    if !pause(&mut backoff, &mut closed).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            loop {
+                let event = tokio::select! {
+                    event = stream.next() => event,
+                    _ = closed.wait_for(|c| *c) => return,
+                };
+                match event {
+                    Some(Ok(WatchEvent::Changes { revision, changes })) => {
+                        backoff.reset();
+                        apply_changes(&shared, revision, changes);
+                    }
+                    Some(Ok(WatchEvent::Progress(revision))) => advance(&shared, revision),
+                    Some(Ok(WatchEvent::Gap)) => {
+                        tracing::info!(store = %shared.name, "watch reported a gap; re-listing");
+                        continue 'relist;
+                    }
+                    Some(Err(error)) => {
+                        tracing::warn!(store = %shared.name, %error, "watch failed; resuming");
+                        if !pause(&mut backoff, &mut closed).await {
+                            return;
+                        }
+                        break;
+                    }
+                    None => {
+                        tracing::debug!(store = %shared.name, "watch ended; resuming");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps for the next backoff step; `false` if the store closed meanwhile.
+async fn pause(backoff: &mut Backoff, closed: &mut watch::Receiver<bool>) -> bool {
+    let delay = backoff.next_delay(None);
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        _ = closed.wait_for(|c| *c) => false,
+    }
+}
+
+/// Replaces the view with a listing, emitting a change for every key that differs.
+fn replace_view(shared: &Shared, listing: Listing) {
+    let revision = listing.revision;
+    let mut events = Vec::new();
+    {
+        let mut view = write(&shared.view);
+        let listed: HashSet<&str> = listing.entries.iter().map(|e| e.key.as_str()).collect();
+        let gone: Vec<Arc<str>> = view
+            .entries
+            .keys()
+            .filter(|k| !listed.contains(&***k))
+            .cloned()
+            .collect();
+        for key in gone {
+            view.entries.remove(&key);
+            events.push(ChangeEvent::new(key, None, revision));
+        }
+        for entry in &listing.entries {
+            let changed = view
+                .entries
+                .get(entry.key.as_str())
+                .is_none_or(|e| e.cell.payload != entry.value || e.version != entry.version);
+            if changed {
+                view.entries.remove(entry.key.as_str());
+                view.apply(&entry.key, Some(&entry.value), entry.version);
+                events.push(ChangeEvent::new(
+                    Arc::from(entry.key.as_str()),
+                    Some(entry.value.clone()),
+                    revision,
+                ));
+            }
+        }
+        view.revision = view.revision.max(revision);
+    }
+    publish(shared, revision, events);
+}
+
+fn apply_changes(shared: &Shared, revision: Revision, changes: Vec<Change>) {
+    let mut events = Vec::with_capacity(changes.len());
+    {
+        let mut view = write(&shared.view);
+        if revision <= view.revision {
+            // Already seen (a resumed watch may repeat the last revision).
+            return;
+        }
+        for change in changes {
+            if view.apply(&change.key, change.value.as_ref(), Version(revision.0)) {
+                events.push(ChangeEvent::new(
+                    Arc::from(change.key),
+                    change.value,
+                    revision,
+                ));
+            }
+        }
+        view.revision = revision;
+    }
+    publish(shared, revision, events);
+}
+
+fn advance(shared: &Shared, revision: Revision) {
+    {
+        let mut view = write(&shared.view);
+        if revision <= view.revision {
+            return;
+        }
+        view.revision = revision;
+    }
+    publish(shared, revision, Vec::new());
+}
+
+/// After the view moved to `revision`: retire covered overlay entries, wake
+/// waiters, tell subscribers.
+fn publish(shared: &Shared, revision: Revision, events: Vec<ChangeEvent>) {
+    let revision = shared.view_revision().max(revision);
+    shared.with_writes(|w| w.view_reached(revision));
+    shared.revision.send_replace(revision);
+    for event in events {
+        // No receivers is fine: nobody subscribed.
+        let _ = shared.changes.send(event);
+    }
+}

@@ -1,0 +1,140 @@
+//! Typed values: the [`StoreValue`] trait and the JSON encoding every backend stores.
+
+use std::any::type_name;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backend::Payload;
+use crate::error::{Error, Result};
+use crate::key::Key;
+
+/// A type with a home in the store: its key (or key-family pattern) travels
+/// with the type.
+///
+/// Derive it with `#[derive(StoreValue)]` (the `derive` feature) and
+/// `#[store(key = "...")]`; then `T::key()` names where it lives:
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use store_core::{Key, Store, StoreValue};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Settings { verbose: bool }
+///
+/// impl StoreValue for Settings {
+///     const KEY: &'static str = "settings";
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> store_core::Result<()> {
+/// let store = Store::memory().await?;
+/// store.set(Settings::key(), &Settings { verbose: true })?;
+/// assert!(store.get(Settings::key())?.is_some_and(|s| s.verbose));
+/// # Ok(()) }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a store value",
+    label = "this type has no key in the store",
+    note = "add `#[derive(Serialize, Deserialize, StoreValue)]` and `#[store(key = \"...\")]` to `{Self}` (feature `derive` of `store-core`), or use a `Key<{Self}>` constant with `Store::get`/`Store::set`"
+)]
+pub trait StoreValue: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The key, or a key-family pattern with `{placeholders}` such as `user/{id}`.
+    const KEY: &'static str;
+
+    /// Extra checks on a decoded value (for example a JSON-schema check);
+    /// an error here is reported as [`Error::Decode`] naming the key.
+    fn validate(_raw: &serde_json::Value) -> Result<(), crate::error::BoxError> {
+        Ok(())
+    }
+
+    /// The typed key for a type with a plain (non-family) key; reads through it
+    /// run [`validate`](StoreValue::validate).
+    fn key() -> Key<Self> {
+        Key::new(Self::KEY).with_validator(Self::validate)
+    }
+
+    /// The key family for a type whose key has placeholders; keys made from it
+    /// run [`validate`](StoreValue::validate) on reads.
+    fn family() -> crate::key::KeyFamily<Self> {
+        crate::key::KeyFamily::new(Self::KEY).with_validator(Self::validate)
+    }
+}
+
+/// Encodes a value for `key` as JSON text.
+pub(crate) fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Payload> {
+    serde_json::to_string(value)
+        .map(Payload::from)
+        .map_err(|e| Error::Encode {
+            key: key.to_owned(),
+            source: Arc::new(e),
+        })
+}
+
+/// Runs a type's extra validation (see [`StoreValue::validate`]) on a stored value.
+pub(crate) fn validate_with(
+    key: &str,
+    payload: &Payload,
+    validate: crate::key::Validator,
+) -> Result<()> {
+    let raw: serde_json::Value = decode(key, payload)?;
+    validate(&raw).map_err(|e| Error::Decode {
+        key: key.to_owned(),
+        type_name: "schema",
+        path: ".".to_owned(),
+        source: Arc::from(e),
+    })
+}
+
+/// Decodes JSON text stored at `key` into `T`, naming the path where it failed.
+pub fn decode<T: DeserializeOwned>(key: &str, payload: &Payload) -> Result<T> {
+    let failed = |path: String, source: serde_json::Error| Error::Decode {
+        key: key.to_owned(),
+        type_name: type_name::<T>(),
+        path,
+        source: Arc::new(source),
+    };
+    let mut de = serde_json::Deserializer::from_str(payload.as_str());
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| failed(e.path().to_string(), e.into_inner()))?;
+    de.end().map_err(|e| failed(".".to_owned(), e))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code, reason = "only decoded")]
+    struct User {
+        name: String,
+        age: u8,
+    }
+
+    #[test]
+    fn a_decode_error_names_the_key_the_type_and_the_path() {
+        let err = decode::<User>("user/1", &Payload::from(r#"{"name":"a","age":"old"}"#))
+            .expect_err("age is a string");
+        match err {
+            Error::Decode {
+                key,
+                type_name,
+                path,
+                ..
+            } => {
+                assert_eq!(key, "user/1");
+                assert!(type_name.ends_with("User"));
+                assert_eq!(path, "age");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn trailing_garbage_is_a_decode_error() {
+        assert!(decode::<u32>("k", &Payload::from("1 2")).is_err());
+        assert!(decode::<u32>("k", &Payload::from("not json")).is_err());
+        assert_eq!(decode::<u32>("k", &Payload::from(" 7 ")).ok(), Some(7));
+    }
+}
