@@ -254,6 +254,43 @@ impl<T: ?Sized> AsKey<T> for &Key<T> {
     }
 }
 
+/// Any key, whatever type it is bound to: what calls that never decode a value
+/// (such as [`Store::remove`](crate::Store::remove)) accept.
+pub trait AnyKey {
+    /// The key as a string.
+    fn key_name(&self) -> &str;
+}
+
+impl AnyKey for &str {
+    fn key_name(&self) -> &str {
+        self
+    }
+}
+
+impl AnyKey for String {
+    fn key_name(&self) -> &str {
+        self
+    }
+}
+
+impl AnyKey for &String {
+    fn key_name(&self) -> &str {
+        self
+    }
+}
+
+impl<T: ?Sized> AnyKey for Key<T> {
+    fn key_name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<T: ?Sized> AnyKey for &Key<T> {
+    fn key_name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// One piece of a parsed key-family pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Segment<'p> {

@@ -85,7 +85,7 @@ pub use backend::{
     Backend, Capabilities, Payload, Precondition, Revision, Version,
 };
 pub use error::{BoxError, Error, Result, SharedError};
-pub use key::{AsKey, Key, KeyFamily};
+pub use key::{AnyKey, AsKey, Key, KeyFamily};
 pub use memory::{DEFAULT_HISTORY, MemoryBackend};
 pub use store::{DEFAULT_TIMEOUT, Snapshot, Store, StoreBuilder, Versioned};
 pub use subscribe::{ChangeEvent, Subscription};

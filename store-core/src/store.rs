@@ -22,7 +22,7 @@ use crate::backend::{
 };
 use crate::error::{BoxError, Error, Result};
 use crate::hooks::{self, Hook};
-use crate::key::{self, AsKey};
+use crate::key::{self, AnyKey, AsKey};
 use crate::subscribe::{ChangeEvent, Subscription};
 use crate::value;
 use crate::view::View;
@@ -545,8 +545,8 @@ impl Store {
 
     /// Queues the removal of `key` and returns at once. Removing a missing key is
     /// not an error.
-    pub fn remove<T: ?Sized>(&self, key: impl AsKey<T>) -> Result<()> {
-        let key = key.as_key();
+    pub fn remove(&self, key: impl AnyKey) -> Result<()> {
+        let key = key.key_name();
         self.check_open()?;
         key::validate(key)?;
         self.push_plain(key, OpKind::Delete, None);
@@ -555,8 +555,8 @@ impl Store {
 
     /// Removes `key` and waits until the backend acknowledged it and the local view
     /// shows it gone.
-    pub async fn remove_and_wait<T: ?Sized>(&self, key: impl AsKey<T>) -> Result<()> {
-        let key = key.as_key();
+    pub async fn remove_and_wait(&self, key: impl AnyKey) -> Result<()> {
+        let key = key.key_name();
         self.check_open()?;
         key::validate(key)?;
         let (tx, rx) = oneshot::channel();
@@ -581,12 +581,8 @@ impl Store {
 
     /// Removes `key` only if it is at version `expected`; otherwise
     /// [`Error::Conflict`].
-    pub async fn compare_and_remove<T: ?Sized>(
-        &self,
-        key: impl AsKey<T>,
-        expected: Version,
-    ) -> Result<()> {
-        let key = key.as_key();
+    pub async fn compare_and_remove(&self, key: impl AnyKey, expected: Version) -> Result<()> {
+        let key = key.key_name();
         self.require_cas()?;
         self.check_open()?;
         key::validate(key)?;
