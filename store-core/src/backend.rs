@@ -250,7 +250,8 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send + 's
 
 /// What a backend can do beyond the required core.
 ///
-/// Built from [`Capabilities::default`] (nothing optional) and set field by field.
+/// Start from [`Capabilities::default`] (nothing optional) and add what the
+/// backend honours: `Capabilities::default().with_compare_and_set().with_ttl()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Capabilities {
@@ -268,6 +269,50 @@ pub struct Capabilities {
     pub max_value_size: Option<usize>,
     /// The most ops accepted in one batch.
     pub max_batch_ops: Option<usize>,
+}
+
+impl Capabilities {
+    /// Adds [`compare_and_set`](Self::compare_and_set).
+    pub const fn with_compare_and_set(mut self) -> Self {
+        self.compare_and_set = true;
+        self
+    }
+
+    /// Adds [`atomic_batch`](Self::atomic_batch).
+    pub const fn with_atomic_batch(mut self) -> Self {
+        self.atomic_batch = true;
+        self
+    }
+
+    /// Adds [`durable`](Self::durable).
+    pub const fn with_durable(mut self) -> Self {
+        self.durable = true;
+        self
+    }
+
+    /// Adds [`shared`](Self::shared).
+    pub const fn with_shared(mut self) -> Self {
+        self.shared = true;
+        self
+    }
+
+    /// Adds [`ttl`](Self::ttl).
+    pub const fn with_ttl(mut self) -> Self {
+        self.ttl = true;
+        self
+    }
+
+    /// Sets [`max_value_size`](Self::max_value_size).
+    pub const fn with_max_value_size(mut self, bytes: Option<usize>) -> Self {
+        self.max_value_size = bytes;
+        self
+    }
+
+    /// Sets [`max_batch_ops`](Self::max_batch_ops).
+    pub const fn with_max_batch_ops(mut self, ops: Option<usize>) -> Self {
+        self.max_batch_ops = ops;
+        self
+    }
 }
 
 /// A storage engine a [`Store`](crate::Store) can sit on.

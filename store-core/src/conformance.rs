@@ -148,7 +148,10 @@ impl<B: Backend> Backend for Gated<B> {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if failing {
-            return Err(Error::unavailable(self.inner.name(), "gate: injected failure"));
+            return Err(Error::unavailable(
+                self.inner.name(),
+                "gate: injected failure",
+            ));
         }
         self.inner.apply(batch).await
     }
@@ -338,7 +341,11 @@ pub mod cases {
         store.set("a", &2).expect("set");
         gate.open();
         store.flush().await.expect("flush");
-        assert_eq!(value::<i32>(&store, "a"), Some(2), "value after acknowledgement");
+        assert_eq!(
+            value::<i32>(&store, "a"),
+            Some(2),
+            "value after acknowledgement"
+        );
     }
 
     /// A missing key reads as `None`.
@@ -351,7 +358,9 @@ pub mod cases {
     pub async fn set_returns_at_once_and_lands_in_the_background<H: Harness>(harness: &H) {
         let (store, gate, scope) = gated(harness, "set-background").await;
         gate.close();
-        store.set("k", &"v").expect("set returns while the backend is held");
+        store
+            .set("k", &"v")
+            .expect("set returns while the backend is held");
         gate.open();
         let other = harness.open(&scope).await;
         let mut landed = false;
@@ -362,7 +371,10 @@ pub mod cases {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        assert!(landed, "the queued write reached the backend without a flush");
+        assert!(
+            landed,
+            "the queued write reached the backend without a flush"
+        );
     }
 
     /// `set a=1; set a=2; set a=1` ends as 1, locally and on the backend.
@@ -379,7 +391,10 @@ pub mod cases {
             store.flush().await.expect("flush");
             assert_eq!(value::<i32>(&store, "a"), Some(1));
             let stored = harness.open(&scope).await.read("a").await.expect("read");
-            assert_eq!(stored.map(|e| e.value.as_str().to_owned()), Some("1".to_owned()));
+            assert_eq!(
+                stored.map(|e| e.value.as_str().to_owned()),
+                Some("1".to_owned())
+            );
         }
     }
 
@@ -401,7 +416,10 @@ pub mod cases {
     pub async fn removing_a_missing_key_is_fine<H: Harness>(harness: &H) {
         let (store, _, _) = gated(harness, "remove-missing").await;
         store.remove("ghost").expect("remove");
-        store.remove_and_wait("ghost").await.expect("remove_and_wait");
+        store
+            .remove_and_wait("ghost")
+            .await
+            .expect("remove_and_wait");
         store.flush().await.expect("flush");
     }
 
@@ -409,11 +427,17 @@ pub mod cases {
     pub async fn set_and_wait_returns_the_version_get_sees<H: Harness>(harness: &H) {
         let (store, _, _) = gated(harness, "set-and-wait").await;
         let first = store.set_and_wait("k", &1).await.expect("set_and_wait");
-        let seen = store.get_versioned::<i32>("k").expect("get").expect("present");
+        let seen = store
+            .get_versioned::<i32>("k")
+            .expect("get")
+            .expect("present");
         assert_eq!((*seen.value, seen.version), (1, first));
         let second = store.set_and_wait("k", &2).await.expect("set_and_wait");
         assert!(second > first, "versions grow");
-        let seen = store.get_versioned::<i32>("k").expect("get").expect("present");
+        let seen = store
+            .get_versioned::<i32>("k")
+            .expect("get")
+            .expect("present");
         assert_eq!((*seen.value, seen.version), (2, second));
         // Setting the same key again works (the seed's onReady does it twice).
         store.set_and_wait("k", &2).await.expect("same value again");
@@ -425,7 +449,10 @@ pub mod cases {
         let (store, _, _) = gated(harness, "remove-and-wait").await;
         store.set_and_wait("k", &1).await.expect("set");
         store.remove_and_wait("k").await.expect("remove");
-        assert!(store.get_versioned::<i32>("k").expect("get").is_none(), "view shows removal");
+        assert!(
+            store.get_versioned::<i32>("k").expect("get").is_none(),
+            "view shows removal"
+        );
         assert_eq!(value::<i32>(&store, "k"), None);
     }
 
@@ -435,15 +462,25 @@ pub mod cases {
         let writer = store(harness.open(&scope).await).await;
         let clearer = store(harness.open(&scope).await).await;
         for i in 0..5 {
-            writer.set(&format!("w/{i}"), &i).expect("set");
+            writer.set(format!("w/{i}"), &i).expect("set");
         }
         writer.flush().await.expect("flush");
         clearer.set("mine", &1).expect("set");
         clearer.clear().await.expect("clear");
         let listing = harness.open(&scope).await.list("").await.expect("list");
-        assert!(listing.entries.is_empty(), "backend still holds {:?}", listing.entries);
-        assert!(clearer.is_empty(), "the clearing handle sees an empty store");
-        eventually("the other handle to see the clear", CONVERGE, || writer.is_empty()).await;
+        assert!(
+            listing.entries.is_empty(),
+            "backend still holds {:?}",
+            listing.entries
+        );
+        assert!(
+            clearer.is_empty(),
+            "the clearing handle sees an empty store"
+        );
+        eventually("the other handle to see the clear", CONVERGE, || {
+            writer.is_empty()
+        })
+        .await;
     }
 
     /// `clear` on an empty store succeeds and a later write survives it.
@@ -531,12 +568,17 @@ pub mod cases {
             .compare_and_set("k", Precondition::Version(v1), &3)
             .await
             .expect("version holds");
-        let stale = store.compare_and_set("k", Precondition::Version(v1), &4).await;
+        let stale = store
+            .compare_and_set("k", Precondition::Version(v1), &4)
+            .await;
         assert!(matches!(stale, Err(Error::Conflict { .. })), "{stale:?}");
         assert_eq!(value::<i32>(&store, "k"), Some(3));
         let gone = store.compare_and_remove("k", Version(v1.0)).await;
         assert!(matches!(gone, Err(Error::Conflict { .. })));
-        store.compare_and_remove("k", v2).await.expect("remove at v2");
+        store
+            .compare_and_remove("k", v2)
+            .await
+            .expect("remove at v2");
         assert_eq!(value::<i32>(&store, "k"), None);
     }
 
@@ -620,7 +662,7 @@ pub mod cases {
     pub async fn flush_waits_for_queued_writes<H: Harness>(harness: &H) {
         let (store, _, scope) = gated(harness, "flush").await;
         for i in 0..50 {
-            store.set(&format!("k{i}"), &i).expect("set");
+            store.set(format!("k{i}"), &i).expect("set");
         }
         store.flush().await.expect("flush");
         let listing = harness.open(&scope).await.list("k").await.expect("list");
@@ -642,23 +684,34 @@ pub mod cases {
             .on_ready_ordered("second", 1, move |store: Store| {
                 let log = Arc::clone(&l2);
                 async move {
-                    log.lock().unwrap_or_else(PoisonError::into_inner).push("second".into());
+                    log.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push("second".into());
                     store.set_and_wait("from-hook", &2).await.map(|_| ())
                 }
             })
             .on_ready_ordered("first", 0, move |store: Store| {
                 let log = Arc::clone(&l1);
                 async move {
-                    log.lock().unwrap_or_else(PoisonError::into_inner).push("first".into());
+                    log.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push("first".into());
                     store.set_and_wait("from-hook", &1).await.map(|_| ())
                 }
             })
             .start();
         let mut changes = store.subscribe();
         store.ready().await.expect("ready");
-        assert_eq!(*log.lock().unwrap_or_else(PoisonError::into_inner), ["first", "second"]);
+        assert_eq!(
+            *log.lock().unwrap_or_else(PoisonError::into_inner),
+            ["first", "second"]
+        );
         store.ready().await.expect("ready again");
-        assert_eq!(log.lock().unwrap_or_else(PoisonError::into_inner).len(), 2, "hooks run once");
+        assert_eq!(
+            log.lock().unwrap_or_else(PoisonError::into_inner).len(),
+            2,
+            "hooks run once"
+        );
         // Changes made by hooks arrive only now, in order.
         for expected in [1, 2] {
             let event = tokio::time::timeout(CONVERGE, changes.next())
@@ -697,11 +750,20 @@ pub mod cases {
         let short = store.with_timeout(Duration::from_millis(50));
         let err = short.set_and_wait("k", &1).await.expect_err("held back");
         assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
-        assert!(err.to_string().contains("`k`"), "the error names the key: {err}");
+        assert!(
+            err.to_string().contains("`k`"),
+            "the error names the key: {err}"
+        );
         assert!(matches!(short.flush().await, Err(Error::Timeout { .. })));
         gate.open();
         store.flush().await.expect("flush");
-        assert_eq!(store.get_versioned::<i32>("k").expect("get").map(|v| *v.value), Some(1));
+        assert_eq!(
+            store
+                .get_versioned::<i32>("k")
+                .expect("get")
+                .map(|v| *v.value),
+            Some(1)
+        );
     }
 
     /// Transient backend failures are retried; nothing is lost or reordered.
@@ -710,9 +772,15 @@ pub mod cases {
         gate.fail_next(3);
         store.set("a", &1).expect("set");
         store.set("b", &1).expect("set");
-        let version = store.set_and_wait("a", &2).await.expect("lands after retries");
+        let version = store
+            .set_and_wait("a", &2)
+            .await
+            .expect("lands after retries");
         store.flush().await.expect("flush");
-        let a = store.get_versioned::<i32>("a").expect("get").expect("present");
+        let a = store
+            .get_versioned::<i32>("a")
+            .expect("get")
+            .expect("present");
         assert_eq!((*a.value, a.version), (2, version));
         assert_eq!(value::<i32>(&store, "b"), Some(1));
     }
@@ -733,20 +801,35 @@ pub mod cases {
             let err = store.set(bad, &1).expect_err("invalid key");
             assert!(matches!(err, Error::InvalidKey { .. }), "{bad:?}: {err:?}");
             assert!(matches!(store.remove(bad), Err(Error::InvalidKey { .. })));
-            assert!(matches!(store.get::<i32>(bad), Err(Error::InvalidKey { .. })));
+            assert!(matches!(
+                store.get::<i32>(bad),
+                Err(Error::InvalidKey { .. })
+            ));
         }
         let mut unencodable = HashMap::new();
         unencodable.insert(vec![1u8], 1);
-        let err = store.set("map", &unencodable).expect_err("non-string map keys");
-        assert!(matches!(&err, Error::Encode { key, .. } if key == "map"), "{err:?}");
+        let err = store
+            .set("map", &unencodable)
+            .expect_err("non-string map keys");
+        assert!(
+            matches!(&err, Error::Encode { key, .. } if key == "map"),
+            "{err:?}"
+        );
         let err = store.set("big", &"x".repeat(2000)).expect_err("too large");
         assert!(
             matches!(&err, Error::ValueTooLarge { key, size, limit: 1024 } if key == "big" && *size > 1024),
             "{err:?}"
         );
         let err = store.get::<u32>("kept").expect_err("a string is not a u32");
-        assert!(matches!(&err, Error::Decode { key, .. } if key == "kept"), "{err:?}");
-        assert_eq!(value::<String>(&store, "kept").as_deref(), Some("safe"), "nothing lost");
+        assert!(
+            matches!(&err, Error::Decode { key, .. } if key == "kept"),
+            "{err:?}"
+        );
+        assert_eq!(
+            value::<String>(&store, "kept").as_deref(),
+            Some("safe"),
+            "nothing lost"
+        );
         store.flush().await.expect("nothing bad was queued");
         assert_eq!(store.keys(), vec!["kept".to_owned()]);
     }
@@ -758,7 +841,10 @@ pub mod cases {
         store.close().await.expect("close flushes");
         assert!(matches!(store.set("k", &2), Err(Error::Closed)));
         assert!(matches!(store.get::<i32>("k"), Err(Error::Closed)));
-        assert!(matches!(store.set_and_wait("k", &2).await, Err(Error::Closed)));
+        assert!(matches!(
+            store.set_and_wait("k", &2).await,
+            Err(Error::Closed)
+        ));
         let stored = harness.open(&scope).await.read("k").await.expect("read");
         assert!(stored.is_some(), "close flushed the queued write");
     }
@@ -768,7 +854,10 @@ pub mod cases {
         let (store, _, _) = gated(harness, "ttl").await;
         let result = store.set_with_ttl("t", &1, Duration::from_millis(200));
         if !store.capabilities().ttl {
-            assert!(matches!(result, Err(Error::Unsupported { .. })), "{result:?}");
+            assert!(
+                matches!(result, Err(Error::Unsupported { .. })),
+                "{result:?}"
+            );
             return;
         }
         result.expect("ttl accepted");
@@ -813,7 +902,7 @@ pub mod cases {
     pub async fn many_writes_are_split_into_batches<H: Harness>(harness: &H) {
         let (store, _, _) = gated(harness, "batches").await;
         for i in 0..2500 {
-            store.set(&format!("n/{i:05}"), &i).expect("set");
+            store.set(format!("n/{i:05}"), &i).expect("set");
         }
         store.flush().await.expect("flush");
         assert_eq!(store.snapshot().entries.len(), 2500);

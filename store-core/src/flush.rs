@@ -139,7 +139,9 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
     for (slot, outcome) in slots.into_iter().zip(applied.outcomes) {
         let result = match outcome {
             Outcome::Applied(version) => Ok(version),
-            Outcome::Conflict { actual } if slot.ambiguous => resolve_ambiguous(shared, &slot, actual).await,
+            Outcome::Conflict { actual } if slot.ambiguous => {
+                resolve_ambiguous(shared, &slot, actual).await
+            }
             Outcome::Conflict { actual } => Err(conflict(&slot, actual)),
             Outcome::Aborted => Err(conflict(&slot, None)),
         };
@@ -182,7 +184,11 @@ fn conflict(slot: &Slot, actual: Option<Version>) -> Error {
 
 /// A conditional write retried after a lost answer came back as a conflict: if
 /// the backend holds exactly what it wrote, the first attempt applied.
-async fn resolve_ambiguous(shared: &Shared, slot: &Slot, actual: Option<Version>) -> Result<Version> {
+async fn resolve_ambiguous(
+    shared: &Shared,
+    slot: &Slot,
+    actual: Option<Version>,
+) -> Result<Version> {
     let current = shared.backend.read(&slot.key).await;
     match (&slot.kind, current) {
         (OpKind::Put { value, .. }, Ok(Some(entry))) if entry.value == *value => Ok(entry.version),

@@ -8,7 +8,7 @@
 //! [`StoreBuilder::on_ready`](crate::StoreBuilder::on_ready). They run one after
 //! another, ordered by `order` (lower first); linked hooks with the same order
 //! run by name, then builder hooks in the order they were added. A hook that
-//! fails stops start-up with [`Error::Hook`](crate::Error::Hook) naming it.
+//! fails stops start-up with `Error::Hook` naming it.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -12,7 +12,7 @@
 //! `..`, spaces, URLs such as `https://onReady` and non-ASCII text: backends
 //! escape keys for their own storage, so no key can reach outside its store.
 //! Keys are checked at the call ([`Store::set`](crate::Store::set) and friends
-//! return [`Error::InvalidKey`](crate::Error::InvalidKey)), never later in a
+//! return [`InvalidKey`](crate::Error::InvalidKey)), never later in a
 //! background flush. The check is a `const fn`, so a [`Key`] constant with a
 //! bad key fails to compile.
 
@@ -569,7 +569,9 @@ macro_rules! key_arg {
     )+};
 }
 
-key_arg!(str, String, char, bool, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize);
+key_arg!(
+    str, String, char, bool, u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
 
 impl<T: KeyArg + ?Sized> KeyArg for &T {}
 
@@ -667,29 +669,53 @@ mod tests {
     #[test]
     fn a_family_formats_and_parses() {
         let users: KeyFamily<u8> = KeyFamily::new("user/{id}");
-        assert_eq!(users.key(7).map(|k| k.as_str().to_owned()).ok(), Some("user/7".into()));
+        assert_eq!(
+            users.key(7).map(|k| k.as_str().to_owned()).ok(),
+            Some("user/7".into())
+        );
         assert_eq!(users.parse::<(u32,)>("user/7"), Some((7,)));
         assert_eq!(users.parse::<String>("user/bob"), Some("bob".into()));
         assert_eq!(users.parse::<String>("user/"), None);
         assert_eq!(users.parse::<String>("users/bob"), None);
-        assert!(users.matches("user/a/b"), "the last placeholder takes the rest");
+        assert!(
+            users.matches("user/a/b"),
+            "the last placeholder takes the rest"
+        );
     }
 
     #[test]
     fn a_family_argument_holding_the_next_separator_is_rejected() {
         let family: KeyFamily<u8> = KeyFamily::new("{a}/{b}");
         assert!(family.key(("x/y", "z")).is_err());
-        assert_eq!(family.key(("x", "y/z")).map(|k| k.to_string()).ok(), Some("x/y/z".into()));
+        assert_eq!(
+            family.key(("x", "y/z")).map(|k| k.to_string()).ok(),
+            Some("x/y/z".into())
+        );
         assert!(family.key(("", "z")).is_err());
         assert!(family.key("only-one").is_err());
     }
 
     #[test]
     fn malformed_patterns_are_reported() {
-        assert_eq!(check_pattern("a/{id"), Err(PatternError::Unclosed { at: 2 }));
-        assert!(matches!(check_pattern("a/{1x}"), Err(PatternError::BadName { .. })));
-        assert!(matches!(check_pattern("{a}{b}"), Err(PatternError::Adjacent { .. })));
-        assert!(matches!(check_pattern("a}"), Err(PatternError::UnmatchedClose { at: 1 })));
-        assert_eq!(check_pattern("t/{tenant}/j/{job}"), Ok(vec!["tenant".into(), "job".into()]));
+        assert_eq!(
+            check_pattern("a/{id"),
+            Err(PatternError::Unclosed { at: 2 })
+        );
+        assert!(matches!(
+            check_pattern("a/{1x}"),
+            Err(PatternError::BadName { .. })
+        ));
+        assert!(matches!(
+            check_pattern("{a}{b}"),
+            Err(PatternError::Adjacent { .. })
+        ));
+        assert!(matches!(
+            check_pattern("a}"),
+            Err(PatternError::UnmatchedClose { at: 1 })
+        ));
+        assert_eq!(
+            check_pattern("t/{tenant}/j/{job}"),
+            Ok(vec!["tenant".into(), "job".into()])
+        );
     }
 }

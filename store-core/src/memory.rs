@@ -182,7 +182,11 @@ impl State {
         self.entries.values().filter_map(|s| s.expires).min()
     }
 
-    fn holds(&self, key: &str, precondition: Precondition) -> std::result::Result<(), Option<Version>> {
+    fn holds(
+        &self,
+        key: &str,
+        precondition: Precondition,
+    ) -> std::result::Result<(), Option<Version>> {
         let actual = self.entries.get(key).map(|s| s.version);
         let ok = match precondition {
             Precondition::Absent => actual.is_none(),
@@ -215,14 +219,12 @@ impl Backend for MemoryBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let mut caps = Capabilities::default();
-        caps.compare_and_set = true;
-        caps.atomic_batch = true;
-        caps.durable = false;
-        caps.shared = false;
-        caps.ttl = true;
-        caps.max_value_size = self.max_value_size;
-        caps
+        // Not durable, and shared only between stores in this process.
+        Capabilities::default()
+            .with_compare_and_set()
+            .with_atomic_batch()
+            .with_ttl()
+            .with_max_value_size(self.max_value_size)
     }
 
     async fn read(&self, key: &str) -> Result<Option<Entry>> {
@@ -393,9 +395,9 @@ impl Backend for MemoryBackend {
             match rx.recv().await {
                 Ok(event) => Some((to_event(event), (rx, false))),
                 // Too slow to keep up, or compacted: the caller must re-list.
-                Err(broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed) => {
-                    Some((Ok(WatchEvent::Gap), (rx, true)))
-                }
+                Err(
+                    broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed,
+                ) => Some((Ok(WatchEvent::Gap), (rx, true))),
             }
         });
         Ok(Box::pin(backlog.chain(live)))
@@ -414,21 +416,42 @@ mod tests {
     #[tokio::test]
     async fn a_noop_write_makes_no_revision() {
         let backend = MemoryBackend::new();
-        let first = backend.apply(Batch { ops: vec![put("a", "1")], atomic: false }).await.expect("apply");
-        let again = backend.apply(Batch { ops: vec![put("a", "1")], atomic: false }).await.expect("apply");
+        let first = backend
+            .apply(Batch {
+                ops: vec![put("a", "1")],
+                atomic: false,
+            })
+            .await
+            .expect("apply");
+        let again = backend
+            .apply(Batch {
+                ops: vec![put("a", "1")],
+                atomic: false,
+            })
+            .await
+            .expect("apply");
         assert_eq!(first.revision, again.revision);
-        assert_eq!(again.outcomes, vec![Outcome::Applied(Version(first.revision.0))]);
+        assert_eq!(
+            again.outcomes,
+            vec![Outcome::Applied(Version(first.revision.0))]
+        );
     }
 
     #[tokio::test]
     async fn an_atomic_batch_with_a_failed_precondition_applies_nothing() {
         let backend = MemoryBackend::new();
         let batch = Batch {
-            ops: vec![put("a", "1"), put("b", "1").when(Precondition::Version(Version(9)))],
+            ops: vec![
+                put("a", "1"),
+                put("b", "1").when(Precondition::Version(Version(9))),
+            ],
             atomic: true,
         };
         let applied = backend.apply(batch).await.expect("apply");
-        assert_eq!(applied.outcomes, vec![Outcome::Aborted, Outcome::Conflict { actual: None }]);
+        assert_eq!(
+            applied.outcomes,
+            vec![Outcome::Aborted, Outcome::Conflict { actual: None }]
+        );
         assert!(backend.read("a").await.expect("read").is_none());
     }
 
@@ -436,14 +459,23 @@ mod tests {
     async fn a_watch_from_before_the_history_window_reports_a_gap() {
         let backend = MemoryBackend::with_history(2);
         for i in 0..5 {
-            backend.apply(Batch { ops: vec![put("a", &i.to_string())], atomic: false }).await.expect("apply");
+            backend
+                .apply(Batch {
+                    ops: vec![put("a", &i.to_string())],
+                    atomic: false,
+                })
+                .await
+                .expect("apply");
         }
         let mut old = backend.watch(Revision(1)).await.expect("watch");
         assert_eq!(old.next().await.and_then(Result::ok), Some(WatchEvent::Gap));
         let mut recent = backend.watch(Revision(3)).await.expect("watch");
         assert!(matches!(
             recent.next().await.and_then(Result::ok),
-            Some(WatchEvent::Changes { revision: Revision(4), .. })
+            Some(WatchEvent::Changes {
+                revision: Revision(4),
+                ..
+            })
         ));
     }
 
@@ -452,7 +484,10 @@ mod tests {
         let backend = MemoryBackend::new();
         let mut watch = backend.watch(Revision(0)).await.expect("watch");
         backend.compact();
-        assert_eq!(watch.next().await.and_then(Result::ok), Some(WatchEvent::Gap));
+        assert_eq!(
+            watch.next().await.and_then(Result::ok),
+            Some(WatchEvent::Gap)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -460,15 +495,26 @@ mod tests {
         let backend = MemoryBackend::new();
         let op = Op {
             key: "t".into(),
-            kind: OpKind::Put { value: Payload::from("1"), ttl: Some(Duration::from_secs(5)) },
+            kind: OpKind::Put {
+                value: Payload::from("1"),
+                ttl: Some(Duration::from_secs(5)),
+            },
             precondition: None,
         };
-        backend.apply(Batch { ops: vec![op], atomic: false }).await.expect("apply");
+        backend
+            .apply(Batch {
+                ops: vec![op],
+                atomic: false,
+            })
+            .await
+            .expect("apply");
         let mut watch = backend.watch(backend.revision()).await.expect("watch");
         assert!(backend.read("t").await.expect("read").is_some());
         // The reaper removes it on time, with a watch event, without any call.
         let event = watch.next().await.and_then(Result::ok);
-        assert!(matches!(event, Some(WatchEvent::Changes { ref changes, .. }) if changes[0].value.is_none()));
+        assert!(
+            matches!(event, Some(WatchEvent::Changes { ref changes, .. }) if changes[0].value.is_none())
+        );
         assert!(backend.read("t").await.expect("read").is_none());
     }
 }

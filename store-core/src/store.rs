@@ -244,7 +244,12 @@ impl StoreBuilder {
 
     /// Like [`on_ready`](Self::on_ready) with an explicit position: lower runs first
     /// (`#[on_ready]` hooks default to 0).
-    pub fn on_ready_ordered<F, Fut, E>(mut self, name: impl Into<String>, order: i32, hook: F) -> Self
+    pub fn on_ready_ordered<F, Fut, E>(
+        mut self,
+        name: impl Into<String>,
+        order: i32,
+        hook: F,
+    ) -> Self
     where
         F: Fn(Store) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -490,9 +495,7 @@ impl Store {
     }
 
     fn push_plain(&self, key: &str, kind: OpKind, waiter: Option<writes::Waiter>) {
-        let (_, was_empty) = self
-            .shared
-            .with_writes(|w| w.push_plain(key, kind, waiter));
+        let (_, was_empty) = self.shared.with_writes(|w| w.push_plain(key, kind, waiter));
         if was_empty {
             self.shared.wake_flusher.notify_one();
         }
@@ -602,7 +605,12 @@ impl Store {
         }
     }
 
-    async fn conditional(&self, key: &str, kind: OpKind, expected: Precondition) -> Result<Version> {
+    async fn conditional(
+        &self,
+        key: &str,
+        kind: OpKind,
+        expected: Precondition,
+    ) -> Result<Version> {
         let (tx, rx) = oneshot::channel();
         let was_empty = self
             .shared
@@ -731,7 +739,8 @@ impl Store {
         if let Some(error) = failure {
             return Err(error);
         }
-        self.wait_revision(last_ack, deadline, || what.to_owned()).await
+        self.wait_revision(last_ack, deadline, || what.to_owned())
+            .await
     }
 
     /// Waits for the initial sync and the on-ready hooks. Resolves at once when

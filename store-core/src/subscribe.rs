@@ -124,7 +124,9 @@ impl Subscription {
                 };
                 let item = match item {
                     Ok(event) => Ok(event),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => Err(Error::Lagged { missed }),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        Err(Error::Lagged { missed })
+                    }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 };
                 Some((item, (changes, readiness, closed, ready)))

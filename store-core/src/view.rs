@@ -47,9 +47,10 @@ impl Cell {
         }
         let typed: Arc<T> = Arc::new(value::decode(key, &self.payload)?);
         // The first type decoded wins the cache; another type decodes afresh each time.
-        let _ = self
-            .decoded
-            .set((TypeId::of::<T>(), Arc::clone(&typed) as Arc<dyn Any + Send + Sync>));
+        let _ = self.decoded.set((
+            TypeId::of::<T>(),
+            Arc::clone(&typed) as Arc<dyn Any + Send + Sync>,
+        ));
         Ok(typed)
     }
 }

@@ -1,0 +1,227 @@
+//! Store behaviour under backend faults the conformance suite cannot force on
+//! every backend: compacted history, lost answers, a backend that breaks the
+//! contract.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use store_core::backend::{Applied, Batch, Entry, Listing, Outcome, WatchStream};
+use store_core::{Backend, Capabilities, Error, MemoryBackend, Result, Revision, Store};
+
+async fn open(backend: impl Backend) -> Store {
+    Store::builder()
+        .backend(backend)
+        .linked_hooks(false)
+        .timeout(Duration::from_secs(10))
+        .open()
+        .await
+        .expect("store starts")
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_history_makes_the_store_relist_and_tell_subscribers() {
+    let backend = MemoryBackend::with_history(4);
+    let reader = open(backend.clone()).await;
+    let writer = open(backend.clone()).await;
+    writer.set_and_wait("kept", &1).await.expect("set");
+    writer.set_and_wait("removed", &1).await.expect("set");
+    eventually("the reader to see both keys", || reader.len() == 2).await;
+    let mut changes = reader.subscribe();
+
+    backend.compact();
+    writer.remove_and_wait("removed").await.expect("remove");
+    writer.set_and_wait("added", &2).await.expect("set");
+
+    eventually("the reader to re-list", || {
+        reader.keys() == ["added".to_owned(), "kept".to_owned()]
+    })
+    .await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(10), changes.next())
+            .await
+            .expect("a change")
+            .expect("open")
+            .expect("no lag");
+        seen.push((event.key().to_owned(), event.is_removal()));
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [("added".to_owned(), false), ("removed".to_owned(), true)]
+    );
+}
+
+/// Applies every batch but loses the answer of the first `lose` of them.
+#[derive(Clone)]
+struct LosesAnswers {
+    inner: MemoryBackend,
+    lose: Arc<AtomicUsize>,
+}
+
+impl Backend for LosesAnswers {
+    fn name(&self) -> &'static str {
+        "loses-answers"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn read(&self, key: &str) -> impl Future<Output = Result<Option<Entry>>> + Send {
+        self.inner.read(key)
+    }
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Listing>> + Send {
+        self.inner.list(prefix)
+    }
+    async fn apply(&self, batch: Batch) -> Result<Applied> {
+        let applied = self.inner.apply(batch).await?;
+        let lost = self
+            .lose
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lost {
+            Err(Error::unavailable(
+                "loses-answers",
+                "connection reset after the write",
+            ))
+        } else {
+            Ok(applied)
+        }
+    }
+    fn watch(&self, from: Revision) -> impl Future<Output = Result<WatchStream>> + Send {
+        self.inner.watch(from)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_write_whose_answer_was_lost_is_not_reported_as_a_conflict() {
+    let backend = LosesAnswers {
+        inner: MemoryBackend::new(),
+        lose: Arc::new(AtomicUsize::new(0)),
+    };
+    let store = open(backend.clone()).await;
+    store.set_and_wait("n", &1u32).await.expect("set");
+    backend.lose.store(1, Ordering::SeqCst);
+    let updated = store
+        .update("n", |n: Option<&u32>| n.copied().unwrap_or(0) + 1)
+        .await
+        .expect("the retried update resolves as applied");
+    assert_eq!(*updated.value, 2);
+    assert_eq!(
+        store.get::<u32>("n").expect("get").as_deref(),
+        Some(&2),
+        "applied once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_write_whose_answer_was_lost_is_retried_and_lands_once() {
+    let backend = LosesAnswers {
+        inner: MemoryBackend::new(),
+        lose: Arc::new(AtomicUsize::new(2)),
+    };
+    let store = open(backend.clone()).await;
+    let version = store.set_and_wait("k", &"v").await.expect("lands");
+    let stored = backend
+        .inner
+        .read("k")
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!((stored.value.as_str(), stored.version), ("\"v\"", version));
+}
+
+/// Answers with the wrong number of outcomes.
+struct BreaksContract(MemoryBackend);
+
+impl Backend for BreaksContract {
+    fn name(&self) -> &'static str {
+        "breaks-contract"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    fn read(&self, key: &str) -> impl Future<Output = Result<Option<Entry>>> + Send {
+        self.0.read(key)
+    }
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Listing>> + Send {
+        self.0.list(prefix)
+    }
+    async fn apply(&self, _batch: Batch) -> Result<Applied> {
+        Ok(Applied {
+            revision: Revision(0),
+            outcomes: vec![Outcome::Aborted; 3],
+        })
+    }
+    fn watch(&self, from: Revision) -> impl Future<Output = Result<WatchStream>> + Send {
+        self.0.watch(from)
+    }
+}
+
+#[tokio::test]
+async fn a_backend_that_breaks_the_contract_gives_a_typed_error_not_a_panic() {
+    let store = open(BreaksContract(MemoryBackend::new())).await;
+    let err = store.set_and_wait("k", &1).await.expect_err("bad answer");
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                backend: "breaks-contract",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.get::<i32>("k").expect("get"),
+        None,
+        "the failed write is not shown"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_plain_write_is_reported_by_the_next_flush() {
+    let store = open(BreaksContract(MemoryBackend::new())).await;
+    store.set("k", &1).expect("queued");
+    let err = store.flush().await.expect_err("the write failed");
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
+    store.flush().await.expect("reported once");
+}
+
+#[tokio::test]
+async fn dropping_every_handle_stops_the_store_and_ends_subscriptions() {
+    let store = open(MemoryBackend::new()).await;
+    let mut changes = store.subscribe();
+    drop(store);
+    let end = tokio::time::timeout(Duration::from_secs(10), changes.next())
+        .await
+        .expect("the stream ends");
+    assert!(end.is_none());
+}
+
+#[tokio::test]
+async fn a_store_dropped_without_flushing_sends_its_queued_writes_once() {
+    let backend = MemoryBackend::new();
+    let store = open(backend.clone()).await;
+    store.set("late", &1).expect("queued");
+    drop(store);
+    let mut changes = backend.watch(Revision(0)).await.expect("watch");
+    let event = tokio::time::timeout(Duration::from_secs(10), changes.next())
+        .await
+        .expect("the last batch goes out");
+    assert!(event.is_some());
+    assert!(backend.read("late").await.expect("read").is_some());
+}
