@@ -193,7 +193,7 @@ pub struct Batch {
 }
 
 /// What happened to one [`Op`] of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     /// The op applied; the key now has this version (for a delete, the revision of the
     /// delete, or the current revision when the key was already missing).
@@ -206,10 +206,13 @@ pub enum Outcome {
     },
     /// Not applied because another op of an atomic batch failed its precondition.
     Aborted,
+    /// Not applied, for good, for a reason of this op's own (for example
+    /// [`Error::ValueTooLarge`] when its shard is full); the other ops are unaffected.
+    Failed(Error),
 }
 
 /// The result of [`Backend::apply`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Applied {
     /// The backend's revision once the batch was applied. A watch from before this
     /// revision delivers every change the batch made by the time it reaches it.

@@ -136,6 +136,7 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
         return;
     }
     let view_revision = shared.view_revision();
+    let revision = applied.revision;
     for (slot, outcome) in slots.into_iter().zip(applied.outcomes) {
         let result = match outcome {
             Outcome::Applied(version) => Ok(version),
@@ -144,17 +145,18 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
             }
             Outcome::Conflict { actual } => Err(conflict(&slot, actual)),
             Outcome::Aborted => Err(conflict(&slot, None)),
+            Outcome::Failed(error) => Err(error),
         };
         match result {
             Ok(version) => {
                 if slot.precondition.is_none() {
                     shared.with_writes(|w| {
-                        w.acknowledged(&slot.key, slot.seq, applied.revision, view_revision);
+                        w.acknowledged(&slot.key, slot.seq, revision, view_revision);
                     });
                 }
                 let ack = Ack {
                     version,
-                    revision: applied.revision.max(Revision(version.0)),
+                    revision: revision.max(Revision(version.0)),
                 };
                 for waiter in slot.waiters {
                     let _ = waiter.send(Ok(ack));
