@@ -42,6 +42,18 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The value would fit the backend's limits, but the part of the store its key
+    /// lives in (for example one Kubernetes object) has no room left for it.
+    #[error("no room for key `{key}`: it needs {needed} bytes, {available} are left")]
+    StoreFull {
+        /// The key being written.
+        key: String,
+        /// Bytes the write needs.
+        needed: usize,
+        /// Bytes left where the key lives.
+        available: usize,
+    },
+
     /// The value could not be encoded (its `Serialize` impl failed).
     #[error("value for key `{key}` could not be encoded: {source}")]
     Encode {
@@ -179,6 +191,7 @@ impl Error {
         match self {
             Error::InvalidKey { key, .. }
             | Error::ValueTooLarge { key, .. }
+            | Error::StoreFull { key, .. }
             | Error::Encode { key, .. }
             | Error::Decode { key, .. }
             | Error::Conflict { key, .. } => Some(key),
