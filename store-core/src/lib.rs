@@ -94,13 +94,20 @@ pub use value::{StoreValue, decode};
 #[cfg(feature = "derive")]
 pub use store_macros::{StoreValue, on_ready};
 
+#[cfg(feature = "schema")]
+mod schema;
+
 /// What generated code names; not a public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::hooks::{HookFuture, LinkedHook};
-    pub use crate::key::{KeyError, check as check_key, check_pattern};
-    pub use crate::{BoxError, Key, KeyFamily, Store, StoreValue};
+    pub use crate::key::{FromKeyArgs, KeyArg, KeyError, check as check_key, check_pattern};
+    #[cfg(feature = "schema")]
+    pub use crate::schema::{SchemaMismatch, validate as validate_schema};
+    pub use crate::{BoxError, Error, Key, KeyFamily, Result, Store, StoreValue};
     pub use inventory;
+    #[cfg(feature = "schema")]
+    pub use schemars;
     pub use serde;
     pub use serde_json;
 }

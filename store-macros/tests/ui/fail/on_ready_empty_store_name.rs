@@ -1,0 +1,9 @@
+use store_core::{Store, on_ready};
+
+#[on_ready(store = "")]
+async fn seed(store: &Store) -> store_core::Result<()> {
+    let _ = store;
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use store_core::on_ready;
+
+#[on_ready]
+struct Seed;
+
+fn main() {}
