@@ -1,1 +1,127 @@
-//! Session-scoped stores over any `store-core` backend.
+//! Session-scoped global, realm and local stores over any `store-core` backend.
+//!
+//! A session server (a simulation, a game server, a workflow engine, a
+//! scripting host) keeps scratch state per session: shared by the whole
+//! session (**global**), by one **realm**, or private to one target environment
+//! (**local**). The state is isolated per scope, typed, and freed when the
+//! session ends.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use store_session::Sessions;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> store_session::Result<()> {
+//! let sessions = Sessions::new();
+//! let session = sessions.open("session-1").await?;
+//!
+//! // localStore.use('counter', 0)
+//! let local = session.local("env-alpha")?;
+//! let counter = local.use_value("counter", 0_u64)?;
+//! counter.update(|n| *n += 1)?;
+//! assert_eq!(counter.get()?, 1);
+//!
+//! // Another environment of the same session has its own counter.
+//! let other = session.local("env-bravo")?.use_value("counter", 0_u64)?;
+//! assert_eq!(other.get()?, 0);
+//!
+//! // globalStore.use('scenarioState', {...}) is seen by every environment.
+//! let state = session.global()?.use_value("phase", "execution".to_owned())?;
+//! assert_eq!(session.global()?.use_value("phase", String::new())?.get()?, "execution");
+//!
+//! // Live values need no serde: a cache map is mutated in place.
+//! let cache = local.use_with("apiCache", HashMap::<String, u32>::new)?;
+//! cache.lock()?.insert("user_7".into(), 42);
+//!
+//! // A key used with another type is an error, never a wrong value.
+//! assert!(local.use_value("counter", "zero").is_err());
+//!
+//! // Durable values (serde) go through the registry's backend.
+//! let durable = session.global()?.durable().await?;
+//! let steps = durable.use_value("steps", Vec::<String>::new()).await?;
+//! steps.update(|s| s.push("deploy".into())).await?;
+//! assert_eq!(steps.get()?.len(), 1);
+//!
+//! // Ending the session frees its data; old handles are now outdated.
+//! let ended = session.end().await?;
+//! assert_eq!(ended.durable_keys, 1);
+//! assert!(matches!(counter.get(), Err(store_session::Error::Outdated { .. })));
+//! assert!(state.get().is_err());
+//! # Ok(()) }
+//! ```
+//!
+//! # Scopes
+//!
+//! [`Session::global`], [`Session::realm`], [`Session::local`] and
+//! [`Session::local_in`] return a [`Scope`]. Every scope offers the same calls:
+//!
+//! | call | returns |
+//! |---|---|
+//! | [`use_value(key, default)`](Scope::use_value) | a handle, storing `default` if the key is missing |
+//! | [`use_with(key, \|\| init)`](Scope::use_with) | the same, building the default only when needed |
+//! | [`use_default::<T>()`](Scope::use_default) | the type's own slot, starting at `T::default()` |
+//! | [`use_typed::<T: StoreValue>()`](Scope::use_typed) | the value at `T::KEY` |
+//! | [`remove`](Scope::remove), [`keys`](Scope::keys), [`clear`](Scope::clear) | on the scope's entries |
+//!
+//! A default is moved into the one scope that stores it, so a default value is
+//! never shared between scopes.
+//!
+//! # Two tiers
+//!
+//! - **Live** (the calls on [`Scope`], returning [`Handle`]): any
+//!   `Send + Sync + 'static` value (API clients, caches, maps), kept in memory
+//!   in this process and mutated in place with no serialisation. A handle holds
+//!   the entry itself, so [`Handle::update`] and [`Handle::lock`] on one entry
+//!   cost the same whatever else the store holds. Calls are synchronous.
+//! - **Durable** ([`Scope::durable`], returning [`DurableScope`] and
+//!   [`DurableHandle`]): serde values kept through a [`store_core::Store`] on
+//!   the registry's backend (memory by default, any backend such as the kube one
+//!   through [`SessionsBuilder::backend`]), so they survive a restart of the
+//!   process and can be shared between replicas. Updates use compare-and-set.
+//!
+//! # Lifecycle
+//!
+//! Sessions end explicitly ([`Session::end`], [`Sessions::end`]) or after an
+//! idle time to live ([`SessionsBuilder::idle_ttl`]); dropping handles does not
+//! end a session, so a crash or restart keeps its durable data. Ending frees the
+//! session's live entries and removes its durable keys by listing only its own
+//! prefix (see [`layout`]): the work is proportional to its own keys, never to
+//! the number of sessions. Handles and scopes used afterwards fail with
+//! [`Error::Outdated`].
+//!
+//! [`Session::reset`] starts a fresh, empty instance and returns the old one as
+//! a [`Teardown`]: teardown code can still read it (writes fail with
+//! `Outdated`) until [`Teardown::finish`] frees it.
+//!
+//! # Limits and extras
+//!
+//! - Quotas per session on entries and durable bytes
+//!   ([`SessionsBuilder::max_entries`], [`SessionsBuilder::max_durable_bytes`]):
+//!   [`Error::QuotaExceeded`] names the key and the limit.
+//! - Change notifications per key: [`Handle::changes`], [`DurableHandle::changes`].
+//! - [`Session::snapshot`]: a JSON picture of a session for debugging.
+//!
+//! # The durable tier as a backend
+//!
+//! [`ScopedBackend`] is one prefix of an inner backend seen as a backend of its
+//! own; each durable scope is a store on one. It passes `store-core`'s
+//! conformance suite, so anything the suite promises for a backend holds for a
+//! session's durable scope too.
+
+mod durable;
+mod error;
+pub mod layout;
+mod live;
+mod registry;
+mod scope;
+mod scoped;
+mod session;
+
+pub use durable::{DurableGuard, DurableHandle, DurableScope, DurableValue};
+pub use error::{Error, QuotaKind, Result};
+pub use layout::ScopeKind;
+pub use live::{Changes, Handle, LiveGuard};
+pub use registry::{Sessions, SessionsBuilder};
+pub use scope::Scope;
+pub use scoped::ScopedBackend;
+pub use session::{Ended, Session, Teardown, Usage};

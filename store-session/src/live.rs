@@ -1,0 +1,373 @@
+//! The live tier: any `Send + Sync + 'static` value, in memory, mutated in place.
+//!
+//! Each entry is a typed cell behind a type-erased slot; a handle holds the cell
+//! itself, so a read or write touches one mutex and never the scope's map, and
+//! updating one entry of a large map held in the store is O(1). A cell removed
+//! from its scope is marked retired, and its handles fail with `Outdated`.
+
+use std::any::{Any, type_name};
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::scope::json_of;
+use crate::session::{Instance, lock, outdated};
+
+type ToJson<T> = fn(&T) -> Value;
+
+/// One live value with its version (which also wakes watchers).
+pub(crate) struct LiveCell<T> {
+    value: Mutex<T>,
+    version: watch::Sender<u64>,
+    retired: AtomicBool,
+    to_json: OnceLock<ToJson<T>>,
+}
+
+impl<T> LiveCell<T> {
+    fn new(value: T, to_json: Option<ToJson<T>>) -> Self {
+        let cell = LiveCell {
+            value: Mutex::new(value),
+            version: watch::Sender::new(1),
+            retired: AtomicBool::new(false),
+            to_json: OnceLock::new(),
+        };
+        if let Some(f) = to_json {
+            let _ = cell.to_json.set(f);
+        }
+        cell
+    }
+
+    fn value(&self) -> MutexGuard<'_, T> {
+        self.value.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+}
+
+/// What the scope's map holds: a cell whose type is known only at run time.
+trait Slot: Send + Sync {
+    fn retire(&self);
+    fn is_retired(&self) -> bool;
+    fn type_name(&self) -> &'static str;
+    fn to_json(&self) -> Value;
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+impl<T: Send + Sync + 'static> Slot for LiveCell<T> {
+    fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        // Wake watchers so they see the entry is gone.
+        self.version.send_modify(|_| {});
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    fn type_name(&self) -> &'static str {
+        type_name::<T>()
+    }
+
+    fn to_json(&self) -> Value {
+        match self.to_json.get() {
+            Some(f) => f(&self.value()),
+            None => serde_json::json!({ "$type": type_name::<T>() }),
+        }
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// The live entries of one scope.
+#[derive(Default)]
+pub(crate) struct LiveScope {
+    entries: Mutex<HashMap<String, Arc<dyn Slot>>>,
+}
+
+fn downcast<T: Send + Sync + 'static>(key: &str, slot: &Arc<dyn Slot>) -> Result<Arc<LiveCell<T>>> {
+    Arc::clone(slot)
+        .as_any()
+        .downcast::<LiveCell<T>>()
+        .map_err(|_| Error::TypeMismatch {
+            key: key.to_owned(),
+            stored: slot.type_name(),
+            requested: type_name::<T>(),
+        })
+}
+
+impl LiveScope {
+    pub(crate) fn use_with<T, F>(
+        &self,
+        instance: &Arc<Instance>,
+        key: &str,
+        init: F,
+        to_json: Option<ToJson<T>>,
+    ) -> Result<Handle<T>>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> T,
+    {
+        instance.check_read(key)?;
+        store_core::key::validate(key)?;
+        let handle = |cell| Handle {
+            key: Arc::from(key),
+            cell,
+            instance: Arc::clone(instance),
+        };
+        if let Some(slot) = lock(&self.entries).get(key) {
+            return Ok(handle(downcast::<T>(key, slot)?));
+        }
+        instance.check_write(key)?;
+        // Built outside the lock: `init` may use this scope itself.
+        let cell: Arc<LiveCell<T>> = Arc::new(LiveCell::new(init(), to_json));
+        let mut entries = lock(&self.entries);
+        if let Some(slot) = entries.get(key) {
+            // Someone created it meanwhile; theirs wins, ours is dropped.
+            return Ok(handle(downcast::<T>(key, slot)?));
+        }
+        instance.check_write(key)?;
+        instance.reserve_entry(key)?;
+        entries.insert(key.to_owned(), Arc::clone(&cell) as Arc<dyn Slot>);
+        Ok(handle(cell))
+    }
+
+    pub(crate) fn remove(&self, instance: &Instance, key: &str) -> bool {
+        let removed = lock(&self.entries).remove(key);
+        match removed {
+            Some(slot) => {
+                slot.retire();
+                instance.release_entries(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = lock(&self.entries).keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    pub(crate) fn clear(&self, instance: &Instance) -> usize {
+        let n = self.retire_all();
+        instance.release_entries(n);
+        n
+    }
+
+    /// Retires and drops every entry; returns how many there were.
+    pub(crate) fn retire_all(&self) -> usize {
+        let drained: Vec<_> = lock(&self.entries).drain().map(|(_, slot)| slot).collect();
+        for slot in &drained {
+            slot.retire();
+        }
+        drained.len()
+    }
+
+    pub(crate) fn snapshot(&self) -> Value {
+        let slots: Vec<(String, Arc<dyn Slot>)> = lock(&self.entries)
+            .iter()
+            .map(|(k, s)| (k.clone(), Arc::clone(s)))
+            .collect();
+        let mut map = Map::new();
+        for (key, slot) in slots {
+            map.insert(key, slot.to_json());
+        }
+        Value::Object(map)
+    }
+}
+
+/// A handle on one live value of a scope.
+///
+/// Cheap to clone. Every call checks that the entry and its session instance
+/// are still there and fails with [`Error::Outdated`] otherwise, so a handle
+/// kept past a reset or an end never writes into nothing.
+pub struct Handle<T> {
+    key: Arc<str>,
+    cell: Arc<LiveCell<T>>,
+    instance: Arc<Instance>,
+}
+
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        Handle {
+            key: Arc::clone(&self.key),
+            cell: Arc::clone(&self.cell),
+            instance: Arc::clone(&self.instance),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Handle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Handle<{}>({:?})", type_name::<T>(), self.key)
+    }
+}
+
+impl<T: Send + Sync + 'static> Handle<T> {
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn check_read(&self) -> Result<()> {
+        self.instance.check_read(&self.key)?;
+        if self.cell.retired.load(Ordering::Acquire) {
+            return Err(outdated(&self.key));
+        }
+        Ok(())
+    }
+
+    fn check_write(&self) -> Result<()> {
+        self.instance.check_write(&self.key)?;
+        if self.cell.retired.load(Ordering::Acquire) {
+            return Err(outdated(&self.key));
+        }
+        Ok(())
+    }
+
+    /// A copy of the value.
+    pub fn get(&self) -> Result<T>
+    where
+        T: Clone,
+    {
+        self.read(T::clone)
+    }
+
+    /// Runs `f` on the value without copying it.
+    pub fn read<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
+        self.check_read()?;
+        Ok(f(&self.cell.value()))
+    }
+
+    /// Replaces the value.
+    pub fn set(&self, value: T) -> Result<()> {
+        self.check_write()?;
+        *self.cell.value() = value;
+        self.cell.bump();
+        Ok(())
+    }
+
+    /// Changes the value in place, atomically: no other call on this entry runs
+    /// between the read and the write. Returns what `f` returns.
+    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+        self.check_write()?;
+        let out = f(&mut self.cell.value());
+        self.cell.bump();
+        Ok(out)
+    }
+
+    /// Locks the value for in-place mutation; the change counts (a new version,
+    /// watchers woken) when the guard drops. Keep it short: it blocks every other
+    /// call on this entry, and it cannot be held across an `.await`.
+    pub fn lock(&self) -> Result<LiveGuard<'_, T>> {
+        self.check_write()?;
+        Ok(LiveGuard {
+            guard: self.cell.value(),
+            cell: &self.cell,
+        })
+    }
+
+    /// The entry's version: 1 when created, one more per change.
+    pub fn version(&self) -> Result<u64> {
+        self.check_read()?;
+        Ok(*self.cell.version.borrow())
+    }
+
+    /// A watcher woken by every later change to this entry.
+    pub fn changes(&self) -> Changes {
+        Changes {
+            key: Arc::clone(&self.key),
+            rx: self.cell.version.subscribe(),
+            retired: Arc::clone(&self.cell) as Arc<dyn Slot>,
+            instance: Arc::clone(&self.instance),
+        }
+    }
+
+    /// Shows this entry as JSON in [`Session::snapshot`](crate::Session::snapshot)
+    /// rather than as its type name.
+    pub fn show_in_snapshot(&self)
+    where
+        T: Serialize,
+    {
+        let _ = self.cell.to_json.set(json_of::<T>);
+    }
+}
+
+/// A lock on one live value; see [`Handle::lock`].
+pub struct LiveGuard<'a, T> {
+    guard: MutexGuard<'a, T>,
+    cell: &'a LiveCell<T>,
+}
+
+impl<T> std::fmt::Debug for LiveGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LiveGuard<{}>", type_name::<T>())
+    }
+}
+
+impl<T> Deref for LiveGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> DerefMut for LiveGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+impl<T> Drop for LiveGuard<'_, T> {
+    fn drop(&mut self) {
+        self.cell.bump();
+    }
+}
+
+/// Change notifications for one live entry; see [`Handle::changes`].
+pub struct Changes {
+    key: Arc<str>,
+    rx: watch::Receiver<u64>,
+    retired: Arc<dyn Slot>,
+    instance: Arc<Instance>,
+}
+
+impl std::fmt::Debug for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changes")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Changes {
+    /// Waits for the next change and returns the entry's new version. Changes made
+    /// while nobody waited are folded into one wake-up. Fails with
+    /// [`Error::Outdated`] once the entry is removed or its session freed.
+    pub async fn changed(&mut self) -> Result<u64> {
+        if self.is_retired() {
+            return Err(outdated(&self.key));
+        }
+        // The sender lives in the cell this watcher holds, so this cannot fail.
+        let _ = self.rx.changed().await;
+        if self.is_retired() {
+            return Err(outdated(&self.key));
+        }
+        Ok(*self.rx.borrow_and_update())
+    }
+
+    fn is_retired(&self) -> bool {
+        self.instance.is_freed() || self.retired.is_retired()
+    }
+}

@@ -1,0 +1,432 @@
+//! The registry: which sessions are open, and the inner backend the durable
+//! tier of all of them sits on.
+//!
+//! The registry index maps a session id to its state and nothing else, so
+//! opening, finding and ending a session is one map operation plus work on
+//! that session's own keys; no call walks other sessions.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use store_core::backend::{Applied, Batch, Entry, Listing, Op};
+use store_core::{Backend, Capabilities, MemoryBackend, Payload, Precondition, StoreBuilder};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::scoped::ScopedBackend;
+use crate::session::{Ended, Session, SessionCore};
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The inner backend behind a trait object, so sessions and handles are not
+/// generic over it.
+pub(crate) trait Inner: Send + Sync + 'static {
+    fn capabilities(&self) -> Capabilities;
+    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, store_core::Result<Option<Entry>>>;
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, store_core::Result<Listing>>;
+    fn apply(&self, batch: Batch) -> BoxFuture<'_, store_core::Result<Applied>>;
+    /// A store builder on the scoped view of `prefix`.
+    fn scoped(&self, prefix: String) -> StoreBuilder;
+}
+
+struct InnerBackend<B>(Arc<B>);
+
+impl<B: Backend> Inner for InnerBackend<B> {
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, store_core::Result<Option<Entry>>> {
+        Box::pin(self.0.read(key))
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, store_core::Result<Listing>> {
+        Box::pin(self.0.list(prefix))
+    }
+    fn apply(&self, batch: Batch) -> BoxFuture<'_, store_core::Result<Applied>> {
+        Box::pin(self.0.apply(batch))
+    }
+    fn scoped(&self, prefix: String) -> StoreBuilder {
+        StoreBuilder::default()
+            .backend(ScopedBackend::new(Arc::clone(&self.0), prefix.clone()))
+            .name(prefix)
+            .linked_hooks(false)
+    }
+}
+
+/// Per-session limits; `None` means unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) max_entries: Option<usize>,
+    pub(crate) max_durable_bytes: Option<usize>,
+}
+
+/// Settings every session of a registry shares.
+pub(crate) struct Config {
+    pub(crate) inner: Arc<dyn Inner>,
+    pub(crate) root: String,
+    pub(crate) limits: Limits,
+    pub(crate) idle_ttl: Option<Duration>,
+    pub(crate) timeout: Duration,
+    /// What idle times are measured from.
+    pub(crate) epoch: Instant,
+}
+
+pub(crate) struct Registry {
+    pub(crate) config: Arc<Config>,
+    sessions: Mutex<HashMap<String, Arc<SessionCore>>>,
+}
+
+impl Registry {
+    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<SessionCore>>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops `core` from the index if it is still the entry for its id.
+    pub(crate) fn forget(&self, core: &Arc<SessionCore>) {
+        let mut sessions = self.sessions();
+        if sessions
+            .get(core.id())
+            .is_some_and(|found| Arc::ptr_eq(found, core))
+        {
+            sessions.remove(core.id());
+        }
+    }
+}
+
+impl Config {
+    /// The session's current generation, recorded on the backend so a restarted
+    /// process finds the same durable data.
+    async fn load_generation(&self, session: &str) -> Result<u64> {
+        let key = layout::meta_key(&self.root, session);
+        let cas = self.inner.capabilities().compare_and_set;
+        loop {
+            if let Some(entry) = self.inner.read(&key).await? {
+                return store_core::decode::<u64>(&key, &entry.value).map_err(Error::from);
+            }
+            let mut op = Op::put(key.clone(), Payload::from("0"));
+            if cas {
+                op = op.when(Precondition::Absent);
+            }
+            let applied = self
+                .inner
+                .apply(Batch {
+                    ops: vec![op],
+                    atomic: false,
+                })
+                .await?;
+            if matches!(
+                applied.outcomes.first(),
+                Some(store_core::backend::Outcome::Applied(_))
+            ) {
+                return Ok(0);
+            }
+            // Another process created it first: read theirs.
+        }
+    }
+
+    /// Records `generation` as the session's current one.
+    pub(crate) async fn store_generation(&self, session: &str, generation: u64) -> Result<()> {
+        let key = layout::meta_key(&self.root, session);
+        let op = Op::put(key, Payload::from(generation.to_string()));
+        self.inner
+            .apply(Batch {
+                ops: vec![op],
+                atomic: false,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes every key under `prefix` (and `extra`, if given); lists only that
+    /// prefix. Returns how many keys were removed.
+    pub(crate) async fn remove_prefix(&self, prefix: &str, extra: Option<String>) -> Result<usize> {
+        let listing = self.inner.list(prefix).await?;
+        let count = listing.entries.len();
+        let chunk = self
+            .inner
+            .capabilities()
+            .max_batch_ops
+            .unwrap_or(1000)
+            .max(1);
+        let mut ops: Vec<Op> = listing
+            .entries
+            .into_iter()
+            .map(|entry| Op::delete(entry.key))
+            .collect();
+        ops.extend(extra.map(Op::delete));
+        while !ops.is_empty() {
+            let rest = ops.split_off(ops.len().min(chunk));
+            self.inner.apply(Batch { ops, atomic: false }).await?;
+            ops = rest;
+        }
+        Ok(count)
+    }
+}
+
+/// A registry of sessions, with their durable tier on one backend.
+///
+/// Cheap to clone; every clone is the same registry. Sessions end explicitly
+/// ([`Session::end`], [`Sessions::end`]) or after the idle time to live; dropping
+/// handles never ends a session, so a session's durable data survives a crash or
+/// a restart of the process and is found again by [`open`](Sessions::open).
+#[derive(Clone)]
+pub struct Sessions {
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("open", &self.len())
+            .field("root", &self.registry.config.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sessions {
+    /// A registry whose durable tier is a fresh in-memory backend, with no limits
+    /// and no idle expiry.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a registry.
+    pub fn builder() -> SessionsBuilder {
+        SessionsBuilder::default()
+    }
+
+    /// The session `id`, opened if it is not open yet.
+    ///
+    /// Opening reads the session's generation from the backend, so a session
+    /// whose process restarted finds its durable data again.
+    pub async fn open(&self, id: &str) -> Result<Session> {
+        layout::check_name("session", id)?;
+        loop {
+            let found = self.registry.sessions().get(id).cloned();
+            match found {
+                Some(core) if core.is_ended() => {
+                    // Ending right now: wait for its clean-up, then open afresh.
+                    drop(core.transition.lock().await);
+                    self.registry.forget(&core);
+                }
+                Some(core) => {
+                    core.touch();
+                    return Ok(Session::from_core(core));
+                }
+                None => break,
+            }
+        }
+        let generation = self.registry.config.load_generation(id).await?;
+        let core = {
+            let mut sessions = self.registry.sessions();
+            if let Some(core) = sessions.get(id) {
+                // Another task opened it meanwhile.
+                return Ok(Session::from_core(Arc::clone(core)));
+            }
+            let core = SessionCore::new(
+                id,
+                generation,
+                Arc::clone(&self.registry.config),
+                Arc::downgrade(&self.registry),
+            );
+            sessions.insert(id.to_owned(), Arc::clone(&core));
+            core
+        };
+        if let Some(ttl) = self.registry.config.idle_ttl {
+            tokio::spawn(expire_when_idle(Arc::downgrade(&core), ttl));
+        }
+        tracing::debug!(session = id, generation, "session opened");
+        Ok(Session::from_core(core))
+    }
+
+    /// The open session `id`, or [`Error::NotFound`].
+    pub fn get(&self, id: &str) -> Result<Session> {
+        self.registry
+            .sessions()
+            .get(id)
+            .filter(|core| !core.is_ended())
+            .map(|core| {
+                core.touch();
+                Session::from_core(Arc::clone(core))
+            })
+            .ok_or_else(|| Error::NotFound {
+                session: id.to_owned(),
+            })
+    }
+
+    /// Ends session `id` (see [`Session::end`]). A session not open in this
+    /// process still has its durable data removed, so a server can clean up after
+    /// a restart.
+    pub async fn end(&self, id: &str) -> Result<Ended> {
+        layout::check_name("session", id)?;
+        let found = self.registry.sessions().get(id).cloned();
+        match found {
+            Some(core) => core.end().await,
+            None => {
+                let config = &self.registry.config;
+                let durable_keys = config
+                    .remove_prefix(
+                        &layout::session_prefix(&config.root, id),
+                        Some(layout::meta_key(&config.root, id)),
+                    )
+                    .await?;
+                Ok(Ended {
+                    live_entries: 0,
+                    durable_keys,
+                })
+            }
+        }
+    }
+
+    /// Whether session `id` is open.
+    pub fn contains(&self, id: &str) -> bool {
+        self.registry.sessions().contains_key(id)
+    }
+
+    /// How many sessions are open.
+    pub fn len(&self) -> usize {
+        self.registry.sessions().len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Ends the session once it has been idle for `ttl`.
+async fn expire_when_idle(core: Weak<SessionCore>, ttl: Duration) {
+    loop {
+        let deadline = {
+            let Some(core) = core.upgrade() else { return };
+            if core.is_ended() {
+                return;
+            }
+            core.last_used() + ttl
+        };
+        tokio::time::sleep_until(deadline).await;
+        let Some(core) = core.upgrade() else { return };
+        if core.is_ended() {
+            return;
+        }
+        if core.last_used() + ttl <= Instant::now() {
+            tracing::info!(
+                session = core.id(),
+                ?ttl,
+                "session expired after being idle"
+            );
+            if let Err(error) = core.end().await {
+                tracing::warn!(session = core.id(), %error, "ending an idle session failed");
+            }
+            return;
+        }
+    }
+}
+
+/// Configures a [`Sessions`] registry.
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct SessionsBuilder {
+    inner: Option<Arc<dyn Inner>>,
+    root: String,
+    limits: Limits,
+    idle_ttl: Option<Duration>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for SessionsBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionsBuilder")
+            .field("root", &self.root)
+            .field("limits", &self.limits)
+            .field("idle_ttl", &self.idle_ttl)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SessionsBuilder {
+    fn default() -> Self {
+        SessionsBuilder {
+            inner: None,
+            root: String::new(),
+            limits: Limits::default(),
+            idle_ttl: None,
+            timeout: store_core::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl SessionsBuilder {
+    /// Keeps the durable tier on `backend` (default: a fresh [`MemoryBackend`]).
+    pub fn backend<B: Backend>(self, backend: B) -> Self {
+        self.shared_backend(Arc::new(backend))
+    }
+
+    /// Like [`backend`](Self::backend), for a backend the caller keeps using too.
+    pub fn shared_backend<B: Backend>(mut self, backend: Arc<B>) -> Self {
+        self.inner = Some(Arc::new(InnerBackend(backend)));
+        self
+    }
+
+    /// Puts every key this registry writes under `root` on the backend (default:
+    /// none), so several registries can share one backend. Give each a root that
+    /// is not a prefix of another's, such as `"sessions/a/"` and `"sessions/b/"`.
+    pub fn root(mut self, root: impl Into<String>) -> Self {
+        self.root = root.into();
+        self
+    }
+
+    /// At most `entries` entries per session, live and durable together.
+    pub fn max_entries(mut self, entries: usize) -> Self {
+        self.limits.max_entries = Some(entries);
+        self
+    }
+
+    /// At most `bytes` bytes of encoded JSON per session in the durable tier.
+    pub fn max_durable_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_durable_bytes = Some(bytes);
+        self
+    }
+
+    /// Ends a session once nothing used it for `ttl` (measured with Tokio's clock,
+    /// so `tokio::time::pause` drives it in tests).
+    pub fn idle_ttl(mut self, ttl: Duration) -> Self {
+        self.idle_ttl = Some(ttl);
+        self
+    }
+
+    /// Bounds every wait of the durable tier (default [`store_core::DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The registry.
+    pub fn build(self) -> Sessions {
+        let inner = self
+            .inner
+            .unwrap_or_else(|| Arc::new(InnerBackend(Arc::new(MemoryBackend::new()))));
+        Sessions {
+            registry: Arc::new(Registry {
+                config: Arc::new(Config {
+                    inner,
+                    root: self.root,
+                    limits: self.limits,
+                    idle_ttl: self.idle_ttl,
+                    timeout: self.timeout,
+                    epoch: Instant::now(),
+                }),
+                sessions: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
