@@ -81,9 +81,7 @@ mod writes;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use backend::{
-    Backend, Capabilities, Payload, Precondition, Revision, Version,
-};
+pub use backend::{Backend, Capabilities, Payload, Precondition, Revision, Version};
 pub use error::{BoxError, Error, Result, SharedError};
 pub use key::{AnyKey, AsKey, Key, KeyFamily};
 pub use memory::{DEFAULT_HISTORY, MemoryBackend};
