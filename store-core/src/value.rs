@@ -71,18 +71,28 @@ pub(crate) fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Payl
         })
 }
 
-/// Runs a type's extra validation (see [`StoreValue::validate`]) on a stored value.
+/// Runs a type's extra validation (see [`StoreValue::validate`]) on a stored value
+/// about to be decoded as `type_name`.
 pub(crate) fn validate_with(
     key: &str,
+    type_name: &'static str,
     payload: &Payload,
     validate: crate::key::Validator,
 ) -> Result<()> {
     let raw: serde_json::Value = decode(key, payload)?;
-    validate(&raw).map_err(|e| Error::Decode {
-        key: key.to_owned(),
-        type_name: "schema",
-        path: ".".to_owned(),
-        source: Arc::from(e),
+    validate(&raw).map_err(|e| {
+        #[cfg(feature = "schema")]
+        let path = e
+            .downcast_ref::<crate::schema::SchemaMismatch>()
+            .map_or_else(|| ".".to_owned(), |m| m.path.clone());
+        #[cfg(not(feature = "schema"))]
+        let path = ".".to_owned();
+        Error::Decode {
+            key: key.to_owned(),
+            type_name,
+            path,
+            source: Arc::from(e),
+        }
     })
 }
 

@@ -43,7 +43,7 @@ impl Cell {
             return Ok(typed);
         }
         if let Some(validate) = validator {
-            value::validate_with(key, &self.payload, validate)?;
+            value::validate_with(key, std::any::type_name::<T>(), &self.payload, validate)?;
         }
         let typed: Arc<T> = Arc::new(value::decode(key, &self.payload)?);
         // The first type decoded wins the cache; another type decodes afresh each time.
