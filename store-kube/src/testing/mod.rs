@@ -1,0 +1,211 @@
+//! Test Kubernetes code against an in-process fake API server or a real
+//! control plane, with the same test functions.
+//!
+//! Enable the `testing` feature (usually as a dev-dependency feature).
+//!
+//! - [`FakeApiServer`]: a real HTTP server on `127.0.0.1` speaking the
+//!   Kubernetes REST protocol for custom resources. It hands out a
+//!   [`kube::Client`] ([`FakeApiServer::client`]) and a kubeconfig file
+//!   ([`FakeApiServer::kubeconfig_path`]) so `kubectl` works against it too.
+//!   It serves resources from CRDs applied over HTTP or with
+//!   [`FakeApiServer::apply_crd`]; answers create, get, list, replace, patch
+//!   (JSON Patch with `test`, merge patch, server-side apply with field
+//!   managers), delete (with uid and resourceVersion preconditions) and
+//!   `/status`; lists and watches with resourceVersion semantics, label and
+//!   field selectors, bookmarks, timeouts and a bounded history window
+//!   (`410 Gone` beyond it); enforces the 3 MiB request and 1.5 MiB object
+//!   limits; and can be told to fail: see [Faults](#faults).
+//! - [`ControlPlane`]: etcd and kube-apiserver started on free ports with
+//!   their own certificates, found as envtest finds them
+//!   ([`ControlPlaneAssets::discover`]): `TEST_ASSET_ETCD` and
+//!   `TEST_ASSET_KUBE_APISERVER`, or the directory `KUBEBUILDER_ASSETS`
+//!   names. In this repository `cargo xtask envtest` provisions them.
+//! - [`TestCluster`]: either of the two, so one `async fn
+//!   case(cluster: &TestCluster)` runs on both.
+//!
+//! # Testing an operator against the fake
+//!
+//! The operator below greets whoever a `Greeting` names, in its status. The
+//! test starts a fake API server, applies the CRD, runs the controller and
+//! waits (on a deadline, never a sleep) until the status says hello.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use futures_util::StreamExt;
+//! use kube::api::{Api, Patch, PatchParams, PostParams};
+//! use kube::runtime::controller::{Action, Controller};
+//! use kube::runtime::wait::await_condition;
+//! use kube::{CustomResource, CustomResourceExt, ResourceExt};
+//! use schemars::JsonSchema;
+//! use serde::{Deserialize, Serialize};
+//! use store_kube::testing::FakeApiServer;
+//!
+//! #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, JsonSchema)]
+//! #[kube(group = "example.com", version = "v1", kind = "Greeting", namespaced)]
+//! #[kube(status = "GreetingStatus")]
+//! pub struct GreetingSpec {
+//!     name: String,
+//! }
+//!
+//! #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+//! pub struct GreetingStatus {
+//!     message: String,
+//! }
+//!
+//! /// The operator under test.
+//! async fn reconcile(greeting: Arc<Greeting>, api: Arc<Api<Greeting>>) -> Result<Action, kube::Error> {
+//!     let message = format!("Hello, {}!", greeting.spec.name);
+//!     let status = serde_json::json!({ "status": { "message": message } });
+//!     api.patch_status(&greeting.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+//!         .await?;
+//!     Ok(Action::await_change())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = FakeApiServer::start().await?;
+//! server.apply_crd(&Greeting::crd())?;
+//! let greetings: Api<Greeting> = Api::namespaced(server.client()?, "default");
+//!
+//! let operator = Controller::new(greetings.clone(), Default::default())
+//!     .run(reconcile, |_, _, _| Action::requeue(Duration::from_secs(1)), Arc::new(greetings.clone()))
+//!     .for_each(|_| async {});
+//! tokio::spawn(operator);
+//!
+//! let ada = Greeting::new("ada", GreetingSpec { name: "Ada".into() });
+//! greetings.create(&PostParams::default(), &ada).await?;
+//! let greeted = |g: Option<&Greeting>| {
+//!     g.and_then(|g| g.status.as_ref()).is_some_and(|s| s.message == "Hello, Ada!")
+//! };
+//! tokio::time::timeout(Duration::from_secs(10), await_condition(greetings, "ada", greeted)).await??;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The same test on both tiers
+//!
+//! Write the case once; call it from one test per tier. The real one returns
+//! early, with a printed notice, when no binaries are provisioned, unless
+//! `STORE_KUBE_REQUIRE_REAL=1` makes that an error. The real control plane
+//! is shared by the tests of one binary (start-up takes seconds), so a case
+//! keeps to its own namespace ([`TestCluster::create_namespace`]).
+//!
+//! ```no_run
+//! use k8s_openapi::api::core::v1::ConfigMap;
+//! use kube::api::{Api, PostParams};
+//! use store_kube::testing::TestCluster;
+//!
+//! async fn config_maps_round_trip(cluster: &TestCluster) {
+//!     let namespace = cluster.create_namespace("cm").await.expect("namespace");
+//!     let api: Api<ConfigMap> = Api::namespaced(cluster.client().expect("client"), &namespace);
+//!     // ... exercise the code under test ...
+//! #   let _ = api;
+//! }
+//!
+//! #[tokio::test]
+//! async fn config_maps_round_trip_on_the_fake() {
+//!     config_maps_round_trip(&TestCluster::fake().await.expect("fake")).await;
+//! }
+//!
+//! #[tokio::test]
+//! async fn config_maps_round_trip_on_a_real_control_plane() {
+//!     let Some(cluster) = TestCluster::real().await.expect("control plane") else {
+//!         return;
+//!     };
+//!     config_maps_round_trip(&cluster).await;
+//! }
+//! ```
+//!
+//! (The fake serves namespaces and custom resources only; a case meant for
+//! both tiers sticks to those.)
+//!
+//! # Faults
+//!
+//! Scripted from the test, on the [`FakeApiServer`] only:
+//! [`fail_next`](FakeApiServer::fail_next) and
+//! [`inject`](FakeApiServer::inject) answer the next requests (optionally
+//! only a [`Verb`] or a path fragment) with a [`Fault`]: 500, 429 with
+//! `Retry-After`, 409, or a hang past the client's timeout;
+//! [`set_latency`](FakeApiServer::set_latency) delays every request;
+//! [`pause`](FakeApiServer::pause) and [`resume`](FakeApiServer::resume)
+//! hold requests; [`drop_watches`](FakeApiServer::drop_watches) ends every
+//! watch; [`restart`](FakeApiServer::restart) (or
+//! [`stop`](FakeApiServer::stop) and
+//! [`start_again`](FakeApiServer::start_again)) cuts every connection and
+//! serves the same objects and versions again on the same port. The
+//! [request log](FakeApiServer::requests) lets a test count API calls.
+//!
+//! # Where the fake differs from kube-apiserver
+//!
+//! The fake's suite (`store-kube/tests/fake_api.rs`) runs every protocol case
+//! on both tiers; these differences remain, by design or for cost:
+//!
+//! - **No schema validation, pruning or defaulting.** Objects are stored as
+//!   sent; the real server rejects objects that break the CRD's OpenAPI
+//!   schema (422), drops unknown fields and applies defaults. Conversion
+//!   between versions is not done either: every served version shows the
+//!   same stored fields.
+//! - **Unknown paths** get a `NotFound` `Status`; kube-apiserver answers a
+//!   plain-text `404 page not found` for unknown groups and resources.
+//! - **Bookmarks** come every [`bookmark_interval`](FakeApiServerBuilder::bookmark_interval)
+//!   (one second by default) with the cluster-wide revision;
+//!   kube-apiserver sends one about every minute and two seconds before a
+//!   watch times out, with the last revision of that resource. Both only
+//!   send one newer than the watch's start.
+//! - **History**: the fake keeps the last
+//!   [`history_window`](FakeApiServerBuilder::history_window) revisions for
+//!   watches and exact lists alike. kube-apiserver answers watches from its
+//!   per-resource watch cache (a watch from before the cache's start gets
+//!   410) and exact lists from etcd, whose history it compacts periodically
+//!   ([`ControlPlane`] compacts every 5 s).
+//! - **Deletion is immediate** for CRDs (kube-apiserver deletes their
+//!   objects first, through a finalizer) and namespaces (kube-apiserver
+//!   leaves them `Terminating` until kube-controller-manager, absent from a
+//!   test control plane, empties them; the fake deletes their objects).
+//!   There is no garbage collection of `ownerReferences` on either tier.
+//!   CRDs are `Established` at once.
+//! - **Server-side apply treats every list as atomic**; the real server
+//!   merges lists marked `x-kubernetes-list-type: map` or `set` item by item.
+//!   Entries of `/status` writes carry `subresource: status` (Kubernetes
+//!   1.22+; the 1.20 control plane built by `cargo xtask envtest` omits it).
+//! - **Object size** is the object's JSON length, with managedFields, against
+//!   etcd's 1,572,864 bytes; etcd counts the whole request, so the real limit
+//!   is a few hundred bytes lower.
+//! - **Request bodies are JSON only** (YAML that is not JSON gets 400);
+//!   no protobuf, no table output (kubectl falls back to names and ages).
+//!   OpenAPI is served as v3 documents without schemas, declaring only the
+//!   `fieldValidation` parameter so `kubectl apply` leaves validation to the
+//!   server; `/openapi/v2` is not served.
+//! - **Any credentials are accepted**; there is no RBAC or admission.
+//! - A list at a resourceVersion newer than the current one gets `504` at
+//!   once; kube-apiserver first waits up to 3 s for its cache.
+//! - `sendInitialEvents`, `fieldValidation` and CEL rules are ignored, as by
+//!   the 1.20 control plane.
+
+mod api_status;
+mod apply;
+mod cluster;
+mod control_plane;
+mod error;
+mod faults;
+mod handlers;
+mod kubeconfig;
+mod managed_fields;
+mod metadata;
+mod patch;
+mod registry;
+mod request_log;
+mod router;
+mod selector;
+mod server;
+mod store;
+mod watch;
+
+pub use cluster::{REQUIRE_REAL_ENV, TestCluster};
+pub use control_plane::{ControlPlane, ControlPlaneAssets};
+pub use error::{Error, Result};
+pub use faults::{Fault, FaultRule};
+pub use request_log::{RecordedRequest, Verb};
+pub use server::{FakeApiServer, FakeApiServerBuilder};
