@@ -1268,6 +1268,162 @@ async fn malformed_requests_get_kubernetes_status_errors(cluster: &TestCluster) 
 }
 on_both_tiers!(malformed_requests_get_kubernetes_status_errors);
 
+/// A CRD (its own group, so cases never share it) whose schema has
+/// defaults, an enum and bounds.
+fn checked_crd() -> (CustomResourceDefinition, ApiResource) {
+    let group = format!("{}.fake.store-kube.test", unique("schema"));
+    let crd = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": { "name": format!("checks.{group}") },
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": { "plural": "checks", "singular": "check", "kind": "Check" },
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": { "openAPIV3Schema": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {
+                        "spec": {
+                            "type": "object",
+                            "properties": {
+                                "replicas": { "type": "integer", "default": 1, "maximum": 5 },
+                                "mode": { "type": "string", "enum": ["fast", "safe"] },
+                                "label": { "type": "string", "maxLength": 5 },
+                                "free": { "type": "object", "x-kubernetes-preserve-unknown-fields": true },
+                            },
+                        },
+                    },
+                } },
+            }],
+        },
+    }))
+    .expect("CRD");
+    let resource =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Check"), "checks");
+    (crd, resource)
+}
+
+async fn the_schema_prunes_unknown_fields_and_fills_defaults(cluster: &TestCluster) {
+    let f = setup(cluster).await;
+    let (crd, resource) = checked_crd();
+    cluster.apply_crd(&crd).await.expect("CRD");
+    let checks: Api<DynamicObject> =
+        Api::namespaced_with(f.client.clone(), &f.namespace, &resource);
+    let mut check = DynamicObject::new("a", &resource);
+    check.data =
+        json!({ "spec": { "mode": "fast", "junk": 1, "free": { "kept": true } }, "junk": 2 });
+    let created = checks
+        .create(&PostParams::default(), &check)
+        .await
+        .expect("create");
+    assert_eq!(
+        created.data,
+        json!({ "spec": { "mode": "fast", "replicas": 1, "free": { "kept": true } } })
+    );
+    let patched = checks
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": null, "more": 1 } })),
+        )
+        .await
+        .expect("patch");
+    assert_eq!(
+        patched.data["spec"]["replicas"], 1,
+        "a removed field gets its default again"
+    );
+    assert!(patched.data["spec"].get("more").is_none());
+    // Metadata is decoded as ObjectMeta: unknown fields there go too.
+    let body = json!({
+        "apiVersion": format!("{}/v1", resource.group),
+        "kind": "Check",
+        "metadata": { "name": "m", "junk": true },
+        "spec": {},
+    });
+    let uri = format!(
+        "/apis/{}/v1/namespaces/{}/checks",
+        resource.group, f.namespace
+    );
+    let request = http::Request::post(uri)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body.to_string().into_bytes())
+        .expect("request");
+    let answer = raw(&f.client, request).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    assert!(
+        answer.body["metadata"].get("junk").is_none(),
+        "{}",
+        answer.text
+    );
+}
+on_both_tiers!(the_schema_prunes_unknown_fields_and_fills_defaults);
+
+async fn objects_that_break_the_schema_get_422_with_a_cause_per_field(cluster: &TestCluster) {
+    let f = setup(cluster).await;
+    let (crd, resource) = checked_crd();
+    cluster.apply_crd(&crd).await.expect("CRD");
+    let checks: Api<DynamicObject> =
+        Api::namespaced_with(f.client.clone(), &f.namespace, &resource);
+    let mut check = DynamicObject::new("a", &resource);
+    check.data = json!({ "spec": { "replicas": 9, "mode": "reckless", "label": "too long" } });
+    let error = api_error(checks.create(&PostParams::default(), &check).await);
+    assert_eq!((error.code, error.reason.as_str()), (422, "Invalid"));
+    let causes = error.details.map(|d| d.causes).unwrap_or_default();
+    let mut fields: Vec<(String, String)> = causes
+        .iter()
+        .map(|c| (c.field.clone(), c.reason.clone()))
+        .collect();
+    fields.sort();
+    assert_eq!(
+        fields,
+        [
+            ("spec.label".to_owned(), "FieldValueInvalid".to_owned()),
+            ("spec.mode".to_owned(), "FieldValueNotSupported".to_owned()),
+            ("spec.replicas".to_owned(), "FieldValueInvalid".to_owned()),
+        ]
+    );
+    let mut wrong_type = DynamicObject::new("b", &resource);
+    wrong_type.data = json!({ "spec": { "replicas": "three" } });
+    let error = api_error(checks.create(&PostParams::default(), &wrong_type).await);
+    assert_eq!(
+        error.message,
+        format!(
+            "Check.{} \"b\" is invalid: spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\"",
+            resource.group
+        )
+    );
+    let mut missing = DynamicObject::new("c", &resource);
+    missing.data = json!({});
+    let error = api_error(checks.create(&PostParams::default(), &missing).await);
+    assert_eq!(
+        error.message,
+        format!(
+            "Check.{} \"c\" is invalid: spec: Required value",
+            resource.group
+        )
+    );
+    let mut fine = DynamicObject::new("d", &resource);
+    fine.data = json!({ "spec": { "replicas": 2 } });
+    checks
+        .create(&PostParams::default(), &fine)
+        .await
+        .expect("a valid object");
+    let error = api_error(
+        checks
+            .patch(
+                "d",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "replicas": 6 } })),
+            )
+            .await,
+    );
+    assert_eq!((error.code, error.reason.as_str()), (422, "Invalid"));
+}
+on_both_tiers!(objects_that_break_the_schema_get_422_with_a_cause_per_field);
+
 /// Runs kubectl with the cluster's kubeconfig; `None` when it is not installed.
 async fn kubectl(
     cluster: &TestCluster,

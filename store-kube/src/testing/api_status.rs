@@ -173,6 +173,41 @@ impl ApiError {
         .with_details(details)
     }
 
+    /// 422 listing every field that breaks the schema, as kube-apiserver
+    /// words it (one cause: `field: detail`; several: `[a: x, b: y]`).
+    pub(crate) fn invalid_fields(
+        kind: &str,
+        group: &str,
+        name: &str,
+        causes: &[(String, &'static str, String)],
+    ) -> Self {
+        let listed: Vec<String> = causes
+            .iter()
+            .map(|(field, _, detail)| format!("{field}: {detail}"))
+            .collect();
+        let summary = if let [single] = listed.as_slice() {
+            single.clone()
+        } else {
+            format!("[{}]", listed.join(", "))
+        };
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|(field, reason, detail)| json!({ "reason": reason, "message": detail, "field": field }))
+            .collect();
+        let mut details = json!({ "kind": kind, "causes": causes });
+        for (key, value) in [("name", name), ("group", group)] {
+            if !value.is_empty() {
+                details[key] = json!(value);
+            }
+        }
+        Self::new(
+            422,
+            "Invalid",
+            format!("{kind}.{group} \"{name}\" is invalid: {summary}"),
+        )
+        .with_details(details)
+    }
+
     /// 422 for a JSON Patch that does not apply (failed `test`, bad path).
     /// kube-apiserver drops the patch library's reason and answers this
     /// generic message.

@@ -18,6 +18,7 @@ use super::metadata::{
 use super::patch::{CUSTOM_RESOURCE_PATCH_TYPES, PatchKind, apply_json_patch, apply_merge_patch};
 use super::registry::{Builtin, ResourceInfo, crd_problem, crd_status};
 use super::router::{App, Query};
+use super::schema;
 use super::selector::{FieldSelector, LabelSelector};
 use super::store::{ObjectKey, ResourceKey, WatchStart, Write, Written};
 use super::watch::WatchSpec;
@@ -472,6 +473,53 @@ fn fill_server_status(target: &Target, object: &mut Value) {
     }
 }
 
+/// `ObjectMeta`'s fields: kube-apiserver decodes metadata into that type,
+/// dropping anything else.
+const OBJECT_META_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+/// Brings an object to what kube-apiserver would store: unknown metadata
+/// dropped, then the CRD's schema applied (prune, default, validate; see
+/// `schema.rs`).
+fn conform(target: &Target, object: &mut Value) -> Result<(), ApiError> {
+    if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.retain(|field, _| OBJECT_META_FIELDS.contains(&field.as_str()));
+    }
+    let Some(schema) = target.info.schemas.get(&target.version) else {
+        return Ok(());
+    };
+    schema::normalize(schema, object, true);
+    let violations = schema::validate(schema, object);
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let causes: Vec<(String, &'static str, String)> = violations
+        .into_iter()
+        .map(|v| (v.field, v.reason, v.detail))
+        .collect();
+    Err(ApiError::invalid_fields(
+        &target.info.kind,
+        &target.info.group,
+        meta_str(object, "name"),
+        &causes,
+    ))
+}
+
 pub(crate) fn namespaces_key() -> ResourceKey {
     ResourceKey {
         group: String::new(),
@@ -500,6 +548,7 @@ pub(crate) fn create(
     }
     let now = now_rfc3339();
     let name = prepare_new(app, target, &mut object, &now)?;
+    conform(target, &mut object)?;
     let manager = manager_name(ctx.query, ctx.user_agent, false)?;
     let api_version = target.api_version();
     let writer = Writer {
@@ -590,6 +639,7 @@ fn finish_update(
             };
         }
     }
+    conform(target, &mut new)?;
     if info.tracks_generation()
         && spec_of(old, info, &target.version) != spec_of(&new, info, &target.version)
     {
@@ -809,6 +859,11 @@ fn apply(
             }
         }
     }
+    // Fields the schema does not know are pruned from what is applied, so
+    // nobody comes to own them.
+    if let Some(schema) = target.info.schemas.get(&target.version) {
+        schema::normalize(schema, &mut config, false);
+    }
     let now = now_rfc3339();
     let api_version = target.api_version();
     let writer = Writer {
@@ -824,6 +879,7 @@ fn apply(
         let mut new = server_side_apply(None, &config, &writer, force)?;
         let managed = new.pointer("/metadata/managedFields").cloned();
         prepare_new(app, target, &mut new, &now)?;
+        conform(target, &mut new)?;
         if let (Some(managed), Some(metadata)) = (managed, metadata_mut(&mut new)) {
             metadata.insert("managedFields".to_owned(), managed);
         }

@@ -14,7 +14,8 @@
 //!   `/status`; lists and watches with resourceVersion semantics, label and
 //!   field selectors, bookmarks, timeouts and a bounded history window
 //!   (`410 Gone` beyond it); enforces the 3 MiB request and 1.5 MiB object
-//!   limits; and can be told to fail: see [Faults](#faults).
+//!   limits; prunes, defaults and validates objects against the CRD's
+//!   schema; and can be told to fail: see [Faults](#faults).
 //! - [`ControlPlane`]: etcd and kube-apiserver started on free ports with
 //!   their own certificates, found as envtest finds them
 //!   ([`ControlPlaneAssets::discover`]): `TEST_ASSET_ETCD` and
@@ -142,11 +143,14 @@
 //! The fake's suite (`store-kube/tests/fake_api.rs`) runs every protocol case
 //! on both tiers; these differences remain, by design or for cost:
 //!
-//! - **No schema validation, pruning or defaulting.** Objects are stored as
-//!   sent; the real server rejects objects that break the CRD's OpenAPI
-//!   schema (422), drops unknown fields and applies defaults. Conversion
-//!   between versions is not done either: every served version shows the
-//!   same stored fields.
+//! - **Schemas are checked in part.** Like kube-apiserver, the fake prunes
+//!   unknown fields, drops `null`s of non-nullable fields, fills `default`s
+//!   and answers 422 with a cause per field for wrong types, missing
+//!   `required` fields, values outside an `enum` and broken bounds
+//!   (`minimum`/`maximum`, lengths, item and property counts). It does not
+//!   check `pattern`, `format`, `oneOf`/`anyOf`/`allOf`/`not` or CEL rules,
+//!   nor the CRD's own schema. No conversion between versions: every served
+//!   version shows the same stored fields.
 //! - **Unknown paths** get a `NotFound` `Status`; kube-apiserver answers a
 //!   plain-text `404 page not found` for unknown groups and resources.
 //! - **Bookmarks** come every [`bookmark_interval`](FakeApiServerBuilder::bookmark_interval)
@@ -198,6 +202,7 @@ mod patch;
 mod registry;
 mod request_log;
 mod router;
+mod schema;
 mod selector;
 mod server;
 mod store;

@@ -38,6 +38,8 @@ pub(crate) struct ResourceInfo {
     pub(crate) short_names: Vec<String>,
     pub(crate) categories: Vec<String>,
     pub(crate) builtin: Builtin,
+    /// `openAPIV3Schema` per served version.
+    pub(crate) schemas: BTreeMap<String, Value>,
 }
 
 impl ResourceInfo {
@@ -348,6 +350,7 @@ fn namespaces() -> ResourceInfo {
         short_names: vec!["ns".into()],
         categories: Vec::new(),
         builtin: Builtin::Namespace,
+        schemas: BTreeMap::new(),
     }
 }
 
@@ -364,6 +367,7 @@ fn crds() -> ResourceInfo {
         short_names: vec!["crd".into(), "crds".into()],
         categories: vec!["api-extensions".into()],
         builtin: Builtin::CustomResourceDefinition,
+        schemas: BTreeMap::new(),
     }
 }
 
@@ -387,6 +391,7 @@ pub(crate) fn resource_from_crd(crd: &Value) -> Option<ResourceInfo> {
     };
     let mut versions = Vec::new();
     let mut status_versions = Vec::new();
+    let mut schemas = BTreeMap::new();
     for version in spec.get("versions").and_then(Value::as_array)? {
         let Some(name) = text(version.get("name")) else {
             continue;
@@ -399,6 +404,12 @@ pub(crate) fn resource_from_crd(crd: &Value) -> Option<ResourceInfo> {
             .is_some_and(|status| !status.is_null())
         {
             status_versions.push(name.clone());
+        }
+        if let Some(schema) = version
+            .pointer("/schema/openAPIV3Schema")
+            .filter(|schema| schema.is_object())
+        {
+            schemas.insert(name.clone(), schema.clone());
         }
         versions.push(name);
     }
@@ -418,6 +429,7 @@ pub(crate) fn resource_from_crd(crd: &Value) -> Option<ResourceInfo> {
         short_names: strings(names.get("shortNames")),
         categories: strings(names.get("categories")),
         builtin: Builtin::Custom,
+        schemas,
     })
 }
 
