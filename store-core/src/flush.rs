@@ -1,14 +1,19 @@
 //! The flush task: group commit.
 //!
 //! It sends whatever is queued as soon as the backend is idle, and while a
-//! batch is in flight the next one gathers behind it, so no fixed interval
-//! ever delays a write. Transient failures are retried with exponential
-//! backoff and full jitter, the batch kept whole and in order; a permanent
-//! failure fails exactly the writes of that batch.
+//! batch is in flight the next one gathers behind it, so by default no fixed
+//! interval ever delays a write. Transient failures are retried with
+//! exponential backoff and full jitter, the batch kept whole and in order; a
+//! permanent failure fails exactly the writes of that batch.
+//!
+//! With an interval ([`StoreBuilder::flush_interval`](crate::StoreBuilder::flush_interval))
+//! queued writes wait for the next tick of a fixed schedule instead, as Pepr's
+//! store sends them; that policy exists only to compare with Pepr's behaviour.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::backend::{Applied, Batch, OpKind, Outcome, Revision, Version};
@@ -44,20 +49,60 @@ impl Backoff {
     }
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, max_batch: usize) {
+pub(crate) async fn run(shared: Arc<Shared>, max_batch: usize, interval: Option<Duration>) {
+    let epoch = Instant::now();
     loop {
-        let batch = shared.with_writes(|w| {
-            if w.is_empty() {
-                None
-            } else {
-                Some(w.take_batch(max_batch))
+        if let Some(interval) = interval
+            && shared.with_writes(|w| !w.is_empty())
+        {
+            next_tick(&shared, epoch, interval).await;
+            // Everything queued at the tick goes now, in as many batches as it takes.
+            let due = shared.with_writes(|w| w.last_seq());
+            while let Some(slots) = take(&shared, max_batch) {
+                let beyond = slots.iter().any(|s| s.seq > due);
+                send(&shared, slots).await;
+                if beyond {
+                    break;
+                }
             }
-        });
-        match batch {
+            continue;
+        }
+        match take(&shared, max_batch) {
             Some(slots) => send(&shared, slots).await,
             None if shared.is_closed() => return,
             None => shared.wake_flusher.notified().await,
         }
+    }
+}
+
+fn take(shared: &Shared, max_batch: usize) -> Option<Vec<Slot>> {
+    shared.with_writes(|w| {
+        if w.is_empty() {
+            None
+        } else {
+            Some(w.take_batch(max_batch))
+        }
+    })
+}
+
+/// Sleeps until the next tick of the schedule `epoch + k * interval`, or until the
+/// store closes (queued writes then get their last attempt at once).
+async fn next_tick(shared: &Shared, epoch: Instant, interval: Duration) {
+    if interval.is_zero() {
+        return;
+    }
+    let elapsed = epoch.elapsed().as_nanos();
+    let step = interval.as_nanos();
+    let ticks = u64::try_from(elapsed / step + 1).unwrap_or(u64::MAX);
+    let at = Duration::from_nanos(
+        u64::try_from(step)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(ticks),
+    );
+    let mut closed = shared.closed.subscribe();
+    tokio::select! {
+        () = tokio::time::sleep_until(epoch + at) => {}
+        _ = closed.wait_for(|c| *c) => {}
     }
 }
 
@@ -137,6 +182,7 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
     }
     let view_revision = shared.view_revision();
     let revision = applied.revision;
+    let mut results = Vec::with_capacity(slots.len());
     for (slot, outcome) in slots.into_iter().zip(applied.outcomes) {
         let result = match outcome {
             Outcome::Applied(version) => Ok(version),
@@ -147,13 +193,23 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
             Outcome::Aborted => Err(conflict(&slot, None)),
             Outcome::Failed(error) => Err(error),
         };
+        results.push((slot, result));
+    }
+    // One lock for the whole batch: `set` callers queue behind the same lock.
+    shared.with_writes(|w| {
+        for (slot, result) in &results {
+            if slot.precondition.is_some() {
+                continue;
+            }
+            match result {
+                Ok(_) => w.acknowledged(&slot.key, slot.seq, revision, view_revision),
+                Err(error) => w.failed(&slot.key, slot.seq, error.clone()),
+            }
+        }
+    });
+    for (slot, result) in results {
         match result {
             Ok(version) => {
-                if slot.precondition.is_none() {
-                    shared.with_writes(|w| {
-                        w.acknowledged(&slot.key, slot.seq, revision, view_revision);
-                    });
-                }
                 let ack = Ack {
                     version,
                     revision: revision.max(Revision(version.0)),
@@ -163,9 +219,6 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
                 }
             }
             Err(error) => {
-                if slot.precondition.is_none() {
-                    shared.with_writes(|w| w.failed(&slot.key, slot.seq, error.clone()));
-                }
                 for waiter in slot.waiters {
                     let _ = waiter.send(Err(error.clone()));
                 }

@@ -179,6 +179,7 @@ pub struct StoreBuilder {
     max_value_size: Option<usize>,
     max_batch_ops: usize,
     retry: RetryPolicy,
+    flush_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for StoreBuilder {
@@ -205,6 +206,7 @@ impl Default for StoreBuilder {
                 initial: Duration::from_millis(20),
                 max: Duration::from_secs(5),
             },
+            flush_interval: None,
         }
     }
 }
@@ -297,6 +299,20 @@ impl StoreBuilder {
         self
     }
 
+    /// Sends queued writes on a fixed schedule, once every `interval`, instead of
+    /// as soon as the backend is idle.
+    ///
+    /// There is no fixed interval by default: writes go out by group commit, the
+    /// next batch gathering while one is in flight, so nothing waits on a timer.
+    /// An interval policy exists only to compare with Pepr's behaviour (its store
+    /// sends every 4 s): writes made between two ticks coalesce per key and leave
+    /// together at the next one, so a write waits up to `interval` before it is
+    /// sent. Closing the store sends what is queued at once.
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.flush_interval = (!interval.is_zero()).then_some(interval);
+        self
+    }
+
     /// Starts the store's background tasks and returns at once; call
     /// [`Store::ready`] to wait for the initial sync and the on-ready hooks.
     ///
@@ -343,7 +359,11 @@ impl StoreBuilder {
         let hooks = hooks::plan(&store.shared.name, self.linked_hooks, self.hooks);
         let (synced_tx, synced_rx) = oneshot::channel();
         tokio::spawn(sync::run(Arc::clone(&shared), synced_tx));
-        tokio::spawn(flush::run(Arc::clone(&shared), max_batch));
+        tokio::spawn(flush::run(
+            Arc::clone(&shared),
+            max_batch,
+            self.flush_interval,
+        ));
         // The hook runner holds a handle only until the hooks are done.
         let runner = store.clone();
         tokio::spawn(async move {

@@ -1,0 +1,579 @@
+//! `cargo xtask bench`: runs the benchmark suite (package `store-benches`) and
+//! prints one table, each figure beside its baseline measured in the same run.
+//!
+//! Criterion figures are read back from `<target>/criterion/<group>/<id>/new/
+//! estimates.json` (the median); figures criterion cannot express arrive as
+//! `@figure <id> <name> <value>` lines on the benches' stdout. A row whose
+//! figures are missing prints `not measured`, so a benchmark joins the table by
+//! adding the bench function that reports its figures. A full run of every
+//! benchmark writes the table to `BENCHMARKS.md`, keeping its notes section.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use crate::{cargo, root};
+
+const USAGE: &str = "cargo xtask bench [--quick] [--only B1,B7,...] [--no-save]\n\n  \
+    --quick    short timings (the CI smoke run, under 3 minutes once built); never saved\n  \
+    --only     run only these benchmarks; never saved\n  \
+    --no-save  do not write BENCHMARKS.md after a full run";
+
+/// Everything above this line in `BENCHMARKS.md` is generated; everything below is kept.
+const NOTES_MARKER: &str = "<!-- Notes below are kept by `cargo xtask bench`. -->";
+
+const IDS: [&str; 9] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"];
+
+/// Runs the suite; see [`USAGE`].
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let mut quick = false;
+    let mut save = true;
+    let mut only: Option<Vec<String>> = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--no-save" => save = false,
+            "--only" => {
+                let list = rest.next().ok_or("`--only` needs a list such as B1,B7")?;
+                let ids: Vec<String> = list
+                    .split(',')
+                    .map(|id| id.trim().to_ascii_uppercase())
+                    .collect();
+                if let Some(unknown) = ids.iter().find(|id| !IDS.contains(&id.as_str())) {
+                    return Err(format!("unknown benchmark `{unknown}`; known: {IDS:?}"));
+                }
+                only = Some(ids);
+            }
+            "-h" | "--help" | "help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument `{other}`\n\n{USAGE}")),
+        }
+    }
+    let selected: Vec<&str> = IDS
+        .iter()
+        .copied()
+        .filter(|id| only.as_ref().is_none_or(|o| o.iter().any(|x| x == id)))
+        .collect();
+
+    let started = Instant::now();
+    let criterion_dir = target_dir().join("criterion");
+    // Stale results from an earlier run must never pass for this run's.
+    for id in &selected {
+        let dir = criterion_dir.join(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
+    let (figures, bench_ok) = run_benches(quick, only.as_deref(), &criterion_dir)?;
+    let results = Results {
+        criterion_dir,
+        figures,
+    };
+    let rows: Vec<Row> = ROWS
+        .iter()
+        .filter(|spec| selected.contains(&spec.id))
+        .map(|spec| spec.evaluate(&results))
+        .collect();
+    let table = render_table(&rows);
+    let command = command_line(quick, only.as_deref());
+    println!("\n{table}");
+    println!(
+        "{} of {} targets met; {} not measured ({:.0?}, `{command}`)",
+        rows.iter().filter(|r| r.met == Some(true)).count(),
+        rows.len(),
+        rows.iter().filter(|r| r.met.is_none()).count(),
+        started.elapsed()
+    );
+    if !quick && only.is_none() && save {
+        let path = root().join("BENCHMARKS.md");
+        write_report(&path, &table, &command)?;
+        eprintln!("xtask: table written to {}", path.display());
+    }
+    if bench_ok {
+        Ok(())
+    } else {
+        Err("a benchmark failed to run; its rows say `not measured`".to_owned())
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_relative() { root().join(p) } else { p })
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn command_line(quick: bool, only: Option<&[String]>) -> String {
+    let mut command = "cargo xtask bench".to_owned();
+    if quick {
+        command.push_str(" --quick");
+    }
+    if let Some(only) = only {
+        command.push_str(" --only ");
+        command.push_str(&only.join(","));
+    }
+    command
+}
+
+/// Hand-timed figures by benchmark id and name.
+type Figures = BTreeMap<(String, String), f64>;
+
+/// Runs every bench target of `store-benches`, echoing their output and keeping
+/// the `@figure` lines. Returns the figures and whether every target succeeded.
+fn run_benches(
+    quick: bool,
+    only: Option<&[String]>,
+    criterion_dir: &Path,
+) -> Result<(Figures, bool), String> {
+    let mut command = cargo(&[
+        "bench",
+        "-p",
+        "store-benches",
+        "--benches",
+        "--no-fail-fast",
+    ]);
+    command
+        .env("CRITERION_HOME", criterion_dir)
+        .env("STORE_BENCH_QUICK", if quick { "1" } else { "0" })
+        .env(
+            "STORE_BENCH_ONLY",
+            only.map(|o| o.join(",")).unwrap_or_default(),
+        )
+        .stdout(Stdio::piped());
+    eprintln!(
+        "xtask: == benchmarks{}",
+        if quick { " (quick)" } else { "" }
+    );
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cargo bench: could not start: {e}"))?;
+    let mut figures = BTreeMap::new();
+    if let Some(stdout) = child.stdout.take() {
+        let mut out = std::io::stdout().lock();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.map_err(|e| format!("reading the benches' output: {e}"))?;
+            if let Some((id, name, value)) = parse_figure(&line) {
+                figures.insert((id, name), value);
+            }
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("cargo bench: could not wait: {e}"))?;
+    Ok((figures, status.success()))
+}
+
+/// `@figure B8 end_alone_ms 12.5`
+fn parse_figure(line: &str) -> Option<(String, String, f64)> {
+    let mut words = line.strip_prefix("@figure ")?.split_whitespace();
+    let id = words.next()?.to_owned();
+    let name = words.next()?.to_owned();
+    let value = words.next()?.parse().ok()?;
+    Some((id, name, value))
+}
+
+struct Results {
+    criterion_dir: PathBuf,
+    figures: Figures,
+}
+
+impl Results {
+    /// A criterion benchmark's median time per iteration, in nanoseconds.
+    fn ns(&self, group: &str, id: &str) -> Option<f64> {
+        let path = self
+            .criterion_dir
+            .join(group)
+            .join(id)
+            .join("new")
+            .join("estimates.json");
+        let json = std::fs::read_to_string(path).ok()?;
+        point_estimate(&json, "median")
+    }
+
+    fn figure(&self, id: &str, name: &str) -> Option<f64> {
+        self.figures
+            .get(&(id.to_owned(), name.to_owned()))
+            .copied()
+            .filter(|v| v.is_finite())
+    }
+}
+
+/// `"<statistic>": { ..., "point_estimate": <number>, ... }` in criterion's
+/// `estimates.json`.
+fn point_estimate(json: &str, statistic: &str) -> Option<f64> {
+    let at = json.find(&format!("\"{statistic}\""))?;
+    let rest = &json[at..];
+    let field = "\"point_estimate\":";
+    let start = rest.find(field)? + field.len();
+    let number: String = rest[start..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+        .collect();
+    number.parse().ok()
+}
+
+/// One benchmark of the suite: what it measures, its target, and how its
+/// figures turn into a row.
+struct Spec {
+    id: &'static str,
+    measures: &'static str,
+    target: &'static str,
+    evaluate: fn(&Results) -> Option<Measured>,
+}
+
+struct Measured {
+    figure: String,
+    baseline: String,
+    ratio: String,
+    met: bool,
+}
+
+struct Row {
+    id: &'static str,
+    measures: &'static str,
+    target: &'static str,
+    measured: Option<Measured>,
+    met: Option<bool>,
+}
+
+impl Spec {
+    fn evaluate(&self, results: &Results) -> Row {
+        let measured = (self.evaluate)(results);
+        Row {
+            id: self.id,
+            measures: self.measures,
+            target: self.target,
+            met: measured.as_ref().map(|m| m.met),
+            measured,
+        }
+    }
+}
+
+const ROWS: [Spec; 9] = [
+    Spec {
+        id: "B1",
+        measures: "typed `get` of a small struct from the local view",
+        target: "≤ 2× baseline",
+        evaluate: b1,
+    },
+    Spec {
+        id: "B2",
+        measures: "`set` enqueue throughput, 1 thread",
+        target: "≥ 5 M ops/s",
+        evaluate: b2,
+    },
+    Spec {
+        id: "B3",
+        measures: "API requests for 10,000 `set` calls on 1,000 keys (fake API server, 1 ms latency)",
+        target: "≤ 20 requests; ≥ 500× fewer than naive",
+        evaluate: b3,
+    },
+    Spec {
+        id: "B4",
+        measures: "`set_and_wait` p50 / p99 (fake API server, 1 ms latency)",
+        target: "p50 ≤ 3 ms; ≥ 300× faster",
+        evaluate: b4,
+    },
+    Spec {
+        id: "B5",
+        measures: "write on replica A visible on replica B, p50",
+        target: "≤ latency + 2 ms",
+        evaluate: b5,
+    },
+    Spec {
+        id: "B6",
+        measures: "cold start to `ready()` with 100,000 keys over shards",
+        target: "≤ 2 s",
+        evaluate: b6,
+    },
+    Spec {
+        id: "B7",
+        measures: "session `use_value` + `update` on the live tier, 1 and 2 threads",
+        target: "≥ 10 M ops/s per thread; ≤ 2× baseline",
+        evaluate: b7,
+    },
+    Spec {
+        id: "B8",
+        measures: "ending a session of 10,000 keys while 1,000 sessions exist",
+        target: "ratio ≤ 1.5",
+        evaluate: b8,
+    },
+    Spec {
+        id: "B9",
+        measures: "memory of the kube backend's view for 100,000 small keys",
+        target: "≤ 3× payload",
+        evaluate: b9,
+    },
+];
+
+fn ns(value: f64) -> String {
+    if value >= 1e6 {
+        format!("{:.2} ms", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{:.2} µs", value / 1e3)
+    } else {
+        format!("{value:.1} ns")
+    }
+}
+
+fn mops(ns_per_op: f64) -> f64 {
+    1e3 / ns_per_op
+}
+
+fn b1(r: &Results) -> Option<Measured> {
+    let store = r.ns("B1", "store_get")?;
+    let base = r.ns("B1", "hashmap_get")?;
+    let ratio = store / base;
+    Some(Measured {
+        figure: ns(store),
+        baseline: format!("{} (`HashMap<String, Arc<T>>` get + clone)", ns(base)),
+        ratio: format!("{ratio:.2}×"),
+        met: ratio <= 2.0,
+    })
+}
+
+fn b2(r: &Results) -> Option<Measured> {
+    let t = r.ns("B2", "store_set")?;
+    let rate = mops(t);
+    // Diagnostic: the enqueue alone, with the flush task parked.
+    let parked = r
+        .ns("B2", "store_set_flusher_parked")
+        .map(|p| format!("; enqueue alone (flush task parked) {:.2} M ops/s", mops(p)))
+        .unwrap_or_default();
+    Some(Measured {
+        figure: format!("{rate:.2} M ops/s ({}/op){parked}", ns(t)),
+        baseline: "none".to_owned(),
+        ratio: "–".to_owned(),
+        met: rate >= 5.0,
+    })
+}
+
+fn b3(r: &Results) -> Option<Measured> {
+    let store = r.figure("B3", "store_requests")?;
+    let naive = r.figure("B3", "naive_requests")?;
+    let pepr = r.figure("B3", "pepr_requests")?;
+    let fewer = naive / store.max(1.0);
+    Some(Measured {
+        figure: format!("{store:.0} requests"),
+        baseline: format!("naive {naive:.0}; Pepr-style (4 s) {pepr:.0}"),
+        ratio: format!("{fewer:.0}× fewer than naive"),
+        met: store <= 20.0 && fewer >= 500.0,
+    })
+}
+
+fn b4(r: &Results) -> Option<Measured> {
+    let p50 = r.figure("B4", "p50_ms")?;
+    let p99 = r.figure("B4", "p99_ms")?;
+    let pepr50 = r.figure("B4", "pepr_p50_ms")?;
+    let pepr99 = r.figure("B4", "pepr_p99_ms")?;
+    let faster = pepr50 / p50;
+    Some(Measured {
+        figure: format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
+        baseline: format!("Pepr-style p50 {pepr50:.0} ms, p99 {pepr99:.0} ms"),
+        ratio: format!("{faster:.0}× faster (p50)"),
+        met: p50 <= 3.0 && faster >= 300.0,
+    })
+}
+
+fn b5(r: &Results) -> Option<Measured> {
+    let p50 = r.figure("B5", "p50_ms")?;
+    let latency = r.figure("B5", "latency_ms")?;
+    Some(Measured {
+        figure: format!("p50 {p50:.2} ms"),
+        baseline: format!("injected latency {latency:.1} ms"),
+        ratio: format!("+{:.2} ms", p50 - latency),
+        met: p50 <= latency + 2.0,
+    })
+}
+
+fn b6(r: &Results) -> Option<Measured> {
+    let ready = r.figure("B6", "ready_s")?;
+    Some(Measured {
+        figure: format!("{ready:.2} s"),
+        baseline: "none".to_owned(),
+        ratio: "–".to_owned(),
+        met: ready <= 2.0,
+    })
+}
+
+fn b7(r: &Results) -> Option<Measured> {
+    let one = r.ns("B7", "session_1t")?;
+    let one_base = r.ns("B7", "mutex_map_1t")?;
+    let two = r.ns("B7", "session_2t")?;
+    let two_base = r.ns("B7", "mutex_map_2t")?;
+    let (ratio1, ratio2) = (one / one_base, two / two_base);
+    Some(Measured {
+        figure: format!(
+            "1 thread {:.2} M ops/s; 2 threads {:.2} M ops/s per thread",
+            mops(one),
+            mops(two)
+        ),
+        baseline: format!(
+            "`Mutex<HashMap>` 1 thread {:.2}, 2 threads {:.2} M ops/s per thread",
+            mops(one_base),
+            mops(two_base)
+        ),
+        ratio: format!("{ratio1:.1}× / {ratio2:.1}× the time"),
+        met: mops(one) >= 10.0 && mops(two) >= 10.0 && ratio1 <= 2.0 && ratio2 <= 2.0,
+    })
+}
+
+fn b8(r: &Results) -> Option<Measured> {
+    let crowded = r.figure("B8", "end_with_others_ms")?;
+    let alone = r.figure("B8", "end_alone_ms")?;
+    let others = r.figure("B8", "other_sessions").unwrap_or(f64::NAN);
+    let ratio = crowded / alone;
+    Some(Measured {
+        figure: format!("{crowded:.2} ms with {} sessions open", others + 1.0),
+        baseline: format!("{alone:.2} ms alone"),
+        ratio: format!("{ratio:.2}"),
+        met: ratio <= 1.5,
+    })
+}
+
+fn b9(r: &Results) -> Option<Measured> {
+    let view = r.figure("B9", "view_bytes")?;
+    let payload = r.figure("B9", "payload_bytes")?;
+    let ratio = view / payload;
+    Some(Measured {
+        figure: format!("{:.1} MiB", view / 1048576.0),
+        baseline: format!("{:.1} MiB payload", payload / 1048576.0),
+        ratio: format!("{ratio:.2}×"),
+        met: ratio <= 3.0,
+    })
+}
+
+fn render_table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| id | measures | figure | baseline (same run) | ratio | target | met |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        let (figure, baseline, ratio) = match &row.measured {
+            Some(m) => (m.figure.as_str(), m.baseline.as_str(), m.ratio.as_str()),
+            None => ("not measured", "–", "–"),
+        };
+        let met = if row.met == Some(true) { "yes" } else { "no" };
+        out.push_str(&format!(
+            "| {} | {} | {figure} | {baseline} | {ratio} | {} | {met} |\n",
+            row.id, row.measures, row.target
+        ));
+    }
+    out
+}
+
+fn output_of(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown", |(_, v)| v.trim())
+        .to_owned();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or("unknown".to_owned(), |kib| {
+            format!("{:.1} GiB", kib / 1048576.0)
+        });
+    let nproc = output_of("nproc", &[]).unwrap_or_else(|| "unknown".to_owned());
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let rustc = output_of(&rustc, &["--version"]).unwrap_or_else(|| "unknown".to_owned());
+    let os = std::fs::read_to_string("/etc/os-release")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map_or("unknown".to_owned(), |v| v.trim_matches('"').to_owned());
+    format!(
+        "- `nproc`: {nproc}\n- CPU (`/proc/cpuinfo` model name): {model}\n- memory: {memory}\n\
+         - OS: {os}\n- rustc: {rustc}\n"
+    )
+}
+
+fn write_report(path: &Path, table: &str, command: &str) -> Result<(), String> {
+    let notes = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|old| {
+            old.split_once(NOTES_MARKER)
+                .map(|(_, notes)| notes.to_owned())
+        })
+        .unwrap_or_else(|| "\n".to_owned());
+    let date = output_of("date", &["-u", "+%Y-%m-%d"]).unwrap_or_default();
+    let mut commit = output_of("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default();
+    let dirty = Command::new("git")
+        .args(["diff", "--quiet", "HEAD"])
+        .current_dir(root())
+        .status()
+        .is_ok_and(|s| !s.success());
+    if dirty {
+        commit.push_str(" (with uncommitted changes)");
+    }
+    let text = format!(
+        "# Benchmarks\n\n\
+         The latest full run of the suite in `benches/` (package `store-benches`). Every\n\
+         figure is measured beside its baseline in the same run; criterion figures are\n\
+         medians. Targets are goals: a missed one is recorded here, not hidden.\n\n\
+         Produced by `{command}` on {date} at commit {commit}.\n\n\
+         ## Machine\n\n{machine}\n\
+         ## Results\n\n{table}\n{NOTES_MARKER}{notes}",
+        machine = machine(),
+    );
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_read_from_criterion_estimates() {
+        let json = r#"{"mean":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":3.0},"point_estimate":2.0,"standard_error":0.1},"median":{"confidence_interval":{"confidence_level":0.95,"lower_bound":1.0,"upper_bound":2.0},"point_estimate":1.5e1,"standard_error":0.1}}"#;
+        assert_eq!(point_estimate(json, "median"), Some(15.0));
+        assert_eq!(point_estimate(json, "mean"), Some(2.0));
+        assert_eq!(point_estimate(json, "slope"), None);
+    }
+
+    #[test]
+    fn figure_lines_are_parsed_and_other_lines_ignored() {
+        assert_eq!(
+            parse_figure("@figure B8 end_alone_ms 12.5"),
+            Some(("B8".to_owned(), "end_alone_ms".to_owned(), 12.5))
+        );
+        assert_eq!(parse_figure("B1/store_get time: [1 ns]"), None);
+    }
+
+    #[test]
+    fn a_row_without_figures_says_not_measured_and_not_met() {
+        let results = Results {
+            criterion_dir: PathBuf::from("/nonexistent"),
+            figures: BTreeMap::new(),
+        };
+        let rows: Vec<Row> = ROWS.iter().map(|s| s.evaluate(&results)).collect();
+        let table = render_table(&rows);
+        assert_eq!(table.lines().count(), 2 + IDS.len());
+        for (line, id) in table.lines().skip(2).zip(IDS) {
+            assert!(line.starts_with(&format!("| {id} |")), "{line}");
+            assert!(
+                line.contains("not measured") && line.ends_with("| no |"),
+                "{line}"
+            );
+        }
+    }
+}
