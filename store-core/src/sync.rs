@@ -167,14 +167,15 @@ fn advance(shared: &Shared, revision: Revision) {
     publish(shared, revision, Vec::new());
 }
 
-/// After the view moved to `revision`: retire covered overlay entries, wake
-/// waiters, tell subscribers.
+/// After the view moved to `revision`: retire covered overlay entries, tell
+/// subscribers, then wake waiters — in that order, so a subscription made
+/// after a wait returns never receives the change that ended the wait.
 fn publish(shared: &Shared, revision: Revision, events: Vec<ChangeEvent>) {
     let revision = shared.view_revision().max(revision);
     shared.with_writes(|w| w.view_reached(revision));
-    shared.revision.send_replace(revision);
     for event in events {
         // No receivers is fine: nobody subscribed.
         let _ = shared.changes.send(event);
     }
+    shared.revision.send_replace(revision);
 }
