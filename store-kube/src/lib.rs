@@ -1,4 +1,63 @@
 //! Kubernetes custom-resource backend for `store-core`.
+//!
+//! Every replica of an operator or admission webhook opens the same store and
+//! shares it: reads come from a local view fed by a watch, writes are
+//! coalesced, group-committed and sent as JSON Patch with `test` operations
+//! for preconditions, and keys are spread over several objects so a store
+//! holds far more than one object's 1.5 MiB.
+//!
+//! ```no_run
+//! use store_core::Store;
+//! use store_kube::KubeBackend;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = kube::Client::try_default().await?;
+//! let backend = KubeBackend::builder(client, "my-operator")
+//!     .namespace("my-operator-system")
+//!     .capacity(8 * 1024 * 1024) // spread over enough shards for 8 MiB
+//!     .build()
+//!     .await?;
+//! let store = Store::builder().backend(backend).open().await?;
+//! store.set("exempt/kube-system", &true)?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Resources
+//!
+//! A store named `s` lives in `StoreShard` objects (`storeshards.typedstore.dev`)
+//! named `s-0` … `s-<n-1>`, labelled `typedstore.dev/store=s`, keys in
+//! `spec.data`. `cargo xtask manifests` writes the CRD and a least-privilege
+//! Role (`get`, `list`, `watch`, `create`, `patch` on `storeshards` in one
+//! namespace) into `deploy/`.
+//!
+//! # Semantics worth knowing
+//!
+//! - **Versions** are the object's `resourceVersion` when a key last changed;
+//!   a compare-and-set on a version tests the value the key had then (JSON
+//!   Patch `test`), so a value changed and changed back passes, as the value is
+//!   the same.
+//! - **Absence** cannot be tested by JSON Patch; a write conditional on absence
+//!   tests the object's `resourceVersion` and is re-planned on a fresh read if
+//!   the object changed meanwhile.
+//! - **Size**: each object is kept under a budget (1 MiB by default, counting
+//!   `managedFields`); a value that can never fit is refused at the call with
+//!   `ValueTooLarge`; a write to a full shard fails alone with `StoreFull`.
+//! - **A deleted object** is recreated at once, empty; its keys read as removed
+//!   and subscribers see the removals.
+//! - **Pepr-compatible mode** ([`KubeBackendBuilder::pepr`]) reads and writes
+//!   the `PeprStore` layout so Rust and TypeScript Pepr pods share one store.
+//!   Values there are strings, as in Pepr: a Rust `String` is stored as its
+//!   text, any other value as its JSON text; text holding a JSON object or
+//!   array reads back as that value, any other text as a string.
+
+mod backend;
+mod cache;
+mod error;
+pub mod layout;
+pub mod resource;
+mod writer;
+
+pub use backend::{KubeBackend, KubeBackendBuilder, PEPR_NAMESPACE};
 
 // Test harness: fake API server, real control plane and the switch between
 // them. Documented inside the module, where its intra-doc links resolve.

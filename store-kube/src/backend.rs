@@ -1,0 +1,877 @@
+//! [`KubeBackend`]: a `store-core` backend on namespaced custom resources.
+//!
+//! Reads never reach the API: the `Store` front-end keeps a view fed by this
+//! backend's watch (kube-runtime's watcher: list, then watch, re-list on 410,
+//! bookmarks, backoff). Writes arrive as batches and go out as one JSON Patch
+//! per object (see `writer`), objects in parallel.
+//!
+//! A store object deleted by someone else is noticed on the watch: the store
+//! is told to re-list (so its keys read as removed and subscribers see the
+//! removals) and the object is recreated empty at once, so service goes on.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
+use serde_json::json;
+use store_core::backend::{
+    Applied, Batch, Entry, Listing, Op, Outcome, WatchEvent, WatchStream, check_batch,
+};
+use store_core::{Backend, Capabilities, Error, Result, Revision, Version};
+use tracing::Instrument;
+
+use crate::cache::{Cache, parse_object, parse_revision};
+use crate::error::{self, NAME};
+use crate::layout::{Layout, PEPR_PLACEHOLDER};
+use crate::resource::{STORE_LABEL, pepr_store_resource, store_shard_resource};
+use crate::writer::{self, Base, Limits};
+
+/// How many times one object's writes are re-planned after the server rejected a
+/// patch before the batch is handed back to be retried later.
+const MAX_REPLANS: usize = 16;
+
+/// The default namespace of a Pepr-compatible store.
+pub const PEPR_NAMESPACE: &str = "pepr-system";
+
+/// Configures a [`KubeBackend`].
+#[derive(Clone)]
+#[must_use = "a builder does nothing until `build` is awaited"]
+pub struct KubeBackendBuilder {
+    client: kube::Client,
+    namespace: Option<String>,
+    store: String,
+    shards: u32,
+    limits: Limits,
+    request_timeout: Duration,
+    field_manager: String,
+    pepr: Option<(String, String)>,
+    other_capabilities: Vec<String>,
+}
+
+/// A store kept in Kubernetes custom resources, shared by every process that
+/// opens the same store name in the same namespace.
+#[derive(Clone)]
+pub struct KubeBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    api: Api<DynamicObject>,
+    resource: ApiResource,
+    namespace: String,
+    layout: Layout,
+    limits: Limits,
+    request_timeout: Duration,
+    field_manager: String,
+    cache: Mutex<Cache>,
+}
+
+impl std::fmt::Debug for KubeBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeBackend")
+            .field("namespace", &self.inner.namespace)
+            .field("layout", &self.inner.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeBackend {
+    /// A builder for a store named `store` (a DNS label: lowercase letters, digits
+    /// and `-`, at most 50 characters) in the client's default namespace.
+    pub fn builder(client: kube::Client, store: impl Into<String>) -> KubeBackendBuilder {
+        KubeBackendBuilder {
+            client,
+            namespace: None,
+            store: store.into(),
+            shards: 1,
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(10),
+            field_manager: "typed-store".to_owned(),
+            pepr: None,
+            other_capabilities: Vec::new(),
+        }
+    }
+
+    /// The namespace the store lives in.
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// The names of the store's objects.
+    pub fn objects(&self) -> Vec<String> {
+        self.inner.layout.objects()
+    }
+}
+
+impl std::fmt::Debug for KubeBackendBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeBackendBuilder")
+            .field("namespace", &self.namespace)
+            .field("store", &self.store)
+            .field("shards", &self.shards)
+            .field("pepr", &self.pepr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KubeBackendBuilder {
+    /// The namespace (default: the client's default namespace; `pepr-system` in
+    /// Pepr-compatible mode).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Spreads keys over `shards` objects (default 1). Every replica must use the
+    /// same count; a store keeps the count it was created with.
+    pub fn shards(mut self, shards: u32) -> Self {
+        self.shards = shards.clamp(1, 10_000);
+        self
+    }
+
+    /// Picks the shard count for a store of `bytes` of data. Keys are spread by
+    /// hash, so objects fill unevenly: the count aims at 60% of each object's
+    /// budget, which leaves room for the skew of many small values (values near
+    /// the budget's size fill single objects early whatever the count).
+    pub fn capacity(mut self, bytes: usize) -> Self {
+        let per_object = (self.limits.object_budget * 6 / 10).max(1);
+        self.shards = u32::try_from(bytes.div_ceil(per_object))
+            .unwrap_or(u32::MAX)
+            .clamp(1, 10_000);
+        self
+    }
+
+    /// Bytes one object may grow to, `managedFields` included (default 1 MiB, below
+    /// etcd's 1.5 MiB so other writers' metadata still fits).
+    pub fn object_budget(mut self, bytes: usize) -> Self {
+        self.limits.object_budget = bytes.max(4096);
+        self.limits.max_value = self
+            .limits
+            .object_budget
+            .saturating_sub(16 * 1024)
+            .max(1024);
+        self
+    }
+
+    /// How long one API request may take before it counts as failed and is
+    /// retried (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The field manager named on writes (default `typed-store`).
+    pub fn field_manager(mut self, manager: impl Into<String>) -> Self {
+        self.field_manager = manager.into();
+        self
+    }
+
+    /// Pepr-compatible mode: read and write the `PeprStore` object
+    /// `pepr-<module_uuid>-store` as the capability `capability`, so Rust and
+    /// TypeScript Pepr pods share one store. The namespace defaults to
+    /// `pepr-system`; keys are `<capability>-v2-<key>`; v1 keys of this
+    /// capability are migrated to v2 at start-up.
+    pub fn pepr(mut self, module_uuid: impl Into<String>, capability: impl Into<String>) -> Self {
+        self.pepr = Some((module_uuid.into(), capability.into()));
+        self
+    }
+
+    /// Other capabilities sharing the Pepr object. The v1-to-v2 migration never
+    /// touches keys that belong to them, even where this capability's name is a
+    /// prefix of theirs.
+    pub fn pepr_capabilities<I, S>(mut self, capabilities: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.other_capabilities = capabilities.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Checks the configuration, creates the store's objects where missing
+    /// (replicas starting together do not race: creation is idempotent), checks
+    /// the shard count, and migrates Pepr v1 keys.
+    pub async fn build(self) -> Result<KubeBackend> {
+        let (layout, resource, default_namespace) = match &self.pepr {
+            Some((uuid, capability)) => {
+                if capability.is_empty() {
+                    return Err(config_error("the Pepr capability name must not be empty"));
+                }
+                (
+                    Layout::Pepr {
+                        object: format!("pepr-{uuid}-store"),
+                        capability: capability.clone(),
+                    },
+                    pepr_store_resource(),
+                    PEPR_NAMESPACE.to_owned(),
+                )
+            }
+            None => {
+                if !is_dns_label(&self.store, 50) {
+                    return Err(config_error(format!(
+                        "store name {:?} must be a DNS label of at most 50 characters",
+                        self.store
+                    )));
+                }
+                (
+                    Layout::Native {
+                        store: self.store.clone(),
+                        shards: self.shards,
+                    },
+                    store_shard_resource(),
+                    self.client.default_namespace().to_owned(),
+                )
+            }
+        };
+        let namespace = self.namespace.unwrap_or(default_namespace);
+        let api = Api::namespaced_with(self.client, &namespace, &resource);
+        let backend = KubeBackend {
+            inner: Arc::new(Inner {
+                api,
+                resource,
+                namespace,
+                layout,
+                limits: self.limits,
+                request_timeout: self.request_timeout,
+                field_manager: self.field_manager,
+                cache: Mutex::new(Cache::default()),
+            }),
+        };
+        for name in backend.inner.layout.objects() {
+            let object = backend.inner.ensure_object(&name).await?;
+            backend.inner.check_shard_count(&object)?;
+        }
+        if let Layout::Pepr { capability, object } = &backend.inner.layout {
+            backend
+                .inner
+                .migrate_pepr_v1(object, capability, &self.other_capabilities)
+                .await?;
+        }
+        Ok(backend)
+    }
+}
+
+fn config_error(message: impl Into<String>) -> Error {
+    Error::backend(NAME, message.into())
+}
+
+fn is_dns_label(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn now_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+impl Inner {
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs one API call under the request timeout.
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = kube::Result<T>>,
+    ) -> std::result::Result<T, kube::Error> {
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(kube::Error::Service(
+                format!("{what} timed out after {:?}", self.request_timeout).into(),
+            )),
+        }
+    }
+
+    fn to_json(object: &DynamicObject) -> Result<serde_json::Value> {
+        serde_json::to_value(object).map_err(|e| Error::backend(NAME, e))
+    }
+
+    /// The object as a new, empty one of this layout.
+    fn empty_object(&self, name: &str) -> serde_json::Value {
+        match &self.layout {
+            Layout::Native { store, shards } => {
+                let shard: u32 = name
+                    .rsplit('-')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                json!({
+                    "apiVersion": self.resource.api_version,
+                    "kind": self.resource.kind,
+                    "metadata": {
+                        "name": name,
+                        "namespace": self.namespace,
+                        "labels": { STORE_LABEL: store },
+                    },
+                    "spec": { "store": store, "shard": shard, "shards": shards, "keys": 0, "bytes": 0, "data": {} },
+                })
+            }
+            Layout::Pepr { .. } => json!({
+                "apiVersion": self.resource.api_version,
+                "kind": self.resource.kind,
+                "metadata": {
+                    "name": name,
+                    "namespace": self.namespace,
+                    "labels": { "pepr.dev-cacheID": now_millis().to_string() },
+                },
+                "data": { PEPR_PLACEHOLDER: "k-thx-bye" },
+            }),
+        }
+    }
+
+    /// Gets the object, creating it when missing. Creation is idempotent: a
+    /// replica that loses the race to create reads the winner's object.
+    async fn ensure_object(&self, name: &str) -> Result<serde_json::Value> {
+        match self.call("get", self.api.get(name)).await {
+            Ok(object) => return Self::to_json(&object),
+            Err(e) if error::is_not_found(&e) => {}
+            Err(e) => return Err(error::from_kube(e)),
+        }
+        let body: DynamicObject =
+            serde_json::from_value(self.empty_object(name)).map_err(|e| Error::backend(NAME, e))?;
+        let created = match &self.layout {
+            // Pepr creates its store with server-side apply as the `pepr` manager; do the same
+            // so both kinds of pod own the same fields.
+            Layout::Pepr { .. } => {
+                let params = PatchParams::apply("pepr");
+                self.call("apply", self.api.patch(name, &params, &Patch::Apply(&body)))
+                    .await
+            }
+            Layout::Native { .. } => {
+                let params = PostParams {
+                    field_manager: Some(self.field_manager.clone()),
+                    ..PostParams::default()
+                };
+                self.call("create", self.api.create(&params, &body)).await
+            }
+        };
+        match created {
+            Ok(object) => {
+                tracing::info!(object = name, namespace = %self.namespace, "created store object");
+                Self::to_json(&object)
+            }
+            Err(e) if error::is_already_exists(&e) => {
+                let object = self
+                    .call("get", self.api.get(name))
+                    .await
+                    .map_err(error::from_kube)?;
+                Self::to_json(&object)
+            }
+            Err(e) => Err(error::from_kube(e)),
+        }
+    }
+
+    fn check_shard_count(&self, object: &serde_json::Value) -> Result<()> {
+        if let Layout::Native { store, shards } = &self.layout {
+            let found = object
+                .pointer("/spec/shards")
+                .and_then(serde_json::Value::as_u64);
+            if let Some(found) = found
+                && found != u64::from(*shards)
+            {
+                return Err(config_error(format!(
+                    "store {store:?} was created with {found} shards; this replica asks for {shards}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves this capability's Pepr v1 keys (`<capability>-<key>`) to v2
+    /// (`<capability>-v2-<key>`), never touching other capabilities' keys.
+    async fn migrate_pepr_v1(
+        &self,
+        object: &str,
+        capability: &str,
+        others: &[String],
+    ) -> Result<()> {
+        let current = self
+            .call("get", self.api.get(object))
+            .await
+            .map_err(error::from_kube)?;
+        let json = Self::to_json(&current)?;
+        let Some(data) = json.get("data").and_then(serde_json::Value::as_object) else {
+            return Ok(());
+        };
+        let prefix = format!("{capability}-");
+        let belongs_to_other = |map_key: &str| {
+            others
+                .iter()
+                .any(|o| o != capability && map_key.starts_with(&format!("{o}-")))
+        };
+        let mut patch = vec![
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": current.metadata.resource_version.clone().unwrap_or_default()}),
+        ];
+        let mut moved = 0;
+        for (map_key, value) in data {
+            let Some(rest) = map_key.strip_prefix(&prefix) else {
+                continue;
+            };
+            // `rest` containing `-v2-` is another capability's v2 key (`hello-pepr-v2-x`
+            // for capability `hello`): Pepr's own migration moves those by mistake.
+            if rest.is_empty()
+                || rest.starts_with("v2-")
+                || rest.contains("-v2-")
+                || belongs_to_other(map_key)
+            {
+                continue;
+            }
+            let Some(value) = value.as_str() else {
+                continue;
+            };
+            let v2 = format!("{capability}-v2-{rest}");
+            let from = format!("/data/{}", crate::layout::pointer_segment(map_key));
+            if !data.contains_key(&v2) {
+                let to = format!("/data/{}", crate::layout::pointer_segment(&v2));
+                patch.push(json!({"op": "add", "path": to, "value": value}));
+            }
+            patch.push(json!({"op": "remove", "path": from}));
+            moved += 1;
+        }
+        if moved == 0 {
+            return Ok(());
+        }
+        patch.push(json!({"op": "add", "path": "/metadata/labels/pepr.dev-cacheID", "value": now_millis().to_string()}));
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(patch))
+            .map_err(|e| Error::backend(NAME, e))?;
+        let params = PatchParams {
+            field_manager: Some(self.field_manager.clone()),
+            ..PatchParams::default()
+        };
+        match self
+            .call(
+                "migrate",
+                self.api.patch(object, &params, &Patch::Json::<()>(patch)),
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    object,
+                    capability,
+                    keys = moved,
+                    "migrated Pepr v1 keys to v2"
+                );
+                Ok(())
+            }
+            // Another pod migrated or wrote first; the next start-up finishes the job.
+            Err(e) if error::is_patch_rejected(&e) => Ok(()),
+            Err(e) => Err(error::from_kube(e)),
+        }
+    }
+
+    fn list_params(&self) -> ListParams {
+        match &self.layout {
+            Layout::Native { store, .. } => {
+                ListParams::default().labels(&format!("{STORE_LABEL}={store}"))
+            }
+            Layout::Pepr { object, .. } => {
+                ListParams::default().fields(&format!("metadata.name={object}"))
+            }
+        }
+    }
+
+    fn watcher_config(&self) -> watcher::Config {
+        match &self.layout {
+            Layout::Native { store, .. } => {
+                watcher::Config::default().labels(&format!("{STORE_LABEL}={store}"))
+            }
+            Layout::Pepr { object, .. } => {
+                watcher::Config::default().fields(&format!("metadata.name={object}"))
+            }
+        }
+    }
+
+    /// Writes to one object; every write gets an outcome. `Err` only for failures
+    /// worth retrying the whole batch for.
+    async fn write_object(
+        &self,
+        name: &str,
+        writes: Vec<(usize, Op)>,
+    ) -> Result<(Vec<(usize, Outcome)>, u64)> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut remaining: VecDeque<(usize, Op)> = writes.into();
+        let mut base = self.cache().shards.get(name).map(Base::from_shard);
+        let mut revision = 0;
+        let mut replans = 0;
+        let params = PatchParams {
+            field_manager: Some(self.field_manager.clone()),
+            ..PatchParams::default()
+        };
+        while !remaining.is_empty() {
+            let current = match base.take() {
+                Some(base) => base,
+                None => Base::from_seen(parse_object(
+                    &self.layout,
+                    &self.ensure_object(name).await?,
+                )?),
+            };
+            revision = revision.max(current.revision);
+            let plan = {
+                let cache = self.cache();
+                let pending = remaining.make_contiguous();
+                writer::plan(
+                    &self.layout,
+                    cache.shards.get(name),
+                    &current,
+                    pending,
+                    &self.limits,
+                    now_millis(),
+                )
+            };
+            outcomes.extend(plan.decided);
+            let covered: Vec<(usize, Op)> = remaining.drain(..plan.covered).collect();
+            if plan.patch.is_empty() {
+                base = Some(current);
+                continue;
+            }
+            let sent: Vec<(usize, Op, Option<String>)> = plan
+                .sent
+                .into_iter()
+                .filter_map(|(index, stored)| {
+                    covered
+                        .iter()
+                        .find(|(i, _)| *i == index)
+                        .map(|(_, op)| (index, op.clone(), stored))
+                })
+                .collect();
+            let patch: json_patch::Patch =
+                serde_json::from_value(serde_json::Value::Array(plan.patch))
+                    .map_err(|e| Error::backend(NAME, e))?;
+            let result = self
+                .call(
+                    "patch",
+                    self.api.patch(name, &params, &Patch::Json::<()>(patch)),
+                )
+                .instrument(tracing::debug_span!(
+                    "patch",
+                    object = name,
+                    writes = sent.len()
+                ))
+                .await;
+            let requeue = |remaining: &mut VecDeque<(usize, Op)>,
+                           sent: Vec<(usize, Op, Option<String>)>| {
+                for (index, op, _) in sent.into_iter().rev() {
+                    remaining.push_front((index, op));
+                }
+            };
+            match result {
+                Ok(object) => {
+                    let seen = parse_object(&self.layout, &Self::to_json(&object)?)?;
+                    revision = revision.max(seen.revision);
+                    let cache = self.cache();
+                    let watched = cache.shards.get(name);
+                    for (index, op, stored) in sent {
+                        let unchanged =
+                            stored.is_some() && current.data.get(&op.key) == stored.as_ref();
+                        let version = if seen.revision == current.revision || unchanged {
+                            watched
+                                .and_then(|s| s.version(&op.key))
+                                .unwrap_or(Version(current.revision))
+                        } else {
+                            Version(seen.revision)
+                        };
+                        outcomes.push((index, Outcome::Applied(version)));
+                    }
+                    drop(cache);
+                    base = Some(Base::from_seen(seen));
+                }
+                // Deleted under us: the next round recreates it.
+                Err(e) if error::is_not_found(&e) => requeue(&mut remaining, sent),
+                Err(e) if error::is_patch_rejected(&e) => {
+                    // A precondition failed or the object changed shape: plan again
+                    // on the object as it is now.
+                    replans += 1;
+                    if replans > MAX_REPLANS {
+                        return Err(Error::unavailable(
+                            NAME,
+                            format!("patches to {name} kept being rejected: {e}"),
+                        ));
+                    }
+                    tracing::debug!(
+                        object = name,
+                        replans,
+                        "patch rejected; planning again on a fresh read"
+                    );
+                    requeue(&mut remaining, sent);
+                }
+                Err(e) if error::is_too_large(&e) => {
+                    tracing::warn!(
+                        object = name,
+                        "object over the API size limit; refusing this patch's puts"
+                    );
+                    let (puts, deletes): (Vec<_>, Vec<_>) = sent
+                        .into_iter()
+                        .partition(|(_, _, stored)| stored.is_some());
+                    for (index, op, stored) in puts {
+                        outcomes.push((
+                            index,
+                            Outcome::Failed(Error::StoreFull {
+                                key: op.key,
+                                needed: stored.map_or(0, |s| s.len()),
+                                available: 0,
+                            }),
+                        ));
+                    }
+                    requeue(&mut remaining, deletes);
+                }
+                Err(e) => return Err(error::from_kube(e)),
+            }
+        }
+        Ok((outcomes, revision))
+    }
+
+    /// Turns one watcher event into store events.
+    fn on_watch_event(
+        &self,
+        state: &mut WatchState,
+        event: watcher::Event<DynamicObject>,
+    ) -> Vec<Result<WatchEvent>> {
+        let parse = |object: &DynamicObject| {
+            Self::to_json(object).and_then(|j| parse_object(&self.layout, &j))
+        };
+        match event {
+            watcher::Event::Init => {
+                if state.initialised {
+                    // The watcher re-listed (its history ran out): let the store re-list too.
+                    return vec![Ok(WatchEvent::Gap)];
+                }
+                state.buffer = Some(Vec::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(object) => {
+                if let Some(buffer) = state.buffer.as_mut() {
+                    buffer.push(object);
+                }
+                Vec::new()
+            }
+            watcher::Event::InitDone => {
+                state.initialised = true;
+                let listed = state.buffer.take().unwrap_or_default();
+                let mut cache = self.cache();
+                let listed_names: Vec<String> = listed
+                    .iter()
+                    .filter_map(|o| o.metadata.name.clone())
+                    .collect();
+                if cache.shards.keys().any(|n| !listed_names.contains(n)) {
+                    // An object vanished between the listing and the watch.
+                    return vec![Ok(WatchEvent::Gap)];
+                }
+                let mut events = Vec::new();
+                let mut seen: Vec<_> = match listed.iter().map(parse).collect::<Result<Vec<_>>>() {
+                    Ok(seen) => seen,
+                    Err(e) => return vec![Err(e)],
+                };
+                seen.sort_by_key(|s| s.revision);
+                let mut latest = Revision(0);
+                for object in seen {
+                    let revision = Revision(object.revision);
+                    latest = latest.max(revision);
+                    let changes = cache.apply(&self.layout, object);
+                    if !changes.is_empty() {
+                        events.push(Ok(WatchEvent::Changes { revision, changes }));
+                    }
+                }
+                // Writes acknowledged while the watcher listed may have changed no key
+                // (metadata only); the view must still reach their revision.
+                events.push(Ok(WatchEvent::Progress(latest)));
+                events
+            }
+            watcher::Event::Apply(object) => match parse(&object) {
+                Ok(seen) => {
+                    let revision = Revision(seen.revision);
+                    let changes = self.cache().apply(&self.layout, seen);
+                    if changes.is_empty() {
+                        vec![Ok(WatchEvent::Progress(revision))]
+                    } else {
+                        vec![Ok(WatchEvent::Changes { revision, changes })]
+                    }
+                }
+                Err(e) => vec![Err(e)],
+            },
+            watcher::Event::Delete(object) => {
+                let name = object.metadata.name.clone().unwrap_or_default();
+                tracing::warn!(object = %name, namespace = %self.namespace, "store object deleted; recreating it");
+                self.cache().remove(&name);
+                state.recreate.push(name);
+                vec![Ok(WatchEvent::Gap)]
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct WatchState {
+    initialised: bool,
+    buffer: Option<Vec<DynamicObject>>,
+    recreate: Vec<String>,
+}
+
+impl Backend for KubeBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+            .with_compare_and_set()
+            .with_durable()
+            .with_shared()
+            .with_max_value_size(Some(self.inner.limits.max_value))
+            .with_max_batch_ops(Some(5_000))
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Entry>> {
+        let inner = &self.inner;
+        let name = &inner.layout.objects()[inner.layout.shard_of(key)];
+        let object = match inner.call("get", inner.api.get(name)).await {
+            Ok(object) => object,
+            Err(e) if error::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(error::from_kube(e)),
+        };
+        let seen = parse_object(&inner.layout, &Inner::to_json(&object)?)?;
+        let cache = inner.cache();
+        Ok(seen.data.get(key).map(|stored| {
+            let watched = cache
+                .shards
+                .get(name)
+                .filter(|s| s.data.get(key) == Some(stored));
+            Entry {
+                key: key.to_owned(),
+                value: inner.layout.payload(stored),
+                version: watched
+                    .and_then(|s| s.version(key))
+                    .unwrap_or(Version(seen.revision)),
+            }
+        }))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing> {
+        let inner = &self.inner;
+        let list = inner
+            .call("list", inner.api.list(&inner.list_params()))
+            .await
+            .map_err(error::from_kube)?;
+        let collection = parse_revision(list.metadata.resource_version.as_deref())?;
+        let mut cache = inner.cache();
+        let mut names = Vec::new();
+        for object in &list.items {
+            let seen = parse_object(&inner.layout, &Inner::to_json(object)?)?;
+            names.push(seen.name.clone());
+            cache.apply(&inner.layout, seen);
+        }
+        cache.shards.retain(|name, _| names.contains(name));
+        let revision = Revision(collection.max(cache.revision().0));
+        Ok(Listing {
+            entries: cache.entries(&inner.layout, prefix),
+            revision,
+        })
+    }
+
+    async fn apply(&self, batch: Batch) -> Result<Applied> {
+        check_batch(NAME, &self.capabilities(), &batch)?;
+        let inner = &self.inner;
+        let objects = inner.layout.objects();
+        let mut per_object: Vec<Vec<(usize, Op)>> = vec![Vec::new(); objects.len()];
+        let count = batch.ops.len();
+        let mut shard_of = Vec::with_capacity(count);
+        for (index, op) in batch.ops.into_iter().enumerate() {
+            let shard = inner.layout.shard_of(&op.key);
+            shard_of.push(shard);
+            per_object[shard].push((index, op));
+        }
+        let writes = per_object
+            .into_iter()
+            .enumerate()
+            .filter(|(_, writes)| !writes.is_empty())
+            .map(|(shard, writes)| {
+                let name = objects[shard].clone();
+                async move { (shard, name.clone(), inner.write_object(&name, writes).await) }
+            });
+        let results = futures_util::future::join_all(writes).await;
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; count];
+        let mut revision = 0;
+        let mut transient = None;
+        for (shard, name, result) in results {
+            match result {
+                Ok((settled, rev)) => {
+                    revision = revision.max(rev);
+                    for (index, outcome) in settled {
+                        if let Some(slot) = outcomes.get_mut(index) {
+                            *slot = Some(outcome);
+                        }
+                    }
+                }
+                Err(e) if e.is_transient() => transient = Some(e),
+                Err(e) => {
+                    tracing::error!(object = %name, error = %e, "writes to object failed");
+                    for (outcome, _) in outcomes
+                        .iter_mut()
+                        .zip(&shard_of)
+                        .filter(|(o, s)| o.is_none() && **s == shard)
+                    {
+                        *outcome = Some(Outcome::Failed(e.clone()));
+                    }
+                }
+            }
+        }
+        if let Some(e) = transient {
+            // Writes to other objects may have landed: retrying them is harmless
+            // (puts and deletes are idempotent; conditional writes are checked).
+            return Err(e);
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| Outcome::Failed(Error::backend(NAME, "write was not settled")))
+            })
+            .collect();
+        Ok(Applied {
+            revision: Revision(revision),
+            outcomes,
+        })
+    }
+
+    async fn watch(&self, _from: Revision) -> Result<WatchStream> {
+        let inner = Arc::clone(&self.inner);
+        let events = watcher(inner.api.clone(), inner.watcher_config()).default_backoff();
+        let state = Arc::new(Mutex::new(WatchState::default()));
+        let stream = events.flat_map(move |event| {
+            let produced = match event {
+                Ok(event) => {
+                    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let produced = inner.on_watch_event(&mut state, event);
+                    for name in state.recreate.drain(..) {
+                        let inner = Arc::clone(&inner);
+                        tokio::spawn(async move {
+                            if let Err(e) = inner.ensure_object(&name).await {
+                                tracing::error!(object = %name, error = %e, "could not recreate store object");
+                            }
+                        });
+                    }
+                    produced
+                }
+                Err(e) => {
+                    // The watcher backs off and resumes by itself.
+                    tracing::warn!(error = %e, "watch failed; backing off");
+                    Vec::new()
+                }
+            };
+            futures_util::stream::iter(produced)
+        });
+        Ok(Box::pin(stream))
+    }
+}

@@ -1,0 +1,258 @@
+//! Where keys live: which object (shard) holds a key, the name it has in that
+//! object's data map, and how values are written there.
+//!
+//! Two layouts:
+//! - **native**: objects `<store>-<shard>` of kind `StoreShard`; a key is its
+//!   own name in `spec.data`; values are the JSON text the front-end encodes;
+//!   keys are spread over shards by a stable hash (FNV-1a) of the key.
+//! - **Pepr**: the single `PeprStore` object `pepr-<uuid>-store`; a key `k` of
+//!   capability `cap` is `cap-v2-k` in the top-level `data` map, next to the
+//!   `__pepr_do_not_delete__` placeholder; values are plain strings, as Pepr
+//!   writes them.
+//!
+//! Data-map keys are raw strings; only JSON-Patch paths escape them
+//! ([`pointer_segment`], RFC 6901), so no key can reach outside its map.
+
+use store_core::Payload;
+
+/// The data-map key Pepr keeps so its `data` map is never empty.
+pub const PEPR_PLACEHOLDER: &str = "__pepr_do_not_delete__";
+
+/// Escapes one JSON-Pointer segment (RFC 6901): `~` as `~0`, `/` as `~1`.
+pub fn pointer_segment(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+/// Reverses [`pointer_segment`]; `None` for a `~` not followed by `0` or `1`.
+pub fn unescape_pointer_segment(segment: &str) -> Option<String> {
+    let mut out = String::with_capacity(segment.len());
+    let mut chars = segment.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' {
+            match chars.next() {
+                Some('0') => out.push('~'),
+                Some('1') => out.push('/'),
+                _ => return None,
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// FNV-1a, 64 bit: stable across processes, versions and architectures, which a
+/// shard choice must be.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// How one store's keys map onto objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// `StoreShard` objects `<store>-<n>`, `n` in `0..shards`.
+    Native {
+        /// The store's name (also the value of the store label).
+        store: String,
+        /// How many shard objects the store has.
+        shards: u32,
+    },
+    /// One `PeprStore` object shared with TypeScript Pepr pods.
+    Pepr {
+        /// The object's name, `pepr-<uuid>-store`.
+        object: String,
+        /// The capability whose keys this store sees.
+        capability: String,
+    },
+}
+
+impl Layout {
+    /// Names of every object of the store, shard order.
+    pub fn objects(&self) -> Vec<String> {
+        match self {
+            Layout::Native { store, shards } => {
+                (0..*shards).map(|n| format!("{store}-{n}")).collect()
+            }
+            Layout::Pepr { object, .. } => vec![object.clone()],
+        }
+    }
+
+    /// Which object holds `key` (an index into [`objects`](Self::objects)).
+    pub fn shard_of(&self, key: &str) -> usize {
+        match self {
+            Layout::Native { shards, .. } => {
+                usize::try_from(fnv1a(key.as_bytes()) % u64::from((*shards).max(1))).unwrap_or(0)
+            }
+            Layout::Pepr { .. } => 0,
+        }
+    }
+
+    /// The JSON pointer of the data map inside an object.
+    pub fn data_pointer(&self) -> &'static str {
+        match self {
+            Layout::Native { .. } => "/spec/data",
+            Layout::Pepr { .. } => "/data",
+        }
+    }
+
+    /// The data map of an object's JSON, if it has one.
+    pub fn data_of<'a>(
+        &self,
+        object: &'a serde_json::Value,
+    ) -> Option<&'a serde_json::Map<String, serde_json::Value>> {
+        object.pointer(self.data_pointer())?.as_object()
+    }
+
+    /// The data-map key for a store key.
+    pub fn map_key(&self, key: &str) -> String {
+        match self {
+            Layout::Native { .. } => key.to_owned(),
+            Layout::Pepr { capability, .. } => format!("{capability}-v2-{key}"),
+        }
+    }
+
+    /// The store key for a data-map key, `None` for entries that are not this
+    /// store's keys (the Pepr placeholder, other capabilities' keys, v1 keys).
+    pub fn store_key<'a>(&self, map_key: &'a str) -> Option<&'a str> {
+        match self {
+            Layout::Native { .. } => Some(map_key),
+            Layout::Pepr { capability, .. } => map_key
+                .strip_prefix(capability.as_str())?
+                .strip_prefix("-v2-")
+                .filter(|k| !k.is_empty()),
+        }
+    }
+
+    /// The JSON pointer of a store key's entry.
+    pub fn pointer(&self, key: &str) -> String {
+        format!(
+            "{}/{}",
+            self.data_pointer(),
+            pointer_segment(&self.map_key(key))
+        )
+    }
+
+    /// The string stored for an encoded value.
+    ///
+    /// Pepr stores strings: a JSON string value is stored as its text (what a
+    /// TypeScript `setItem(key, "yep")` stores); any other value as its JSON text
+    /// (what `setItem(key, JSON.stringify(value))` stores).
+    pub fn stored_value(&self, payload: &Payload) -> String {
+        match self {
+            Layout::Native { .. } => payload.as_str().to_owned(),
+            Layout::Pepr { .. } => {
+                match serde_json::from_str::<serde_json::Value>(payload.as_str()) {
+                    Ok(serde_json::Value::String(text)) => text,
+                    _ => payload.as_str().to_owned(),
+                }
+            }
+        }
+    }
+
+    /// The encoded value for a stored string (the inverse of
+    /// [`stored_value`](Self::stored_value) for values this library wrote).
+    ///
+    /// In the Pepr layout, text that is a JSON object or array reads as that
+    /// value (so a `JSON.stringify`-ed object decodes into a struct); any other
+    /// text reads as a string.
+    pub fn payload(&self, stored: &str) -> Payload {
+        match self {
+            Layout::Native { .. } => Payload::from(stored),
+            Layout::Pepr { .. } => {
+                let structured = matches!(
+                    serde_json::from_str::<serde_json::Value>(stored),
+                    Ok(serde_json::Value::Object(_) | serde_json::Value::Array(_))
+                );
+                if structured {
+                    Payload::from(stored)
+                } else {
+                    Payload::from(serde_json::Value::String(stored.to_owned()).to_string())
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pepr(capability: &str) -> Layout {
+        Layout::Pepr {
+            object: "pepr-static-test-store".into(),
+            capability: capability.into(),
+        }
+    }
+
+    #[test]
+    fn pointer_segments_escape_tilde_before_slash() {
+        assert_eq!(pointer_segment("a/b~c"), "a~1b~0c");
+        assert_eq!(pointer_segment("~1"), "~01");
+        assert_eq!(pointer_segment("https://onReady"), "https:~1~1onReady");
+        for raw in ["a/b~c", "~1", "~0/", "..", "日本語", ""] {
+            assert_eq!(
+                unescape_pointer_segment(&pointer_segment(raw)).as_deref(),
+                Some(raw)
+            );
+        }
+        assert_eq!(unescape_pointer_segment("~2"), None);
+        assert_eq!(unescape_pointer_segment("~"), None);
+    }
+
+    #[test]
+    fn shard_choice_is_stable_and_spreads_keys() {
+        let layout = Layout::Native {
+            store: "s".into(),
+            shards: 8,
+        };
+        // Pinned values: a change here would move existing keys to other shards.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let mut counts = [0usize; 8];
+        for i in 0..8000 {
+            counts[layout.shard_of(&format!("key/{i}"))] += 1;
+        }
+        assert!(counts.iter().all(|c| (800..1200).contains(c)), "{counts:?}");
+        assert_eq!(layout.objects()[7], "s-7");
+    }
+
+    #[test]
+    fn a_capability_never_sees_keys_of_a_capability_it_prefixes() {
+        let hello = pepr("hello");
+        assert_eq!(hello.store_key("hello-v2-k"), Some("k"));
+        assert_eq!(hello.store_key("hello-pepr-v2-k"), None);
+        assert_eq!(
+            hello.store_key("hello-k"),
+            None,
+            "v1 keys are migrated, not read"
+        );
+        assert_eq!(hello.store_key(PEPR_PLACEHOLDER), None);
+        assert_eq!(hello.store_key("hello-v2-"), None);
+        let hello_pepr = pepr("hello-pepr");
+        assert_eq!(hello_pepr.store_key("hello-pepr-v2-k"), Some("k"));
+        assert_eq!(hello_pepr.store_key("hello-v2-k"), None);
+    }
+
+    #[test]
+    fn pepr_values_are_plain_strings_and_structured_text_reads_back() {
+        let layout = pepr("cap");
+        assert_eq!(layout.stored_value(&Payload::from("\"yep\"")), "yep");
+        assert_eq!(layout.payload("yep").as_str(), "\"yep\"");
+        assert_eq!(
+            layout.payload("42").as_str(),
+            "\"42\"",
+            "TypeScript stored a string"
+        );
+        assert_eq!(
+            layout.stored_value(&Payload::from(r#"{"a":1}"#)),
+            r#"{"a":1}"#
+        );
+        assert_eq!(layout.payload(r#"{"a":1}"#).as_str(), r#"{"a":1}"#);
+        assert_eq!(layout.pointer("a/b"), "/data/cap-v2-a~1b");
+    }
+}
