@@ -1,19 +1,34 @@
 //! Project tasks, run as `cargo xtask <task>`.
 //!
-//! - `ci`: formatting, clippy with warnings denied, every test and the docs;
-//!   what CI runs and what a person runs before pushing.
+//! - `ci`: formatting, clippy with warnings denied, every test, the docs, and
+//!   every example run to completion with its output checked; what CI runs and
+//!   what a person runs before pushing.
+//!
+//! - `manifests [--check]`: the CRDs and least-privilege RBAC in `deploy/`.
+//! - `bench [--quick]`: the benchmark suite, as ratios against baselines
+//!   measured in the same run.
+//! - `envtest`: etcd and kube-apiserver for the real control-plane tests,
+//!   built from Debian's packages into a cache outside the repository.
 //!
 //! Tasks shell out to `cargo` so they behave exactly like the commands a
 //! person would type; xtask keeps no dependencies of its own.
 
+mod bench;
+mod envtest;
+
 use std::env;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("manifests") => manifests(args.get(1).is_some_and(|a| a == "--check")),
+        Some("envtest") => envtest::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print_help();
             Ok(())
@@ -33,7 +48,11 @@ fn print_help() {
     println!(
         "cargo xtask <task>\n\n\
          tasks:\n  \
-         ci    rustfmt check, clippy (warnings denied), all tests, docs (warnings denied)"
+         ci                   rustfmt check, clippy (warnings denied), all tests, docs (warnings denied),\n                       manifests --check, examples\n  \
+         manifests [--check]  write the CRDs and RBAC into deploy/ (or fail if they are stale)\n  \
+         envtest              provision etcd + kube-apiserver (Debian packages); prints KUBEBUILDER_ASSETS\n  \
+         bench [--quick] [--only B1,B7] [--no-save]\n                       \
+         run the benchmark suite and print the table; a full run writes BENCHMARKS.md"
     );
 }
 
@@ -65,6 +84,7 @@ fn run(step: &str, mut command: Command) -> Result<(), String> {
 
 fn ci() -> Result<(), String> {
     run("rustfmt", cargo(&["fmt", "--all", "--check"]))?;
+    manifests(true)?;
     run(
         "clippy",
         cargo(&[
@@ -88,6 +108,161 @@ fn ci() -> Result<(), String> {
     let mut doc = cargo(&["doc", "--workspace", "--all-features", "--no-deps"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
     run("docs", doc)?;
+    // Smoke run: fails only if a benchmark crashes, not on a missed target.
+    bench::run(&["--quick".to_owned(), "--no-save".to_owned()])?;
+    examples()?;
     eprintln!("xtask: ci passed");
     Ok(())
+}
+
+/// Writes the deploy manifests into `deploy/`, or with `check` fails when the
+/// checked-in files differ from what the code generates.
+fn manifests(check: bool) -> Result<(), String> {
+    let deploy = root().join("deploy");
+    let out = if check {
+        std::env::temp_dir().join(format!("store-manifests-{}", std::process::id()))
+    } else {
+        deploy.clone()
+    };
+    let mut render = cargo(&[
+        "run",
+        "-q",
+        "-p",
+        "store-kube",
+        "--example",
+        "manifests",
+        "--",
+    ]);
+    render.arg(&out);
+    run("render manifests", render)?;
+    if !check {
+        eprintln!("xtask: manifests written to {}", deploy.display());
+        return Ok(());
+    }
+    let mut stale = Vec::new();
+    for entry in std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let generated = std::fs::read(entry.path()).map_err(|e| e.to_string())?;
+        let checked_in = std::fs::read(deploy.join(entry.file_name())).unwrap_or_default();
+        if generated != checked_in {
+            stale.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    if stale.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "deploy/ is stale ({}); run `cargo xtask manifests` and commit the result",
+            stale.join(", ")
+        ))
+    }
+}
+
+/// Each example, its arguments, and text its output must contain, in order.
+const EXAMPLES: &[(&str, &[&str], &[&str])] = &[
+    (
+        "hello-store",
+        &[],
+        &[
+            r#""msg":"onReady""#,
+            r#""msg":"onReady""#,
+            r#""msg":"setItem""#,
+            r#""msg":"getItem""#,
+            r#""msg":"removeItem""#,
+            r#""msg":"setItemAndWait""#,
+            r#""msg":"getItem""#,
+            r#""msg":"removeItemAndWait""#,
+        ],
+    ),
+    (
+        "quickstart",
+        &[],
+        &["on-ready hook", "hits = Some(1000)", "closed"],
+    ),
+    (
+        "session-workflow",
+        &[],
+        &[
+            "deploy-start: deployment deploy_session-42",
+            "env-alpha sees deployment deploy_session-42 running with 3 steps in all, 2 of them its own",
+            "env-bravo sees deployment deploy_session-42 running with 3 steps in all, 1 of them its own",
+            "session-43 sees deployment id None",
+            "cleanup: session-42 ended",
+            "is outdated",
+        ],
+    ),
+    (
+        "typed-keys",
+        &[],
+        &[
+            "derive: settings/exemptions",
+            "family: profile/{id} formats to profile/7",
+            "parses back to id Some(7)",
+            "schema: value at key `profile/8`",
+            "at `retries`",
+        ],
+    ),
+];
+
+/// How long one example may run.
+const EXAMPLE_DEADLINE: Duration = Duration::from_secs(180);
+
+fn examples() -> Result<(), String> {
+    run(
+        "build examples",
+        cargo(&["build", "-q", "-p", "store-examples", "--examples"]),
+    )?;
+    for (name, args, expected) in EXAMPLES {
+        eprintln!("xtask: == example {name} {}", args.join(" "));
+        let output = run_with_deadline(name, args)?;
+        let mut rest = output.as_str();
+        for needle in *expected {
+            match rest.find(needle) {
+                Some(at) => rest = &rest[at + needle.len()..],
+                None => {
+                    return Err(format!(
+                        "example {name}: expected {needle:?} (in order) in its output:\n{output}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_with_deadline(name: &str, args: &[&str]) -> Result<String, String> {
+    let mut command = cargo(&["run", "-q", "-p", "store-examples", "--example", name, "--"]);
+    command.args(args).stdout(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("example {name}: could not start: {e}"))?;
+    let mut stdout = child.stdout.take().ok_or("no stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > EXAMPLE_DEADLINE => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "example {name}: still running after {EXAMPLE_DEADLINE:?}"
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(format!("example {name}: {e}")),
+        }
+    };
+    let output = reader.join().unwrap_or_default();
+    print!("{output}");
+    if status.success() {
+        Ok(output)
+    } else {
+        Err(format!("example {name} failed ({status})"))
+    }
 }
