@@ -1,8 +1,8 @@
 //! [`KubeBackend`]: a `store-core` backend on namespaced custom resources.
 //!
 //! Reads never reach the API: the `Store` front-end keeps a view fed by this
-//! backend's watch (kube-runtime's watcher: list, then watch, re-list on 410,
-//! bookmarks, backoff). Writes arrive as batches and go out as one JSON Patch
+//! backend's feed (one kube-runtime watcher per backend: list, then watch,
+//! re-list on 410, bookmarks, backoff; see `feed`). Writes arrive as batches and go out as one JSON Patch
 //! per object (see `writer`), objects in parallel.
 //!
 //! A store object deleted by someone else is noticed on the watch: the store
@@ -11,22 +11,21 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher;
 use serde_json::json;
-use store_core::backend::{
-    Applied, Batch, Entry, Listing, Op, Outcome, WatchEvent, WatchStream, check_batch,
-};
+use store_core::backend::{Applied, Batch, Entry, Listing, Op, Outcome, WatchStream, check_batch};
 use store_core::{Backend, Capabilities, Error, Result, Revision, Version};
 use tracing::Instrument;
 
 use crate::cache::{Cache, parse_object, parse_revision};
 use crate::error::{self, NAME};
+use crate::feed::{self, Feed};
 use crate::layout::{Layout, PEPR_PLACEHOLDER};
 use crate::resource::{STORE_LABEL, pepr_store_resource, store_shard_resource};
 use crate::writer::{self, Base, Limits};
@@ -60,15 +59,20 @@ pub struct KubeBackend {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    api: Api<DynamicObject>,
+pub(crate) struct Inner {
+    pub(crate) api: Api<DynamicObject>,
     resource: ApiResource,
-    namespace: String,
-    layout: Layout,
+    pub(crate) namespace: String,
+    pub(crate) layout: Layout,
     limits: Limits,
     request_timeout: Duration,
     field_manager: String,
     cache: Mutex<Cache>,
+    feed: Mutex<Feed>,
+    /// Woken whenever the feed moved, for listings waiting on it.
+    pub(crate) advanced: Notify,
+    /// Dropped with the backend, which stops the feed's watcher.
+    _stop: tokio::sync::watch::Sender<()>,
 }
 
 impl std::fmt::Debug for KubeBackend {
@@ -230,6 +234,7 @@ impl KubeBackendBuilder {
         };
         let namespace = self.namespace.unwrap_or(default_namespace);
         let api = Api::namespaced_with(self.client, &namespace, &resource);
+        let (stop, stopped) = tokio::sync::watch::channel(());
         let backend = KubeBackend {
             inner: Arc::new(Inner {
                 api,
@@ -240,6 +245,9 @@ impl KubeBackendBuilder {
                 request_timeout: self.request_timeout,
                 field_manager: self.field_manager,
                 cache: Mutex::new(Cache::default()),
+                feed: Mutex::new(Feed::default()),
+                advanced: Notify::new(),
+                _stop: stop,
             }),
         };
         for name in backend.inner.layout.objects() {
@@ -252,6 +260,7 @@ impl KubeBackendBuilder {
                 .migrate_pepr_v1(object, capability, &self.other_capabilities)
                 .await?;
         }
+        tokio::spawn(feed::run(Arc::downgrade(&backend.inner), stopped));
         Ok(backend)
     }
 }
@@ -277,8 +286,12 @@ fn now_millis() -> u128 {
 }
 
 impl Inner {
-    fn cache(&self) -> MutexGuard<'_, Cache> {
+    pub(crate) fn cache(&self) -> MutexGuard<'_, Cache> {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn feed(&self) -> MutexGuard<'_, Feed> {
+        self.feed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs one API call under the request timeout.
@@ -295,7 +308,7 @@ impl Inner {
         }
     }
 
-    fn to_json(object: &DynamicObject) -> Result<serde_json::Value> {
+    pub(crate) fn to_json(object: &DynamicObject) -> Result<serde_json::Value> {
         serde_json::to_value(object).map_err(|e| Error::backend(NAME, e))
     }
 
@@ -334,7 +347,7 @@ impl Inner {
 
     /// Gets the object, creating it when missing. Creation is idempotent: a
     /// replica that loses the race to create reads the winner's object.
-    async fn ensure_object(&self, name: &str) -> Result<serde_json::Value> {
+    pub(crate) async fn ensure_object(&self, name: &str) -> Result<serde_json::Value> {
         match self.call("get", self.api.get(name)).await {
             Ok(object) => return Self::to_json(&object),
             Err(e) if error::is_not_found(&e) => {}
@@ -484,7 +497,7 @@ impl Inner {
         }
     }
 
-    fn watcher_config(&self) -> watcher::Config {
+    pub(crate) fn watcher_config(&self) -> watcher::Config {
         match &self.layout {
             Layout::Native { store, .. } => {
                 watcher::Config::default().labels(&format!("{STORE_LABEL}={store}"))
@@ -633,91 +646,6 @@ impl Inner {
         }
         Ok((outcomes, revision))
     }
-
-    /// Turns one watcher event into store events.
-    fn on_watch_event(
-        &self,
-        state: &mut WatchState,
-        event: watcher::Event<DynamicObject>,
-    ) -> Vec<Result<WatchEvent>> {
-        let parse = |object: &DynamicObject| {
-            Self::to_json(object).and_then(|j| parse_object(&self.layout, &j))
-        };
-        match event {
-            watcher::Event::Init => {
-                if state.initialised {
-                    // The watcher re-listed (its history ran out): let the store re-list too.
-                    return vec![Ok(WatchEvent::Gap)];
-                }
-                state.buffer = Some(Vec::new());
-                Vec::new()
-            }
-            watcher::Event::InitApply(object) => {
-                if let Some(buffer) = state.buffer.as_mut() {
-                    buffer.push(object);
-                }
-                Vec::new()
-            }
-            watcher::Event::InitDone => {
-                state.initialised = true;
-                let listed = state.buffer.take().unwrap_or_default();
-                let mut cache = self.cache();
-                let listed_names: Vec<String> = listed
-                    .iter()
-                    .filter_map(|o| o.metadata.name.clone())
-                    .collect();
-                if cache.shards.keys().any(|n| !listed_names.contains(n)) {
-                    // An object vanished between the listing and the watch.
-                    return vec![Ok(WatchEvent::Gap)];
-                }
-                let mut events = Vec::new();
-                let mut seen: Vec<_> = match listed.iter().map(parse).collect::<Result<Vec<_>>>() {
-                    Ok(seen) => seen,
-                    Err(e) => return vec![Err(e)],
-                };
-                seen.sort_by_key(|s| s.revision);
-                let mut latest = Revision(0);
-                for object in seen {
-                    let revision = Revision(object.revision);
-                    latest = latest.max(revision);
-                    let changes = cache.apply(&self.layout, object);
-                    if !changes.is_empty() {
-                        events.push(Ok(WatchEvent::Changes { revision, changes }));
-                    }
-                }
-                // Writes acknowledged while the watcher listed may have changed no key
-                // (metadata only); the view must still reach their revision.
-                events.push(Ok(WatchEvent::Progress(latest)));
-                events
-            }
-            watcher::Event::Apply(object) => match parse(&object) {
-                Ok(seen) => {
-                    let revision = Revision(seen.revision);
-                    let changes = self.cache().apply(&self.layout, seen);
-                    if changes.is_empty() {
-                        vec![Ok(WatchEvent::Progress(revision))]
-                    } else {
-                        vec![Ok(WatchEvent::Changes { revision, changes })]
-                    }
-                }
-                Err(e) => vec![Err(e)],
-            },
-            watcher::Event::Delete(object) => {
-                let name = object.metadata.name.clone().unwrap_or_default();
-                tracing::warn!(object = %name, namespace = %self.namespace, "store object deleted; recreating it");
-                self.cache().remove(&name);
-                state.recreate.push(name);
-                vec![Ok(WatchEvent::Gap)]
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-struct WatchState {
-    initialised: bool,
-    buffer: Option<Vec<DynamicObject>>,
-    recreate: Vec<String>,
 }
 
 impl Backend for KubeBackend {
@@ -759,26 +687,51 @@ impl Backend for KubeBackend {
         }))
     }
 
+    /// A fresh LIST says what the server holds; the answer comes from the feed's
+    /// cache once the feed has caught up with it, so versions agree with what
+    /// `watch` delivers.
     async fn list(&self, prefix: &str) -> Result<Listing> {
         let inner = &self.inner;
         let list = inner
             .call("list", inner.api.list(&inner.list_params()))
             .await
             .map_err(error::from_kube)?;
-        let collection = parse_revision(list.metadata.resource_version.as_deref())?;
-        let mut cache = inner.cache();
-        let mut names = Vec::new();
-        for object in &list.items {
-            let seen = parse_object(&inner.layout, &Inner::to_json(object)?)?;
-            names.push(seen.name.clone());
-            cache.apply(&inner.layout, seen);
+        let targets = list
+            .items
+            .iter()
+            .map(|o| {
+                let revision = parse_revision(o.metadata.resource_version.as_deref())?;
+                Ok((o.metadata.name.clone().unwrap_or_default(), revision))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let deadline = tokio::time::Instant::now() + inner.request_timeout * 3;
+        loop {
+            let notified = inner.advanced.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let cache = inner.cache();
+                let caught_up = targets.iter().all(|(name, revision)| {
+                    cache
+                        .shards
+                        .get(name)
+                        .is_some_and(|s| s.revision >= *revision)
+                });
+                if caught_up {
+                    let revision = inner.feed().latest;
+                    return Ok(Listing {
+                        entries: cache.entries(&inner.layout, prefix),
+                        revision,
+                    });
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Error::unavailable(
+                    NAME,
+                    "the watch has not caught up with a fresh listing",
+                ));
+            }
         }
-        cache.shards.retain(|name, _| names.contains(name));
-        let revision = Revision(collection.max(cache.revision().0));
-        Ok(Listing {
-            entries: cache.entries(&inner.layout, prefix),
-            revision,
-        })
     }
 
     async fn apply(&self, batch: Batch) -> Result<Applied> {
@@ -845,33 +798,7 @@ impl Backend for KubeBackend {
         })
     }
 
-    async fn watch(&self, _from: Revision) -> Result<WatchStream> {
-        let inner = Arc::clone(&self.inner);
-        let events = watcher(inner.api.clone(), inner.watcher_config()).default_backoff();
-        let state = Arc::new(Mutex::new(WatchState::default()));
-        let stream = events.flat_map(move |event| {
-            let produced = match event {
-                Ok(event) => {
-                    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                    let produced = inner.on_watch_event(&mut state, event);
-                    for name in state.recreate.drain(..) {
-                        let inner = Arc::clone(&inner);
-                        tokio::spawn(async move {
-                            if let Err(e) = inner.ensure_object(&name).await {
-                                tracing::error!(object = %name, error = %e, "could not recreate store object");
-                            }
-                        });
-                    }
-                    produced
-                }
-                Err(e) => {
-                    // The watcher backs off and resumes by itself.
-                    tracing::warn!(error = %e, "watch failed; backing off");
-                    Vec::new()
-                }
-            };
-            futures_util::stream::iter(produced)
-        });
-        Ok(Box::pin(stream))
+    async fn watch(&self, from: Revision) -> Result<WatchStream> {
+        Ok(self.inner.feed().watch(from))
     }
 }

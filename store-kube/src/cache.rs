@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use store_core::backend::{Change, Entry};
-use store_core::{Error, Revision, Version};
+use store_core::{Error, Version};
 
 use crate::error::NAME;
 use crate::layout::Layout;
@@ -148,11 +148,6 @@ impl Cache {
     /// Forgets an object.
     pub(crate) fn remove(&mut self, name: &str) {
         self.shards.remove(name);
-    }
-
-    /// The highest revision seen in any object.
-    pub(crate) fn revision(&self) -> Revision {
-        Revision(self.shards.values().map(|s| s.revision).max().unwrap_or(0))
     }
 
     /// Every entry whose key starts with `prefix`, values already in the layout's

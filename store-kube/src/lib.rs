@@ -53,6 +53,7 @@
 mod backend;
 mod cache;
 mod error;
+mod feed;
 pub mod layout;
 pub mod resource;
 mod writer;

@@ -337,7 +337,9 @@ async fn values_edited_by_hand_give_a_decode_error_for_that_key_only() {
         "default",
         &store_shard_resource(),
     );
-    let patch = json!({"spec": {"data": {"bad": "not json", "number": 7, "stranger": "\"hi\""}}});
+    // The CRD's schema keeps values strings (the API refuses a number), so what
+    // a person can break by hand is the text: not JSON, or JSON of another type.
+    let patch = json!({"spec": {"data": {"bad": "not json", "number": "7", "stranger": "\"hi\""}}});
     api.patch(
         "hand-edited-0",
         &PatchParams::default(),
