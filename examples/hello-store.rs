@@ -8,12 +8,21 @@
 //!
 //! ```sh
 //! cargo run --example hello-store            # embedded in-memory backend
+//! cargo run --example hello-store -- --fake  # kube backend, in-process fake API server, two replicas
+//! cargo run --example hello-store -- --kube  # kube backend, the cluster of the current kubeconfig
 //! ```
+//!
+//! With `--kube` the `StoreShard` CRD must be installed
+//! (`kubectl apply -f deploy/storeshards.crd.json`) and the store lives in the
+//! kubeconfig's namespace.
 
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::json;
-use store_core::{Error, Result, Store};
+use store_core::{Error, Result, Store, StoreBuilder};
+use store_kube::KubeBackend;
+use store_kube::testing::FakeApiServer;
 
 /// How long a wait in this example may take.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -39,7 +48,7 @@ async fn until(store: &Store, what: &str, check: impl Fn(&Store) -> Result<bool>
         if check(store)? {
             return Ok(());
         }
-        let wait = tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut changes));
+        let wait = tokio::time::timeout_at(deadline, changes.next());
         if wait.await.is_err() {
             return Err(Error::Timeout {
                 waiting_for: what.to_owned(),
@@ -96,18 +105,95 @@ async fn sync_flow(store: &Store) -> Result<()> {
     Ok(())
 }
 
+fn builder() -> StoreBuilder {
+    Store::builder().name("hello-store").timeout(DEADLINE)
+}
+
+async fn run(store: Store) -> Result<()> {
+    async_flow(&store).await?;
+    sync_flow(&store).await?;
+    store.close().await
+}
+
+/// Logs what another replica sees, to show both share one store.
+fn observe(replica: Store) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut changes = replica.subscribe();
+        while let Some(Ok(change)) = changes.next().await {
+            let value = change.value::<String>().ok().flatten();
+            let line =
+                json!({ "replica": "b", "key": change.key(), "value": value, "msg": "observed" });
+            println!("{line}");
+        }
+    })
+}
+
+async fn kube_backend(client: kube::Client, namespace: Option<&str>) -> Result<KubeBackend> {
+    let builder = KubeBackend::builder(client, "hello-store");
+    match namespace {
+        Some(namespace) => builder.namespace(namespace),
+        None => builder,
+    }
+    .build()
+    .await
+}
+
+async fn on_fake() -> Result<()> {
+    let failed = |e: store_kube::testing::Error| Error::backend("fake", e);
+    let server = FakeApiServer::start().await.map_err(failed)?;
+    server
+        .apply_crd(&store_kube::resource::store_shard_crd())
+        .map_err(failed)?;
+    let replica_b = builder()
+        .name("hello-store-b")
+        .backend(kube_backend(server.client().map_err(failed)?, Some("default")).await?)
+        .open()
+        .await?;
+    let observer = observe(replica_b.clone());
+    let replica_a = builder()
+        .backend(kube_backend(server.client().map_err(failed)?, Some("default")).await?)
+        .on_ready("onReady", on_ready)
+        .open()
+        .await?;
+    run(replica_a).await?;
+    // Replica B converges on what A left: the store is empty again.
+    until(&replica_b, "replica b to see the store empty", |s| {
+        Ok(s.is_empty())
+    })
+    .await?;
+    replica_b.close().await?;
+    observer.abort();
+    Ok(())
+}
+
+async fn on_cluster() -> Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| Error::backend("kube", e))?;
+    let store = builder()
+        .backend(kube_backend(client, None).await?)
+        .on_ready("onReady", on_ready)
+        .open()
+        .await?;
+    run(store).await
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let mode = std::env::args().nth(1);
     let result = async {
-        let store = Store::builder()
-            .name("hello-store")
-            .timeout(DEADLINE)
-            .on_ready("onReady", on_ready)
-            .open()
-            .await?;
-        async_flow(&store).await?;
-        sync_flow(&store).await?;
-        store.close().await
+        match mode.as_deref() {
+            Some("--fake") => on_fake().await,
+            Some("--kube") => on_cluster().await,
+            Some(other) => Err(Error::backend(
+                "hello-store",
+                format!("unknown option {other}; use --fake or --kube"),
+            )),
+            None => {
+                let store = builder().on_ready("onReady", on_ready).open().await?;
+                run(store).await
+            }
+        }
     };
     match result.await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -176,6 +176,20 @@ const EXAMPLES: &[(&str, &[&str], &[&str])] = &[
         ],
     ),
     (
+        "hello-store",
+        &["--fake"],
+        &[
+            r#""msg":"onReady""#,
+            r#""msg":"onReady""#,
+            r#""msg":"setItem""#,
+            r#""msg":"getItem""#,
+            r#""msg":"removeItem""#,
+            r#""msg":"setItemAndWait""#,
+            r#""msg":"getItem""#,
+            r#""msg":"removeItemAndWait""#,
+        ],
+    ),
+    (
         "quickstart",
         &[],
         &["on-ready hook", "hits = Some(1000)", "closed"],
