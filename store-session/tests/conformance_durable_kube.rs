@@ -42,7 +42,9 @@ impl Backend for OnFakeServer {
 }
 
 async fn harness() -> ScopedHarness<OnFakeServer> {
-    let server = FakeApiServer::start().await.expect("fake API server starts");
+    let server = FakeApiServer::start()
+        .await
+        .expect("fake API server starts");
     server
         .apply_crd(&store_kube::resource::store_shard_crd())
         .expect("CRD applies");
