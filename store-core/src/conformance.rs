@@ -185,12 +185,13 @@ where
     });
 }
 
-/// Expands to one `#[test]` per conformance case, each on a harness made by the
-/// given `async fn() -> impl Harness`.
+/// Hands the names of every case to another of this crate's macros, so the
+/// per-test expansion and [`run_all`] can never disagree on the list.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! conformance_tests {
-    ($make:path) => {
-        $crate::__conformance_cases!($make;
+macro_rules! __conformance_case_list {
+    ($callback:ident!($($args:tt)*)) => {
+        $crate::$callback!($($args)*;
             get_sees_own_writes_before_they_are_acknowledged,
             get_of_a_missing_key_is_none,
             set_returns_at_once_and_lands_in_the_background,
@@ -222,6 +223,15 @@ macro_rules! conformance_tests {
     };
 }
 
+/// Expands to one `#[test]` per conformance case, each on a harness made by the
+/// given `async fn() -> impl Harness`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:path) => {
+        $crate::__conformance_case_list!(__conformance_cases!($make));
+    };
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
@@ -233,44 +243,19 @@ macro_rules! __conformance_cases {
     )+};
 }
 
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_run_all {
+    ($harness:ident; $($case:ident),+ $(,)?) => {$(
+        ::tracing::info!(case = stringify!($case), "conformance case");
+        $crate::conformance::cases::$case($harness).await;
+    )+};
+}
+
 /// Runs every case in turn on one harness (for runners that pick the backend at
 /// run time). Panics at the first broken promise.
 pub async fn run_all<H: Harness>(harness: &H) {
-    macro_rules! all {
-        ($($case:ident),+ $(,)?) => {$(
-            tracing::info!(case = stringify!($case), "conformance case");
-            cases::$case(harness).await;
-        )+};
-    }
-    all!(
-        get_sees_own_writes_before_they_are_acknowledged,
-        get_of_a_missing_key_is_none,
-        set_returns_at_once_and_lands_in_the_background,
-        the_last_call_wins_per_key,
-        set_remove_set_ends_set,
-        removing_a_missing_key_is_fine,
-        set_and_wait_returns_the_version_get_sees,
-        remove_and_wait_hides_the_key,
-        clear_removes_keys_this_handle_never_saw,
-        clear_on_an_empty_store_is_fine,
-        concurrent_updates_lose_no_increment,
-        updates_from_two_handles_lose_no_increment,
-        compare_and_set_detects_conflicts,
-        two_handles_converge,
-        subscribers_see_every_change_in_order,
-        subscriptions_filter_by_key_and_prefix,
-        keys_len_and_snapshot_follow_the_view,
-        flush_waits_for_queued_writes,
-        hooks_run_before_ready_and_before_any_change_is_delivered,
-        a_failing_hook_fails_start_up_with_its_name,
-        waits_time_out_with_a_typed_error_and_the_write_still_lands,
-        transient_failures_are_retried_without_losing_writes,
-        bad_input_is_refused_at_the_call_and_loses_nothing,
-        a_closed_store_refuses_calls,
-        time_to_live_is_honoured_or_refused,
-        unusual_keys_round_trip,
-        many_writes_are_split_into_batches,
-    );
+    crate::__conformance_case_list!(__conformance_run_all!(harness));
 }
 
 /// A fresh scope name for a case: `case-name-<random>`.
