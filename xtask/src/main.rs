@@ -159,36 +159,22 @@ fn manifests(check: bool) -> Result<(), String> {
     }
 }
 
+/// The seed's messages, in the seed's order.
+const HELLO_STORE_MESSAGES: &[&str] = &[
+    r#""msg":"onReady""#,
+    r#""msg":"onReady""#,
+    r#""msg":"setItem""#,
+    r#""msg":"getItem""#,
+    r#""msg":"removeItem""#,
+    r#""msg":"setItemAndWait""#,
+    r#""msg":"getItem""#,
+    r#""msg":"removeItemAndWait""#,
+];
+
 /// Each example, its arguments, and text its output must contain, in order.
 const EXAMPLES: &[(&str, &[&str], &[&str])] = &[
-    (
-        "hello-store",
-        &[],
-        &[
-            r#""msg":"onReady""#,
-            r#""msg":"onReady""#,
-            r#""msg":"setItem""#,
-            r#""msg":"getItem""#,
-            r#""msg":"removeItem""#,
-            r#""msg":"setItemAndWait""#,
-            r#""msg":"getItem""#,
-            r#""msg":"removeItemAndWait""#,
-        ],
-    ),
-    (
-        "hello-store",
-        &["--fake"],
-        &[
-            r#""msg":"onReady""#,
-            r#""msg":"onReady""#,
-            r#""msg":"setItem""#,
-            r#""msg":"getItem""#,
-            r#""msg":"removeItem""#,
-            r#""msg":"setItemAndWait""#,
-            r#""msg":"getItem""#,
-            r#""msg":"removeItemAndWait""#,
-        ],
-    ),
+    ("hello-store", &[], HELLO_STORE_MESSAGES),
+    ("hello-store", &["--fake"], HELLO_STORE_MESSAGES),
     (
         "quickstart",
         &[],
