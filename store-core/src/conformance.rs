@@ -482,22 +482,7 @@ pub mod cases {
         if !store.capabilities().compare_and_set {
             return;
         }
-        let tasks: Vec<_> = (0..8)
-            .map(|_| {
-                let store = store.with_timeout(Duration::from_secs(60));
-                tokio::spawn(async move {
-                    for _ in 0..1000 {
-                        store
-                            .update("counter", |n: Option<&u64>| n.copied().unwrap_or(0) + 1)
-                            .await
-                            .expect("update");
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("task");
-        }
+        increment_concurrently(vec![store.clone(); 8], 1000).await;
         assert_eq!(value::<u64>(&store, "counter"), Some(8000));
     }
 
@@ -509,23 +494,7 @@ pub mod cases {
         if !a.capabilities().compare_and_set {
             return;
         }
-        let tasks: Vec<_> = [a.clone(), b.clone(), a.clone(), b.clone()]
-            .into_iter()
-            .map(|store| {
-                let store = store.with_timeout(Duration::from_secs(60));
-                tokio::spawn(async move {
-                    for _ in 0..250 {
-                        store
-                            .update("counter", |n: Option<&u64>| n.copied().unwrap_or(0) + 1)
-                            .await
-                            .expect("update");
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.expect("task");
-        }
+        increment_concurrently(vec![a.clone(), b.clone(), a.clone(), b.clone()], 250).await;
         eventually("both handles to count 1000", CONVERGE, || {
             value::<u64>(&a, "counter") == Some(1000) && value::<u64>(&b, "counter") == Some(1000)
         })
@@ -891,6 +860,27 @@ pub mod cases {
         }
         store.flush().await.expect("flush");
         assert_eq!(store.snapshot().entries.len(), 2500);
+    }
+
+    /// One task per handle, each adding 1 to `counter` `times` times with `update`.
+    async fn increment_concurrently(handles: Vec<Store>, times: usize) {
+        let tasks: Vec<_> = handles
+            .into_iter()
+            .map(|store| {
+                let store = store.with_timeout(Duration::from_secs(60));
+                tokio::spawn(async move {
+                    for _ in 0..times {
+                        store
+                            .update("counter", |n: Option<&u64>| n.copied().unwrap_or(0) + 1)
+                            .await
+                            .expect("update");
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task");
+        }
     }
 
     async fn next_key(subscription: &mut crate::Subscription) -> String {

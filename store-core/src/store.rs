@@ -801,7 +801,20 @@ impl Store {
 
     /// How many keys the store holds, including this handle's unconfirmed writes.
     pub fn len(&self) -> usize {
-        self.snapshot().entries.len()
+        let view = read(&self.shared.view);
+        let mut len = view.entries.len();
+        if self.shared.pending.load(Ordering::Acquire) > 0 {
+            self.shared.with_writes(|w| {
+                for (key, overlay) in &w.overlay {
+                    match (view.entries.contains_key(key), overlay.cell.is_some()) {
+                        (false, true) => len += 1,
+                        (true, false) => len -= 1,
+                        _ => {}
+                    }
+                }
+            });
+        }
+        len
     }
 
     /// Whether the store holds no key.
