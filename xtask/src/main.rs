@@ -115,8 +115,9 @@ fn ci() -> Result<(), String> {
     Ok(())
 }
 
-/// Writes the deploy manifests into `deploy/`, or with `check` fails when the
-/// checked-in files differ from what the code generates.
+/// Writes the deploy manifests into `deploy/` (the store's CRDs and RBAC) and
+/// `deploy/operator/` (the operator example's RBAC and Deployment), or with
+/// `check` fails when the checked-in files differ from what the code generates.
 fn manifests(check: bool) -> Result<(), String> {
     let deploy = root().join("deploy");
     let out = if check {
@@ -135,20 +136,26 @@ fn manifests(check: bool) -> Result<(), String> {
     ]);
     render.arg(&out);
     run("render manifests", render)?;
+    let mut operator = cargo(&[
+        "run",
+        "-q",
+        "-p",
+        "store-examples",
+        "--example",
+        "operator",
+        "--",
+        "--manifests",
+    ]);
+    operator.arg(out.join("operator"));
+    run("render operator manifests", operator)?;
     if !check {
         eprintln!("xtask: manifests written to {}", deploy.display());
         return Ok(());
     }
     let mut stale = Vec::new();
-    for entry in std::fs::read_dir(&out).map_err(|e| format!("{}: {e}", out.display()))? {
-        let entry = entry.map_err(|e| e.to_string())?;
-        let generated = std::fs::read(entry.path()).map_err(|e| e.to_string())?;
-        let checked_in = std::fs::read(deploy.join(entry.file_name())).unwrap_or_default();
-        if generated != checked_in {
-            stale.push(entry.file_name().to_string_lossy().into_owned());
-        }
-    }
+    let compared = compare_manifests(&out, &deploy, "", &mut stale);
     let _ = std::fs::remove_dir_all(&out);
+    compared?;
     if stale.is_empty() {
         Ok(())
     } else {
@@ -157,6 +164,41 @@ fn manifests(check: bool) -> Result<(), String> {
             stale.join(", ")
         ))
     }
+}
+
+/// Compares every file under `generated` (subdirectories too) with the file at
+/// the same place under `checked_in`; collects the relative paths that differ.
+fn compare_manifests(
+    generated: &Path,
+    checked_in: &Path,
+    prefix: &str,
+    stale: &mut Vec<String>,
+) -> Result<(), String> {
+    let mut entries = std::fs::read_dir(generated)
+        .map_err(|e| format!("{}: {e}", generated.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let name = entry.file_name();
+        let relative = format!("{prefix}{}", name.to_string_lossy());
+        let path = entry.path();
+        if path.is_dir() {
+            compare_manifests(
+                &path,
+                &checked_in.join(&name),
+                &format!("{relative}/"),
+                stale,
+            )?;
+            continue;
+        }
+        let generated = std::fs::read(&path).map_err(|e| e.to_string())?;
+        let current = std::fs::read(checked_in.join(&name)).unwrap_or_default();
+        if generated != current {
+            stale.push(relative);
+        }
+    }
+    Ok(())
 }
 
 /// The seed's messages, in the seed's order.
@@ -201,6 +243,28 @@ const EXAMPLES: &[(&str, &[&str], &[&str])] = &[
             "parses back to id Some(7)",
             "schema: value at key `profile/8`",
             "at `retries`",
+        ],
+    ),
+    (
+        "operator",
+        &["--replicas", "3"],
+        &[
+            "converged: 3 replicas agree on 2 exempt namespaces: team-a, team-c",
+            "replica 0 admits pod web in team-a (exempt)",
+            "replica 2 admits pod web in team-a (exempt)",
+            "replica 0 denies pod web in team-b: container web: image nginx:latest has the denied tag latest",
+            "replica 2 denies pod web in team-b",
+            "converged: 3 replicas agree on 2 exempt namespaces: team-b, team-c",
+            "replica 0 denies pod web in team-a",
+            "replica 2 denies pod web in team-a",
+            "replica 0 admits pod web in team-b (exempt)",
+            "replica 2 admits pod web in team-b (exempt)",
+            "converged: 3 replicas agree on 1 exempt namespace: team-b",
+            "replica 2 admits pod api in team-a (no denied tag)",
+            "replica 0 writes the policy: denied tags edge, latest",
+            "replica 2 sees the policy written on replica 0: denied tags edge, latest",
+            "replica 2 denies pod api in team-a: container api: image registry.example/api:edge has the denied tag edge",
+            "stopped 3 replicas",
         ],
     ),
 ];
