@@ -12,8 +12,8 @@ use super::api_status::{ApiError, Subject};
 use super::apply::server_side_apply;
 use super::managed_fields::{Writer, record_update};
 use super::metadata::{
-    SERVER_OWNED, finalizers, generate_name, label_problem, meta_str, metadata_mut, new_uid,
-    now_rfc3339, subdomain_problem,
+    SERVER_OWNED, conform_object_meta, finalizers, generate_name, label_problem, meta_str,
+    metadata_mut, new_uid, now_rfc3339, subdomain_problem,
 };
 use super::patch::{CUSTOM_RESOURCE_PATCH_TYPES, PatchKind, apply_json_patch, apply_merge_patch};
 use super::registry::{Builtin, ResourceInfo, crd_problem, crd_status};
@@ -499,6 +499,19 @@ const OBJECT_META_FIELDS: &[&str] = &[
 fn conform(target: &Target, object: &mut Value) -> Result<(), ApiError> {
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.retain(|field, _| OBJECT_META_FIELDS.contains(&field.as_str()));
+        if let Err((field, detail)) = conform_object_meta(metadata) {
+            let found = metadata
+                .get(field)
+                .map(Value::to_string)
+                .unwrap_or_default();
+            return Err(invalid(
+                target,
+                meta_str(object, "name"),
+                &format!("metadata.{field}"),
+                "FieldValueInvalid",
+                &format!("Invalid value: {found}: {detail}"),
+            ));
+        }
     }
     let Some(schema) = target.info.schemas.get(&target.version) else {
         return Ok(());

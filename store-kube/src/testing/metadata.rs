@@ -157,9 +157,90 @@ pub(crate) fn finalizers(object: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Brings client-set `ObjectMeta` fields to what kube-apiserver keeps after
+/// decoding them into `ObjectMeta`: a `null` label or annotation value is the
+/// empty string there. Fields of the wrong shape (which the real server
+/// refuses, and which no client could decode back) give the field and why.
+/// Server-owned fields are overwritten by the handlers and not checked here.
+pub(crate) fn conform_object_meta(
+    metadata: &mut Map<String, Value>,
+) -> Result<(), (&'static str, &'static str)> {
+    for field in ["labels", "annotations"] {
+        match metadata.get_mut(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                for value in map.values_mut() {
+                    match value {
+                        Value::String(_) => {}
+                        Value::Null => *value = Value::String(String::new()),
+                        _ => return Err((field, "must be a map of strings")),
+                    }
+                }
+            }
+            Some(_) => return Err((field, "must be a map of strings")),
+        }
+    }
+    match metadata.get("finalizers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items))
+            if items
+                .iter()
+                .all(|item| item.as_str().is_some_and(|s| !s.is_empty())) => {}
+        Some(_) => return Err(("finalizers", "must be a list of non-empty strings")),
+    }
+    let owner_is_valid = |owner: &Value| {
+        let Some(owner) = owner.as_object() else {
+            return false;
+        };
+        let named = ["apiVersion", "kind", "name", "uid"].iter().all(|field| {
+            owner
+                .get(*field)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
+        });
+        let flags = ["controller", "blockOwnerDeletion"]
+            .iter()
+            .all(|field| matches!(owner.get(*field), None | Some(Value::Null | Value::Bool(_))));
+        named && flags
+    };
+    match metadata.get("ownerReferences") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(owners)) if owners.iter().all(owner_is_valid) => {}
+        Some(_) => {
+            return Err((
+                "ownerReferences",
+                "must be a list of references with apiVersion, kind, name and uid",
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_no_client_could_decode_is_refused_and_null_labels_become_empty() {
+        let conform = |metadata: Value| {
+            let mut metadata = metadata.as_object().cloned().unwrap_or_default();
+            conform_object_meta(&mut metadata).map(|()| Value::Object(metadata))
+        };
+        assert_eq!(
+            conform(serde_json::json!({ "labels": { "a": null, "b": "x" } })),
+            Ok(serde_json::json!({ "labels": { "a": "", "b": "x" } }))
+        );
+        for bad in [
+            serde_json::json!({ "labels": { "a": 1 } }),
+            serde_json::json!({ "labels": "a" }),
+            serde_json::json!({ "annotations": { "a": { "b": "c" } } }),
+            serde_json::json!({ "finalizers": "a" }),
+            serde_json::json!({ "finalizers": [1] }),
+            serde_json::json!({ "ownerReferences": [{ "name": "a" }] }),
+        ] {
+            assert!(conform(bad.clone()).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc_seconds() {

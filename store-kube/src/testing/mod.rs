@@ -182,6 +182,10 @@
 //!   OpenAPI is served as v3 documents without schemas, declaring only the
 //!   `fieldValidation` parameter so `kubectl apply` leaves validation to the
 //!   server; `/openapi/v2` is not served.
+//! - **Metadata of the wrong shape** (labels or annotations that are not
+//!   maps of strings, finalizers or owner references that are not lists of
+//!   them) gets 422 naming the field on every verb; kube-apiserver refuses it
+//!   as well, with 400 on some verbs.
 //! - **Any credentials are accepted**; there is no RBAC or admission.
 //! - A list at a resourceVersion newer than the current one gets `504` at
 //!   once; kube-apiserver first waits up to 3 s for its cache.

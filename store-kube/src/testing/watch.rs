@@ -94,6 +94,9 @@ fn line(value: &Value) -> Bytes {
     Bytes::from(bytes)
 }
 
+/// A deadline far enough away to stand for "no timeout".
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The body of a watch response. Events are produced by a task that ends
 /// when the client goes away, the timeout passes, or watches are dropped.
 pub(crate) fn stream(app: &Arc<App>, spec: WatchSpec) -> BoxBody<Bytes, Infallible> {
@@ -116,7 +119,10 @@ pub(crate) fn stream(app: &Arc<App>, spec: WatchSpec) -> BoxBody<Bytes, Infallib
         Ok(mut feed) => {
             let app = Arc::clone(app);
             tokio::spawn(async move {
-                let deadline = Instant::now() + spec.timeout;
+                // `timeoutSeconds` can be any u64: past the clock's range means never.
+                let deadline = Instant::now()
+                    .checked_add(spec.timeout)
+                    .unwrap_or_else(|| Instant::now() + NEVER);
                 let mut last_sent = 0u64;
                 for change in &feed.backlog {
                     if let Some(event) = spec.translate(change) {
