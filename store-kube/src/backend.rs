@@ -20,7 +20,7 @@ use kube::core::ApiResource;
 use kube::runtime::watcher;
 use serde_json::json;
 use store_core::backend::{Applied, Batch, Entry, Listing, Op, Outcome, WatchStream, check_batch};
-use store_core::{Backend, Capabilities, Error, Result, Revision, Version};
+use store_core::{Backend, Capabilities, Error, Precondition, Result, Revision, Version};
 use tracing::Instrument;
 
 use crate::cache::{Cache, parse_object, parse_revision};
@@ -180,6 +180,11 @@ impl KubeBackendBuilder {
     /// TypeScript Pepr pods share one store. The namespace defaults to
     /// `pepr-system`; keys are `<capability>-v2-<key>`; v1 keys of this
     /// capability are migrated to v2 at start-up.
+    ///
+    /// A capability named like another one followed by `-v2` (`hello-v2`,
+    /// `hello-v2-x`) would share that one's keys, so `build` refuses it, and
+    /// refuses such a name among [`pepr_capabilities`](Self::pepr_capabilities)
+    /// when it extends this capability.
     pub fn pepr(mut self, module_uuid: impl Into<String>, capability: impl Into<String>) -> Self {
         self.pepr = Some((module_uuid.into(), capability.into()));
         self
@@ -205,6 +210,17 @@ impl KubeBackendBuilder {
             Some((uuid, capability)) => {
                 if capability.is_empty() {
                     return Err(config_error("the Pepr capability name must not be empty"));
+                }
+                let named = std::iter::once(capability).chain(&self.other_capabilities);
+                for name in named {
+                    let overlap = crate::layout::pepr_capability_overlap(name)
+                        .filter(|other| name == capability || *other == capability.as_str());
+                    if let Some(other) = overlap {
+                        return Err(config_error(format!(
+                            "Pepr capabilities {name:?} and {other:?} would share keys \
+                             (`{name}-v2-<key>` is also a key of {other:?}); rename one"
+                        )));
+                    }
                 }
                 (
                     Layout::Pepr {
@@ -457,7 +473,14 @@ impl Inner {
         if moved == 0 {
             return Ok(());
         }
-        patch.push(json!({"op": "add", "path": "/metadata/labels/pepr.dev-cacheID", "value": now_millis().to_string()}));
+        let stamp = now_millis().to_string();
+        // An object without labels (made by hand) gets the map; a path into a
+        // missing map would fail the patch at every start-up.
+        patch.push(if current.metadata.labels.is_some() {
+            json!({"op": "add", "path": "/metadata/labels/pepr.dev-cacheID", "value": stamp})
+        } else {
+            json!({"op": "add", "path": "/metadata/labels", "value": {"pepr.dev-cacheID": stamp}})
+        });
         let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(patch))
             .map_err(|e| Error::backend(NAME, e))?;
         let params = PatchParams {
@@ -517,7 +540,13 @@ impl Inner {
     ) -> Result<(Vec<(usize, Outcome)>, u64)> {
         let mut outcomes = Vec::with_capacity(writes.len());
         let mut remaining: VecDeque<(usize, Op)> = writes.into();
-        let mut base = self.cache().shards.get(name).map(Base::from_shard);
+        // The base to plan on, and whether it came from the server (a GET or a
+        // patch's answer) rather than the watch, which may lag behind.
+        let mut base = self
+            .cache()
+            .shards
+            .get(name)
+            .map(|shard| (Base::from_shard(shard), false));
         let mut revision = 0;
         let mut replans = 0;
         let params = PatchParams {
@@ -525,12 +554,15 @@ impl Inner {
             ..PatchParams::default()
         };
         while !remaining.is_empty() {
-            let current = match base.take() {
+            let (current, fresh) = match base.take() {
                 Some(base) => base,
-                None => Base::from_seen(parse_object(
-                    &self.layout,
-                    &self.ensure_object(name).await?,
-                )?),
+                None => (
+                    Base::from_seen(parse_object(
+                        &self.layout,
+                        &self.ensure_object(name).await?,
+                    )?),
+                    true,
+                ),
             };
             revision = revision.max(current.revision);
             let plan = {
@@ -545,10 +577,22 @@ impl Inner {
                     now_millis(),
                 )
             };
+            // A key the watch still shows may be gone on the server: refuse a
+            // write conditional on absence only on the server's word.
+            let refused_on_hearsay = !fresh
+                && plan.decided.iter().any(|(index, outcome)| {
+                    matches!(outcome, Outcome::Conflict { .. })
+                        && remaining.iter().any(|(i, op)| {
+                            i == index && op.precondition == Some(Precondition::Absent)
+                        })
+                });
+            if refused_on_hearsay {
+                continue;
+            }
             outcomes.extend(plan.decided);
             let covered: Vec<(usize, Op)> = remaining.drain(..plan.covered).collect();
             if plan.patch.is_empty() {
-                base = Some(current);
+                base = Some((current, fresh));
                 continue;
             }
             let sent: Vec<(usize, Op, Option<String>)> = plan
@@ -600,7 +644,7 @@ impl Inner {
                         outcomes.push((index, Outcome::Applied(version)));
                     }
                     drop(cache);
-                    base = Some(Base::from_seen(seen));
+                    base = Some((Base::from_seen(seen), true));
                 }
                 // Deleted under us: the next round recreates it.
                 Err(e) if error::is_not_found(&e) => requeue(&mut remaining, sent),

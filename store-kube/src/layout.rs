@@ -41,6 +41,25 @@ pub fn unescape_pointer_segment(segment: &str) -> Option<String> {
     Some(out)
 }
 
+/// The capability whose keys a Pepr capability named `capability` would share,
+/// if there is one.
+///
+/// Pepr keys are `<capability>-v2-<key>`, so a name that extends another one
+/// with `-v2` (`a-v2`, `a-v2-b`) reads and writes the other's keys:
+/// `a-v2-v2-x` is key `v2-x` of `a` and key `x` of `a-v2`. Two capabilities
+/// share a data-map key only when one of them is such a name, so refusing
+/// these names keeps every capability to its own keys.
+pub fn pepr_capability_overlap(capability: &str) -> Option<&str> {
+    capability
+        .match_indices("-v2")
+        .map(|(at, _)| at)
+        .find(|&at| {
+            let rest = &capability[at + 3..];
+            at > 0 && (rest.is_empty() || rest.starts_with('-'))
+        })
+        .map(|at| &capability[..at])
+}
+
 /// FNV-1a, 64 bit: stable across processes, versions and architectures, which a
 /// shard choice must be.
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -254,5 +273,226 @@ mod tests {
         );
         assert_eq!(layout.payload(r#"{"a":1}"#).as_str(), r#"{"a":1}"#);
         assert_eq!(layout.pointer("a/b"), "/data/cap-v2-a~1b");
+    }
+}
+
+/// Arbitrary JSON fed to the decoding of store objects (`cache::parse_object`
+/// and the diff in `cache::Cache`), which only the crate can reach.
+#[cfg(test)]
+mod fuzz_tests {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::cache::{Cache, parse_object};
+
+    fn config(default: u32) -> Config {
+        let requested = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Config {
+            cases: default.max(requested),
+            failure_persistence: None,
+            ..Config::default()
+        }
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        let pieces = prop::sample::select(vec![
+            "a",
+            "b",
+            "/",
+            "~",
+            "~1",
+            "-",
+            "v2",
+            "-v2-",
+            "cap",
+            "cap-v2-",
+            "cap-pepr-v2-",
+            "",
+            "é",
+            "😀",
+            "\0",
+            "\n",
+            PEPR_PLACEHOLDER,
+        ]);
+        prop::collection::vec(pieces, 0..5).prop_map(|p| p.concat())
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            text().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(text(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Objects shaped like store objects, with every field possibly wrong, and
+    /// arbitrary JSON.
+    fn object() -> impl Strategy<Value = Value> {
+        let revision = prop_oneof![
+            (0u64..1_000).prop_map(|r| json!(r.to_string())),
+            Just(json!("18446744073709551616")),
+            Just(json!("-1")),
+            Just(json!("")),
+            Just(json!("12abc")),
+            json(),
+        ];
+        let data = prop_oneof![
+            3 => prop::collection::btree_map(
+                text(),
+                prop_oneof![3 => text().prop_map(Value::from), 1 => json()],
+                0..6,
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+            1 => json(),
+        ];
+        prop_oneof![
+            4 => (revision, data, json(), any::<bool>()).prop_map(|(rv, data, labels, pepr)| {
+                let metadata = json!({ "name": "s-0", "resourceVersion": rv, "labels": labels });
+                if pepr {
+                    json!({ "metadata": metadata, "data": data })
+                } else {
+                    json!({ "metadata": metadata, "spec": { "data": data } })
+                }
+            }),
+            1 => json(),
+        ]
+    }
+
+    fn layouts() -> [Layout; 3] {
+        [
+            Layout::Native {
+                store: "s".into(),
+                shards: 1,
+            },
+            Layout::Pepr {
+                object: "pepr-x-store".into(),
+                capability: "cap".into(),
+            },
+            Layout::Pepr {
+                object: "pepr-x-store".into(),
+                capability: "cap-pepr".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn any_object_decodes_into_this_layouts_keys_or_a_typed_error() {
+        let mut runner = TestRunner::new(config(512));
+        runner
+            .run(&object(), |object| {
+                for layout in layouts() {
+                    let revision_text = object
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str);
+                    let seen = match parse_object(&layout, &object) {
+                        Ok(seen) => seen,
+                        Err(store_core::Error::Backend { .. }) => {
+                            // Only a resourceVersion that is not a decimal revision is refused.
+                            prop_assert!(revision_text.is_some_and(|t| t.parse::<u64>().is_err()));
+                            continue;
+                        }
+                        Err(other) => return Err(TestCaseError::fail(format!("{other:?}"))),
+                    };
+                    prop_assert!(revision_text.is_none_or(|t| t.parse::<u64>().is_ok()));
+                    let map = layout.data_of(&object);
+                    prop_assert_eq!(seen.has_data_map, map.is_some());
+                    let mut expected: Vec<&str> = map
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|(k, _)| layout.store_key(k))
+                        .collect();
+                    expected.sort_unstable();
+                    let found: Vec<&str> = seen.data.keys().map(String::as_str).collect();
+                    prop_assert_eq!(found, expected);
+                    for (key, stored) in &seen.data {
+                        // Pepr's placeholder entry is never read as a key.
+                        let native = matches!(layout, Layout::Native { .. });
+                        prop_assert!(native || layout.map_key(key) != PEPR_PLACEHOLDER);
+                        let raw = map.and_then(|m| m.get(&layout.map_key(key)));
+                        match raw {
+                            Some(Value::String(text)) => {
+                                prop_assert_eq!(text, stored);
+                                prop_assert!(!seen.malformed.contains(key));
+                            }
+                            Some(other) => {
+                                prop_assert_eq!(&other.to_string(), stored);
+                                prop_assert!(seen.malformed.contains(key));
+                            }
+                            None => prop_assert!(false, "{key:?} is not in the data map"),
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .expect("decoding");
+    }
+
+    #[test]
+    fn a_cache_fed_arbitrary_objects_lists_exactly_the_last_ones_keys() {
+        let mut runner = TestRunner::new(config(128));
+        runner
+            .run(&prop::collection::vec(object(), 1..6), |objects| {
+                for layout in layouts() {
+                    let mut cache = Cache::default();
+                    let mut last = None;
+                    let mut highest = 0;
+                    for object in &objects {
+                        let Ok(seen) = parse_object(&layout, object) else {
+                            continue;
+                        };
+                        if seen.name != "s-0" {
+                            continue;
+                        }
+                        highest = highest.max(seen.revision);
+                        let changes = cache.apply(&layout, seen.clone());
+                        for change in &changes {
+                            if let Some(payload) = &change.value {
+                                // Every value handed on is this layout's reading of the stored text.
+                                let stored = &seen.data[&change.key];
+                                prop_assert_eq!(payload, &layout.payload(stored));
+                            } else {
+                                prop_assert!(!seen.data.contains_key(&change.key));
+                            }
+                        }
+                        // The same object again changes nothing.
+                        prop_assert!(cache.apply(&layout, seen.clone()).is_empty());
+                        last = Some(seen);
+                    }
+                    let entries = cache.entries(&layout, "");
+                    let keys: Vec<&String> = entries.iter().map(|e| &e.key).collect();
+                    let expected: Vec<&String> = last
+                        .as_ref()
+                        .map(|s| s.data.keys().collect())
+                        .unwrap_or_default();
+                    prop_assert_eq!(keys, expected);
+                    for entry in &entries {
+                        prop_assert!(entry.version.0 <= highest);
+                        if matches!(layout, Layout::Pepr { .. }) {
+                            // Pepr text always reads as JSON: structured text or a string.
+                            prop_assert!(
+                                serde_json::from_str::<Value>(entry.value.as_str()).is_ok()
+                            );
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .expect("cache");
     }
 }

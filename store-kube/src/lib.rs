@@ -38,7 +38,8 @@
 //!   the same.
 //! - **Absence** cannot be tested by JSON Patch; a write conditional on absence
 //!   tests the object's `resourceVersion` and is re-planned on a fresh read if
-//!   the object changed meanwhile.
+//!   the object changed meanwhile. It is refused only when the server shows the
+//!   key, never on the word of a watch that may lag behind.
 //! - **Size**: each object is kept under a budget (1 MiB by default, counting
 //!   `managedFields`); a value that can never fit is refused at the call with
 //!   `ValueTooLarge`; a write to a full shard fails alone with `StoreFull`.
@@ -49,6 +50,16 @@
 //!   Values there are strings, as in Pepr: a Rust `String` is stored as its
 //!   text, any other value as its JSON text; text holding a JSON object or
 //!   array reads back as that value, any other text as a string.
+//!
+//! # Logs
+//!
+//! The backend never logs a value: its events name objects, count keys and
+//! carry errors whose messages hold none. kube-client does in one case: a
+//! response it cannot decode (from a proxy, or an API server answering
+//! something other than the object) is logged whole at WARN under the
+//! `kube_client::client` target, and a store object's body holds its values.
+//! Where logs must never hold values, keep that target at ERROR, for example
+//! `RUST_LOG=info,kube_client::client=error`.
 
 mod backend;
 mod cache;
