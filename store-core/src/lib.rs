@@ -80,6 +80,8 @@ mod writes;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod model;
 
 pub use backend::{Backend, Capabilities, Payload, Precondition, Revision, Version};
 pub use error::{BoxError, Error, Result, SharedError};

@@ -15,6 +15,7 @@
 
 mod bench;
 mod envtest;
+mod soak;
 
 use std::env;
 use std::io::Read;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
         Some("manifests") => manifests(args.get(1).is_some_and(|a| a == "--check")),
         Some("envtest") => envtest::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print_help();
             Ok(())
@@ -52,7 +54,9 @@ fn print_help() {
          manifests [--check]  write the CRDs and RBAC into deploy/ (or fail if they are stale)\n  \
          envtest              provision etcd + kube-apiserver (Debian packages); prints KUBEBUILDER_ASSETS\n  \
          bench [--quick] [--only B1,B7] [--no-save]\n                       \
-         run the benchmark suite and print the table; a full run writes BENCHMARKS.md"
+         run the benchmark suite and print the table; a full run writes BENCHMARKS.md\n  \
+         soak [--minutes N] [--backend memory|kube-fake|durable|real] [--cases N]\n                       \
+         run the model-based tests with fresh seeds until the time is up; print the totals"
     );
 }
 

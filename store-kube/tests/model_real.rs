@@ -1,0 +1,127 @@
+//! Model-based test of the kube backend on a real control plane (etcd +
+//! kube-apiserver), when one is provisioned (`cargo xtask envtest`, or
+//! `KUBEBUILDER_ASSETS`): random calls from three replicas (each its own
+//! client) on one store, checked against `store_core::model`. There is no
+//! fault injection on this tier; what it adds is the real server's answers,
+//! watch cache and compaction. Skips with a notice when no control plane is
+//! provisioned, unless `STORE_KUBE_REQUIRE_REAL=1` makes that a failure.
+//!
+//! `STORE_MODEL_CASES` sets the number of cases (default 4) and
+//! `PROPTEST_RNG_SEED` repeats a run; the summary line starts with `model:`.
+#![cfg(feature = "testing")]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use proptest::collection::vec;
+use proptest::prelude::any;
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use store_core::Store;
+use store_core::model::{self, MAX_STEPS, ModelCase, ModelHarness, RawStep, Runner};
+use store_kube::KubeBackend;
+use store_kube::resource::store_shard_crd;
+use store_kube::testing::TestCluster;
+
+/// A fresh store (by name) per case, in one namespace of the shared control plane.
+struct RealModel {
+    cluster: Option<TestCluster>,
+    namespace: String,
+    cases: AtomicUsize,
+}
+
+impl RealModel {
+    async fn start() -> Self {
+        let Some(cluster) = TestCluster::real().await.expect("control plane") else {
+            return RealModel {
+                cluster: None,
+                namespace: String::new(),
+                cases: AtomicUsize::new(0),
+            };
+        };
+        cluster
+            .apply_crd(&store_shard_crd())
+            .await
+            .expect("CRD served");
+        let namespace = cluster.create_namespace("model").await.expect("namespace");
+        RealModel {
+            cluster: Some(cluster),
+            namespace,
+            cases: AtomicUsize::new(0),
+        }
+    }
+}
+
+struct RealCase {
+    replicas: Vec<Store>,
+}
+
+impl ModelHarness for RealModel {
+    type Case = RealCase;
+
+    fn backend(&self) -> &str {
+        "kube-real"
+    }
+
+    fn faults(&self) -> &[&'static str] {
+        &[]
+    }
+
+    async fn open(&self, replicas: usize) -> RealCase {
+        let cluster = self.cluster.as_ref().expect("a control plane");
+        let name = format!(
+            "model-{}-{:08x}",
+            self.cases.fetch_add(1, Ordering::Relaxed),
+            fastrand::u32(..)
+        );
+        let mut stores = Vec::with_capacity(replicas);
+        for _ in 0..replicas {
+            let backend = KubeBackend::builder(cluster.client().expect("client"), &name)
+                .namespace(&self.namespace)
+                .shards(2)
+                .request_timeout(Duration::from_secs(5))
+                .build()
+                .await
+                .expect("backend starts");
+            stores.push(
+                Store::builder()
+                    .backend(backend)
+                    .linked_hooks(false)
+                    .timeout(Duration::from_secs(10))
+                    .retry_backoff(Duration::from_millis(5), Duration::from_millis(500))
+                    .open()
+                    .await
+                    .expect("store starts"),
+            );
+        }
+        RealCase { replicas: stores }
+    }
+}
+
+impl ModelCase for RealCase {
+    fn replicas(&self) -> &[Store] {
+        &self.replicas
+    }
+
+    async fn inject(&self, _fault: usize, _replica: usize, _arg: u8) {}
+
+    async fn heal(&self) {}
+}
+
+#[test]
+fn kube_replicas_on_a_real_control_plane_agree_with_the_model() {
+    let runner = Runner::new(RealModel::start);
+    if runner.harness().cluster.is_none() {
+        return;
+    }
+    let mut proptest = TestRunner::new(Config {
+        cases: model::cases(4),
+        rng_seed: RngSeed::Fixed(runner.seed()),
+        failure_persistence: None,
+        max_shrink_iters: 32,
+        ..Config::default()
+    });
+    let outcome = proptest.run(&vec(any::<RawStep>(), 1..=MAX_STEPS), |raw| {
+        runner.case(&raw).map_err(TestCaseError::fail)
+    });
+    runner.finish(outcome);
+}
