@@ -62,13 +62,36 @@ pub trait StoreValue: Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 /// Encodes a value for `key` as JSON text.
+///
+/// Serialises into a per-thread scratch buffer that keeps its capacity, so a
+/// write costs one allocation (the shared text) instead of a growing `String`
+/// copied into it and freed.
 pub(crate) fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Payload> {
-    serde_json::to_string(value)
-        .map(Payload::from)
-        .map_err(|e| Error::Encode {
-            key: key.to_owned(),
-            source: Arc::new(e),
-        })
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// A buffer grown past this is not kept, so one huge value doesn't pin memory.
+    const KEEP: usize = 64 * 1024;
+    let encoded = SCRATCH.with(|scratch| {
+        // A value whose `Serialize` itself writes to a store re-enters here.
+        let Ok(mut buffer) = scratch.try_borrow_mut() else {
+            return serde_json::to_string(value).map(Payload::from);
+        };
+        buffer.clear();
+        let written = serde_json::to_writer(&mut *buffer, value);
+        let payload = written.map(|()| {
+            // serde_json writes only valid UTF-8.
+            Payload::from(String::from_utf8_lossy(&buffer).as_ref())
+        });
+        if buffer.capacity() > KEEP {
+            *buffer = Vec::new();
+        }
+        payload
+    });
+    encoded.map_err(|e| Error::Encode {
+        key: key.to_owned(),
+        source: Arc::new(e),
+    })
 }
 
 /// Runs a type's extra validation (see [`StoreValue::validate`]) on a stored value
