@@ -120,12 +120,15 @@ pub(crate) fn validate_with(
 }
 
 /// Decodes JSON text stored at `key` into `T`, naming the path where it failed.
+///
+/// The error never quotes the stored value (values may be secrets and errors
+/// get logged): what the deserializer said about the value is redacted.
 pub fn decode<T: DeserializeOwned>(key: &str, payload: &Payload) -> Result<T> {
     let failed = |path: String, source: serde_json::Error| Error::Decode {
         key: key.to_owned(),
         type_name: type_name::<T>(),
         path,
-        source: Arc::new(source),
+        source: Arc::new(Redacted::of(&source)),
     };
     let mut de = serde_json::Deserializer::from_str(payload.as_str());
     let value = serde_path_to_error::deserialize(&mut de)
@@ -133,6 +136,51 @@ pub fn decode<T: DeserializeOwned>(key: &str, payload: &Payload) -> Result<T> {
     de.end().map_err(|e| failed(".".to_owned(), e))?;
     Ok(value)
 }
+
+/// What the deserializer said, with the parts of the stored value it quoted
+/// taken out: `invalid type: string "hunter2", expected u32` becomes
+/// `invalid type: string (redacted), expected u32`. What was expected, the
+/// line and the column stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Redacted(String);
+
+impl Redacted {
+    fn of(error: &serde_json::Error) -> Self {
+        let message = error.to_string();
+        // serde quotes data as "text" or `text`, and only before ", expected".
+        let (data, expected) = match message.find(", expected") {
+            Some(at) => message.split_at(at),
+            None => (message.as_str(), ""),
+        };
+        let mut out = String::with_capacity(message.len());
+        let mut rest = data;
+        while let Some(open) = rest.find(['"', '`']) {
+            let quote = &rest[open..=open];
+            out.push_str(&rest[..open]);
+            match rest[open + 1..].rfind(quote) {
+                Some(close) => {
+                    out.push_str("(redacted)");
+                    rest = &rest[open + 1 + close + 1..];
+                }
+                None => {
+                    out.push_str("(redacted)");
+                    rest = "";
+                }
+            }
+        }
+        out.push_str(rest);
+        out.push_str(expected);
+        Redacted(out)
+    }
+}
+
+impl std::fmt::Display for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
 
 #[cfg(test)]
 mod tests {
@@ -143,6 +191,23 @@ mod tests {
     struct User {
         name: String,
         age: u8,
+    }
+
+    #[test]
+    fn a_decode_error_never_quotes_the_stored_value() {
+        for (text, gone) in [
+            (r#""hunter2""#, "hunter2"),
+            ("123456789", "123456789"),
+            (r#""sec\"ret""#, "sec"),
+            (r#"{"name":"a","age":"topsecret"}"#, "topsecret"),
+        ] {
+            let err = decode::<u8>("k", &Payload::from(text))
+                .and_then(|_| decode::<User>("k", &Payload::from(text)).map(|_| 0))
+                .expect_err("does not decode");
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(gone), "{shown}");
+            assert!(shown.contains("expected"), "{shown}");
+        }
     }
 
     #[test]
