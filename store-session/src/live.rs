@@ -10,6 +10,7 @@
 
 use std::any::{Any, type_name};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -126,7 +127,21 @@ impl<T: Send + Sync + 'static> Slot for LiveCell<T> {
 /// The live entries of one scope.
 #[derive(Default)]
 pub(crate) struct LiveScope {
-    entries: Mutex<Entries>,
+    /// Sharded by key, so threads using different keys of one scope rarely
+    /// wait for each other.
+    shards: [Mutex<Entries>; SHARDS],
+    hasher: foldhash::fast::FixedState,
+}
+
+/// Lock shards per scope.
+const SHARDS: usize = 16;
+
+impl LiveScope {
+    fn shard(&self, key: &str) -> &Mutex<Entries> {
+        // Truncating the hash is fine: any bits pick a shard.
+        let at = self.hasher.hash_one(key) as usize % SHARDS;
+        &self.shards[at]
+    }
 }
 
 fn downcast<T: Send + Sync + 'static>(key: &str, slot: &Arc<dyn Slot>) -> Result<Arc<LiveCell<T>>> {
@@ -153,7 +168,8 @@ impl LiveScope {
         F: FnOnce() -> T,
     {
         instance.check_read(key)?;
-        if let Some(slot) = lock(&self.entries).get(key) {
+        let shard = self.shard(key);
+        if let Some(slot) = lock(shard).get(key) {
             // Only a valid key was ever inserted.
             return Ok(Handle {
                 cell: downcast::<T>(key, slot)?,
@@ -170,7 +186,7 @@ impl LiveScope {
             to_json,
         );
         let cell: Arc<LiveCell<T>> = Arc::new(cell);
-        let mut entries = lock(&self.entries);
+        let mut entries = lock(shard);
         if let Some(slot) = entries.get(key) {
             // Someone created it meanwhile; theirs wins, ours is dropped.
             return Ok(Handle {
@@ -184,7 +200,7 @@ impl LiveScope {
     }
 
     pub(crate) fn remove(&self, instance: &Instance, key: &str) -> bool {
-        let removed = lock(&self.entries).remove(key);
+        let removed = lock(self.shard(key)).remove(key);
         match removed {
             Some(slot) => {
                 slot.retire();
@@ -196,7 +212,16 @@ impl LiveScope {
     }
 
     pub(crate) fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = lock(&self.entries).keys().map(|k| k.to_string()).collect();
+        let mut keys: Vec<String> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                lock(shard)
+                    .keys()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         keys.sort();
         keys
     }
@@ -209,7 +234,16 @@ impl LiveScope {
 
     /// Retires and drops every entry; returns how many there were.
     pub(crate) fn retire_all(&self) -> usize {
-        let drained: Vec<_> = lock(&self.entries).drain().map(|(_, slot)| slot).collect();
+        let drained: Vec<_> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                lock(shard)
+                    .drain()
+                    .map(|(_, slot)| slot)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         for slot in &drained {
             slot.retire();
         }
@@ -217,9 +251,15 @@ impl LiveScope {
     }
 
     pub(crate) fn snapshot(&self) -> Value {
-        let slots: Vec<(String, Arc<dyn Slot>)> = lock(&self.entries)
+        let slots: Vec<(String, Arc<dyn Slot>)> = self
+            .shards
             .iter()
-            .map(|(k, s)| (k.to_string(), Arc::clone(s)))
+            .flat_map(|shard| {
+                lock(shard)
+                    .iter()
+                    .map(|(k, s)| (k.to_string(), Arc::clone(s)))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let mut map = Map::new();
         for (key, slot) in slots {
