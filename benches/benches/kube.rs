@@ -367,14 +367,26 @@ async fn b6_b9_cold_start() -> Result<()> {
     let started = Instant::now();
     let backend = backend(&server, "b6", COLD_CAPACITY).await?;
     let shards = backend.objects().len();
-    let reader = open(backend, None).await?;
+    let reader = open(backend.clone(), None).await?;
     reader.ready().await?;
     let ready = started.elapsed();
+    let held = live_bytes() - before;
+    // Diagnostic: a second store on the same backend instance shares its cache
+    // and history, so what it adds is one store's view alone.
+    let second = open(backend, None).await?;
+    second.ready().await?;
+    let view_alone = live_bytes() - before - held;
+    second.close().await?;
+    drop(second);
+    println!(
+        "B9: of that, one store's view {:.1} MiB; the backend's cache and history {:.1} MiB",
+        view_alone as f64 / 1048576.0,
+        (held - view_alone) as f64 / 1048576.0
+    );
     let len = reader.len();
     if len != keys {
         return Err(format!("the cold replica sees {len} keys of {keys}").into());
     }
-    let held = live_bytes() - before;
     println!(
         "B6/B9: {keys} keys, {shards} shards; ready in {:.2} s; {:.1} MiB held for {:.1} MiB of payload",
         ready.as_secs_f64(),
