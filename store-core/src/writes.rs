@@ -213,7 +213,8 @@ impl Writes {
     pub(crate) fn take_batch(&mut self, max: usize) -> VecDeque<Slot> {
         let n = self.queue.len().min(max.max(1));
         let batch = if n == self.queue.len() {
-            mem::take(&mut self.queue)
+            // The next batch likely grows as large: allocate once, not by doubling.
+            mem::replace(&mut self.queue, VecDeque::with_capacity(n))
         } else {
             self.queue.drain(..n).collect()
         };
