@@ -79,9 +79,10 @@ pub(crate) fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Payl
         };
         buffer.clear();
         let written = serde_json::to_writer(&mut *buffer, value);
-        let payload = written.map(|()| {
-            // serde_json writes only valid UTF-8.
-            Payload::from(String::from_utf8_lossy(&buffer).as_ref())
+        let payload = written.map(|()| match std::str::from_utf8(&buffer) {
+            Ok(text) => Payload::from(text),
+            // serde_json writes only valid UTF-8; never reached.
+            Err(_) => Payload::from(String::from_utf8_lossy(&buffer).as_ref()),
         });
         if buffer.capacity() > KEEP {
             *buffer = Vec::new();
