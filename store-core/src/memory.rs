@@ -7,7 +7,7 @@
 //! can be injected so tests can see how a store behaves when its backend
 //! fails.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -332,9 +332,15 @@ impl Backend for MemoryBackend {
         let mut outcomes = Vec::with_capacity(batch.ops.len());
         // One change per key, at the position of its last write in the batch.
         let mut changes: Vec<Option<Change>> = Vec::new();
+        // The front-end coalesces plain writes, so keys rarely repeat in a
+        // batch: only then is the key of every change remembered.
+        let repeats = {
+            let mut seen = HashSet::with_capacity(batch.ops.len());
+            !batch.ops.iter().all(|op| seen.insert(op.key.as_str()))
+        };
         let mut positions: HashMap<String, usize> = HashMap::new();
         let mut record = |change: Change| {
-            if let Some(earlier) = positions.insert(change.key.clone(), changes.len()) {
+            if repeats && let Some(earlier) = positions.insert(change.key.clone(), changes.len()) {
                 changes[earlier] = None;
             }
             changes.push(Some(change));
