@@ -473,6 +473,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_repeating_a_key_reports_its_last_write_once() {
+        let backend = MemoryBackend::new();
+        let mut watch = backend.watch(Revision(0)).await.expect("watch");
+        backend
+            .apply(Batch {
+                ops: vec![put("a", "1"), put("b", "1"), put("a", "2")],
+                atomic: false,
+            })
+            .await
+            .expect("apply");
+        let event = futures_util::StreamExt::next(&mut watch).await;
+        let Some(Ok(WatchEvent::Changes { changes, .. })) = event else {
+            panic!("expected changes, got {event:?}");
+        };
+        let seen: Vec<(&str, Option<&str>)> = changes
+            .iter()
+            .map(|c| (c.key.as_str(), c.value.as_ref().map(Payload::as_str)))
+            .collect();
+        assert_eq!(seen, [("b", Some("1")), ("a", Some("2"))]);
+    }
+
+    #[tokio::test]
+    async fn a_prefix_watch_sees_only_its_keys_and_progress_for_the_rest() {
+        let backend = MemoryBackend::new();
+        let mut watch = backend
+            .watch_prefix(Revision(0), "a/")
+            .await
+            .expect("watch");
+        for key in ["b/1", "a/1"] {
+            backend
+                .apply(Batch {
+                    ops: vec![put(key, "1")],
+                    atomic: false,
+                })
+                .await
+                .expect("apply");
+        }
+        let first = futures_util::StreamExt::next(&mut watch).await;
+        assert!(
+            matches!(first, Some(Ok(WatchEvent::Progress(Revision(1))))),
+            "{first:?}"
+        );
+        let second = futures_util::StreamExt::next(&mut watch).await;
+        assert!(
+            matches!(&second, Some(Ok(WatchEvent::Changes { changes, .. })) if changes.len() == 1 && changes[0].key == "a/1"),
+            "{second:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_noop_write_makes_no_revision() {
         let backend = MemoryBackend::new();
         let first = backend
