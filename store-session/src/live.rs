@@ -5,14 +5,14 @@
 //! updating one entry of a large map held in the store is O(1). A cell removed
 //! from its scope is marked retired, and its handles fail with `Outdated`.
 //!
-//! A change costs an atomic increment; watchers are woken only when there are
+//! A change costs nothing beyond the entry's lock; watchers are woken only when there are
 //! any, so the common case (nobody watching) takes no further lock.
 
 use std::any::{Any, type_name};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use serde::Serialize;
@@ -27,13 +27,19 @@ type ToJson<T> = fn(&T) -> Value;
 
 type Entries = HashMap<Arc<str>, Arc<dyn Slot>, foldhash::fast::RandomState>;
 
+/// The value and its version, changed together under the cell's lock (so a
+/// change costs no atomic operation beyond the lock's own).
+struct Versioned<T> {
+    value: T,
+    version: u64,
+}
+
 /// One live value with its version.
 pub(crate) struct LiveCell<T> {
     key: Arc<str>,
     /// The instance's gate, checked on every call.
     gate: Arc<Gate>,
-    value: Mutex<T>,
-    version: AtomicU64,
+    value: Mutex<Versioned<T>>,
     /// Wakes watchers; sent to only while one exists.
     watchers: watch::Sender<()>,
     retired: AtomicBool,
@@ -45,8 +51,7 @@ impl<T> LiveCell<T> {
         let cell = LiveCell {
             key,
             gate,
-            value: Mutex::new(value),
-            version: AtomicU64::new(1),
+            value: Mutex::new(Versioned { value, version: 1 }),
             watchers: watch::Sender::new(()),
             retired: AtomicBool::new(false),
             to_json: OnceLock::new(),
@@ -57,13 +62,19 @@ impl<T> LiveCell<T> {
         cell
     }
 
-    fn value(&self) -> MutexGuard<'_, T> {
+    fn value(&self) -> MutexGuard<'_, Versioned<T>> {
         self.value.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn bump(&self) {
-        self.version.fetch_add(1, Ordering::AcqRel);
+    /// Runs `f` on the value as one change: a new version, watchers woken.
+    fn change<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let out = {
+            let mut cell = self.value();
+            cell.version += 1;
+            f(&mut cell.value)
+        };
         self.wake();
+        out
     }
 
     fn wake(&self) {
@@ -105,7 +116,7 @@ impl<T: Send + Sync + 'static> Slot for LiveCell<T> {
     }
 
     fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
+        self.value().version
     }
 
     fn type_name(&self) -> &'static str {
@@ -114,7 +125,7 @@ impl<T: Send + Sync + 'static> Slot for LiveCell<T> {
 
     fn to_json(&self) -> Value {
         match self.to_json.get() {
-            Some(f) => f(&self.value()),
+            Some(f) => f(&self.value().value),
             None => serde_json::json!({ "$type": type_name::<T>() }),
         }
     }
@@ -325,14 +336,13 @@ impl<T: Send + Sync + 'static> Handle<T> {
     /// Runs `f` on the value without copying it.
     pub fn read<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
         self.check_read()?;
-        Ok(f(&self.cell.value()))
+        Ok(f(&self.cell.value().value))
     }
 
     /// Replaces the value.
     pub fn set(&self, value: T) -> Result<()> {
         self.check_write()?;
-        *self.cell.value() = value;
-        self.cell.bump();
+        self.cell.change(|current| *current = value);
         Ok(())
     }
 
@@ -340,9 +350,7 @@ impl<T: Send + Sync + 'static> Handle<T> {
     /// between the read and the write. Returns what `f` returns.
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
         self.check_write()?;
-        let out = f(&mut self.cell.value());
-        self.cell.bump();
-        Ok(out)
+        Ok(self.cell.change(f))
     }
 
     /// Locks the value for in-place mutation; the change counts (a new version,
@@ -359,7 +367,7 @@ impl<T: Send + Sync + 'static> Handle<T> {
     /// The entry's version: 1 when created, one more per change.
     pub fn version(&self) -> Result<u64> {
         self.check_read()?;
-        Ok(self.cell.version.load(Ordering::Acquire))
+        Ok(self.cell.value().version)
     }
 
     /// A watcher woken by every later change to this entry.
@@ -382,7 +390,7 @@ impl<T: Send + Sync + 'static> Handle<T> {
 
 /// A lock on one live value; see [`Handle::lock`].
 pub struct LiveGuard<'a, T> {
-    guard: MutexGuard<'a, T>,
+    guard: MutexGuard<'a, Versioned<T>>,
     cell: &'a LiveCell<T>,
 }
 
@@ -395,19 +403,20 @@ impl<T> std::fmt::Debug for LiveGuard<'_, T> {
 impl<T> Deref for LiveGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.guard
+        &self.guard.value
     }
 }
 
 impl<T> DerefMut for LiveGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
+        &mut self.guard.value
     }
 }
 
 impl<T> Drop for LiveGuard<'_, T> {
     fn drop(&mut self) {
-        self.cell.bump();
+        self.guard.version += 1;
+        self.cell.wake();
     }
 }
 
