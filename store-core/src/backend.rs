@@ -343,6 +343,44 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Watches every change after `from` (exclusive), in revision order.
     fn watch(&self, from: Revision) -> impl Future<Output = Result<WatchStream>> + Send;
+
+    /// Like [`watch`](Self::watch), passing only changes to keys that start with
+    /// `prefix`; a revision with none of them arrives as [`WatchEvent::Progress`].
+    ///
+    /// The default filters [`watch`](Self::watch)'s events. A backend that can
+    /// filter before it copies changes out (as [`MemoryBackend`](crate::MemoryBackend)
+    /// does) should, so many narrow watchers cost little.
+    fn watch_prefix(
+        &self,
+        from: Revision,
+        prefix: &str,
+    ) -> impl Future<Output = Result<WatchStream>> + Send {
+        let prefix = prefix.to_owned();
+        async move {
+            let stream = self.watch(from).await?;
+            Ok(Box::pin(futures_util::StreamExt::map(stream, move |event| {
+                event.map(|event| keep_prefix(&prefix, event))
+            })) as WatchStream)
+        }
+    }
+}
+
+/// Keeps the changes under `prefix`; a revision with none left becomes progress.
+fn keep_prefix(prefix: &str, event: WatchEvent) -> WatchEvent {
+    match event {
+        WatchEvent::Changes {
+            revision,
+            mut changes,
+        } => {
+            changes.retain(|change| change.key.starts_with(prefix));
+            if changes.is_empty() {
+                WatchEvent::Progress(revision)
+            } else {
+                WatchEvent::Changes { revision, changes }
+            }
+        }
+        other => other,
+    }
 }
 
 /// Checks a batch against the backend's capabilities, so every backend refuses

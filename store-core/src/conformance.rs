@@ -159,6 +159,14 @@ impl<B: Backend> Backend for Gated<B> {
     fn watch(&self, from: Revision) -> impl Future<Output = Result<WatchStream>> + Send {
         self.inner.watch(from)
     }
+
+    fn watch_prefix(
+        &self,
+        from: Revision,
+        prefix: &str,
+    ) -> impl Future<Output = Result<WatchStream>> + Send {
+        self.inner.watch_prefix(from, prefix)
+    }
 }
 
 /// Runs one case on a fresh multi-threaded runtime with a two-minute limit.

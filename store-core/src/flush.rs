@@ -76,13 +76,15 @@ pub(crate) async fn run(shared: Arc<Shared>, max_batch: usize, interval: Option<
 }
 
 fn take(shared: &Shared, max_batch: usize) -> Option<Vec<Slot>> {
-    shared.with_writes(|w| {
+    let batch = shared.with_writes(|w| {
         if w.is_empty() {
             None
         } else {
             Some(w.take_batch(max_batch))
         }
-    })
+    });
+    // Outside the lock: this may move every slot.
+    batch.map(Vec::from)
 }
 
 /// Sleeps until the next tick of the schedule `epoch + k * interval`, or until the
@@ -159,6 +161,9 @@ fn fail(shared: &Shared, slots: Vec<Slot>, error: &Error) {
         for slot in &slots {
             w.failed(&slot.key, slot.seq, error.clone());
         }
+        if let Some(last) = slots.last() {
+            w.batch_failed(last.seq);
+        }
     });
     for slot in slots {
         for waiter in slot.waiters {
@@ -198,13 +203,12 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
     // One lock for the whole batch: `set` callers queue behind the same lock.
     shared.with_writes(|w| {
         for (slot, result) in &results {
-            if slot.precondition.is_some() {
-                continue;
+            if let (None, Err(error)) = (slot.precondition, result) {
+                w.failed(&slot.key, slot.seq, error.clone());
             }
-            match result {
-                Ok(_) => w.acknowledged(&slot.key, slot.seq, revision, view_revision),
-                Err(error) => w.failed(&slot.key, slot.seq, error.clone()),
-            }
+        }
+        if let Some((last, _)) = results.last() {
+            w.acknowledged(last.seq, revision, view_revision);
         }
     });
     for (slot, result) in results {

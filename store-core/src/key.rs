@@ -55,8 +55,8 @@ pub enum KeyError {
         /// Arguments given.
         got: usize,
     },
-    /// A key-family argument is empty or holds the text that follows its
-    /// placeholder, so the key could not be parsed back.
+    /// A key-family argument is empty, or holds (or ends in the start of) the
+    /// text that follows its placeholder, so the key could not be parsed back.
     #[error("key-family argument {index} is empty or holds the separator that follows it")]
     AmbiguousArgument {
         /// Zero-based position of the argument.
@@ -499,7 +499,13 @@ impl<T: ?Sized> KeyFamily<T> {
                         Some(Segment::Literal(text)) => Some(*text),
                         _ => None,
                     };
-                    if value.is_empty() || next_literal.is_some_and(|l| value.contains(l)) {
+                    // Parsing ends this argument at the first occurrence of the
+                    // next literal, so that must be the one right after it: an
+                    // argument holding the literal, or ending in a part of it that
+                    // starts it again (`a/job` before `/job/`), is ambiguous.
+                    let ambiguous = next_literal
+                        .is_some_and(|l| format!("{value}{l}").find(l) != Some(value.len()));
+                    if value.is_empty() || ambiguous {
                         return Err(Error::InvalidKey {
                             key: format!("{key}{value}"),
                             reason: KeyError::AmbiguousArgument { index },
@@ -693,6 +699,19 @@ mod tests {
         );
         assert!(family.key(("", "z")).is_err());
         assert!(family.key("only-one").is_err());
+    }
+
+    #[test]
+    fn an_argument_ending_in_the_start_of_a_self_overlapping_separator_is_rejected() {
+        let family: KeyFamily<u8> = KeyFamily::new("tenant/{tenant}/job/{job}");
+        // `tenant/a/job/job/42` would parse back as ("a", "job/42").
+        assert!(family.key(("a/job", "42")).is_err());
+        let key = family.key(("a/jo", "42")).map(|k| k.to_string());
+        assert_eq!(key.as_deref().ok(), Some("tenant/a/jo/job/42"));
+        assert_eq!(
+            family.parse::<(String, u32)>("tenant/a/jo/job/42"),
+            Some(("a/jo".into(), 42))
+        );
     }
 
     #[test]

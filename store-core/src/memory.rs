@@ -7,7 +7,7 @@
 //! can be injected so tests can see how a store behaves when its backend
 //! fails.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -36,6 +36,9 @@ type Event = (Revision, Arc<Vec<Change>>);
 
 struct State {
     entries: BTreeMap<String, Stored>,
+    /// Keys with a time to live, by deadline: the reaper and every call look at
+    /// the front only, so expiry costs nothing per key that never expires.
+    expiring: BTreeSet<(Instant, String)>,
     revision: Revision,
     /// Revisions after `compacted` are in `history`.
     history: VecDeque<Event>,
@@ -86,6 +89,7 @@ impl MemoryBackend {
         MemoryBackend {
             state: Arc::new(Mutex::new(State {
                 entries: BTreeMap::new(),
+                expiring: BTreeSet::new(),
                 revision: Revision(0),
                 history: VecDeque::new(),
                 compacted: Revision(0),
@@ -158,17 +162,17 @@ impl State {
 
     /// Removes expired keys in one revision of their own.
     fn expire(&mut self, now: Instant) {
-        let expired: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, s)| s.expires.is_some_and(|at| at <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let mut expired = Vec::new();
+        while let Some((at, _)) = self.expiring.first()
+            && *at <= now
+        {
+            if let Some((_, key)) = self.expiring.pop_first() {
+                self.entries.remove(&key);
+                expired.push(key);
+            }
+        }
         if expired.is_empty() {
             return;
-        }
-        for key in &expired {
-            self.entries.remove(key);
         }
         self.commit(
             expired
@@ -179,7 +183,29 @@ impl State {
     }
 
     fn next_expiry(&self) -> Option<Instant> {
-        self.entries.values().filter_map(|s| s.expires).min()
+        self.expiring.first().map(|(at, _)| *at)
+    }
+
+    /// Stores `key`, keeping the expiry index in step.
+    fn insert(&mut self, key: String, stored: Stored) {
+        if let Some(at) = self.entries.get(&key).and_then(|s| s.expires) {
+            self.expiring.remove(&(at, key.clone()));
+        }
+        if let Some(at) = stored.expires {
+            self.expiring.insert((at, key.clone()));
+        }
+        self.entries.insert(key, stored);
+    }
+
+    /// Removes `key`, keeping the expiry index in step; whether it was there.
+    fn remove(&mut self, key: &str) -> bool {
+        let Some(stored) = self.entries.remove(key) else {
+            return false;
+        };
+        if let Some(at) = stored.expires {
+            self.expiring.remove(&(at, key.to_owned()));
+        }
+        true
     }
 
     fn holds(
@@ -304,7 +330,21 @@ impl Backend for MemoryBackend {
         }
         let next = Version(state.revision.0 + 1);
         let mut outcomes = Vec::with_capacity(batch.ops.len());
-        let mut changes: Vec<Change> = Vec::new();
+        // One change per key, at the position of its last write in the batch.
+        let mut changes: Vec<Option<Change>> = Vec::new();
+        // The front-end coalesces plain writes, so keys rarely repeat in a
+        // batch: only then is the key of every change remembered.
+        let repeats = {
+            let mut seen = HashSet::with_capacity(batch.ops.len());
+            !batch.ops.iter().all(|op| seen.insert(op.key.as_str()))
+        };
+        let mut positions: HashMap<String, usize> = HashMap::new();
+        let mut record = |change: Change| {
+            if repeats && let Some(earlier) = positions.insert(change.key.clone(), changes.len()) {
+                changes[earlier] = None;
+            }
+            changes.push(Some(change));
+        };
         let mut needs_reaper = false;
         for op in batch.ops {
             if let Some(precondition) = op.precondition
@@ -327,7 +367,7 @@ impl Backend for MemoryBackend {
                         outcomes.push(Outcome::Applied(version));
                         continue;
                     }
-                    state.entries.insert(
+                    state.insert(
                         op.key.clone(),
                         Stored {
                             value: value.clone(),
@@ -335,17 +375,15 @@ impl Backend for MemoryBackend {
                             expires,
                         },
                     );
-                    changes.retain(|c| c.key != op.key);
-                    changes.push(Change {
+                    record(Change {
                         key: op.key,
                         value: Some(value),
                     });
                     outcomes.push(Outcome::Applied(next));
                 }
                 OpKind::Delete => {
-                    if state.entries.remove(&op.key).is_some() {
-                        changes.retain(|c| c.key != op.key);
-                        changes.push(Change {
+                    if state.remove(&op.key) {
+                        record(Change {
                             key: op.key,
                             value: None,
                         });
@@ -356,6 +394,7 @@ impl Backend for MemoryBackend {
                 }
             }
         }
+        let changes: Vec<Change> = changes.into_iter().flatten().collect();
         let revision = if changes.is_empty() {
             state.revision
         } else {
@@ -368,6 +407,12 @@ impl Backend for MemoryBackend {
     }
 
     async fn watch(&self, from: Revision) -> Result<WatchStream> {
+        self.watch_prefix(from, "").await
+    }
+
+    /// Filters each revision's changes before copying them out, so a watcher of
+    /// one prefix pays only for the changes under it.
+    async fn watch_prefix(&self, from: Revision, prefix: &str) -> Result<WatchStream> {
         let mut state = self.lock();
         state.expire(Instant::now());
         if from < state.compacted {
@@ -381,23 +426,37 @@ impl Backend for MemoryBackend {
             .collect();
         let live = state.events.subscribe();
         drop(state);
-        fn to_event((revision, changes): Event) -> Result<WatchEvent> {
-            Ok(WatchEvent::Changes {
-                revision,
-                changes: changes.as_ref().clone(),
+        let prefix: Arc<str> = Arc::from(prefix);
+        let to_event = move |(revision, changes): Event| -> Result<WatchEvent> {
+            let mine: Vec<Change> = changes
+                .iter()
+                .filter(|change| change.key.starts_with(&*prefix))
+                .cloned()
+                .collect();
+            Ok(if mine.is_empty() {
+                WatchEvent::Progress(revision)
+            } else {
+                WatchEvent::Changes {
+                    revision,
+                    changes: mine,
+                }
             })
-        }
-        let backlog = futures_util::stream::iter(backlog.into_iter().map(to_event));
-        let live = futures_util::stream::unfold((live, false), |(mut rx, done)| async move {
-            if done {
-                return None;
-            }
-            match rx.recv().await {
-                Ok(event) => Some((to_event(event), (rx, false))),
-                // Too slow to keep up, or compacted: the caller must re-list.
-                Err(
-                    broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed,
-                ) => Some((Ok(WatchEvent::Gap), (rx, true))),
+        };
+        let backlog = futures_util::stream::iter(backlog.into_iter().map(to_event.clone()));
+        let live = futures_util::stream::unfold((live, false), move |(mut rx, done)| {
+            let to_event = to_event.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                match rx.recv().await {
+                    Ok(event) => Some((to_event(event), (rx, false))),
+                    // Too slow to keep up, or compacted: the caller must re-list.
+                    Err(
+                        broadcast::error::RecvError::Lagged(_)
+                        | broadcast::error::RecvError::Closed,
+                    ) => Some((Ok(WatchEvent::Gap), (rx, true))),
+                }
             }
         });
         Ok(Box::pin(backlog.chain(live)))
@@ -411,6 +470,56 @@ mod tests {
 
     fn put(key: &str, value: &str) -> Op {
         Op::put(key, Payload::from(value))
+    }
+
+    #[tokio::test]
+    async fn a_batch_repeating_a_key_reports_its_last_write_once() {
+        let backend = MemoryBackend::new();
+        let mut watch = backend.watch(Revision(0)).await.expect("watch");
+        backend
+            .apply(Batch {
+                ops: vec![put("a", "1"), put("b", "1"), put("a", "2")],
+                atomic: false,
+            })
+            .await
+            .expect("apply");
+        let event = futures_util::StreamExt::next(&mut watch).await;
+        let Some(Ok(WatchEvent::Changes { changes, .. })) = event else {
+            panic!("expected changes, got {event:?}");
+        };
+        let seen: Vec<(&str, Option<&str>)> = changes
+            .iter()
+            .map(|c| (c.key.as_str(), c.value.as_ref().map(Payload::as_str)))
+            .collect();
+        assert_eq!(seen, [("b", Some("1")), ("a", Some("2"))]);
+    }
+
+    #[tokio::test]
+    async fn a_prefix_watch_sees_only_its_keys_and_progress_for_the_rest() {
+        let backend = MemoryBackend::new();
+        let mut watch = backend
+            .watch_prefix(Revision(0), "a/")
+            .await
+            .expect("watch");
+        for key in ["b/1", "a/1"] {
+            backend
+                .apply(Batch {
+                    ops: vec![put(key, "1")],
+                    atomic: false,
+                })
+                .await
+                .expect("apply");
+        }
+        let first = futures_util::StreamExt::next(&mut watch).await;
+        assert!(
+            matches!(first, Some(Ok(WatchEvent::Progress(Revision(1))))),
+            "{first:?}"
+        );
+        let second = futures_util::StreamExt::next(&mut watch).await;
+        assert!(
+            matches!(&second, Some(Ok(WatchEvent::Changes { changes, .. })) if changes.len() == 1 && changes[0].key == "a/1"),
+            "{second:?}"
+        );
     }
 
     #[tokio::test]

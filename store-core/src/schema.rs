@@ -176,15 +176,19 @@ impl Checker<'_> {
             return Self::fail(
                 path,
                 format!(
-                    "expected one of {}, found {value}",
-                    Value::Array(allowed.clone())
+                    "expected one of {}, found another {}",
+                    Value::Array(allowed.clone()),
+                    kind(value)
                 ),
             );
         }
         if let Some(expected) = schema.get("const")
             && expected != value
         {
-            return Self::fail(path, format!("expected {expected}, found {value}"));
+            return Self::fail(
+                path,
+                format!("expected {expected}, found another {}", kind(value)),
+            );
         }
         match value {
             Value::Number(n) => Self::check_number(schema, n, path)?,
@@ -233,7 +237,7 @@ impl Checker<'_> {
                 .filter_map(|name| bound(name).map(|b| format!("{name} {b}")))
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Self::fail(path, format!("{n} is out of range ({range})"));
+            return Self::fail(path, format!("the number is out of range ({range})"));
         }
         Ok(())
     }

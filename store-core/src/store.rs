@@ -86,7 +86,7 @@ pub(crate) struct Shared {
     pub(crate) retry: RetryPolicy,
     pub(crate) view: RwLock<View>,
     writes: Mutex<Writes>,
-    /// Number of overlay entries, so reads skip the write lock when there are none.
+    /// 1 while any overlay entry counts, so reads skip the write lock when none does.
     pending: AtomicUsize,
     pub(crate) wake_flusher: Notify,
     /// The view's revision.
@@ -94,9 +94,21 @@ pub(crate) struct Shared {
     /// Highest write sequence number whose outcome is settled.
     pub(crate) settled: watch::Sender<u64>,
     pub(crate) changes: broadcast::Sender<ChangeEvent>,
+    /// Changes held back from subscribers until start-up ends.
+    pub(crate) held: Mutex<Held>,
     pub(crate) readiness: watch::Sender<Readiness>,
     is_closed: AtomicBool,
     pub(crate) closed: watch::Sender<bool>,
+}
+
+/// Where changes go while the store starts (see [`Shared::publish`]).
+pub(crate) enum Held {
+    /// Before the initial listing is in the view: nothing to hold.
+    Listing,
+    /// While the on-ready hooks run: held for subscribers made before `ready`.
+    Hooks(Vec<ChangeEvent>),
+    /// Started: straight to subscribers.
+    Open,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,8 +128,57 @@ impl Shared {
     pub(crate) fn with_writes<R>(&self, f: impl FnOnce(&mut Writes) -> R) -> R {
         let mut writes = lock(&self.writes);
         let out = f(&mut writes);
-        self.pending.store(writes.overlay.len(), Ordering::Release);
+        // Stored only on a change: readers on other cores keep the line cached.
+        let pending = usize::from(writes.has_overlay());
+        if self.pending.load(Ordering::Relaxed) != pending {
+            self.pending.store(pending, Ordering::Release);
+        }
         out
+    }
+
+    /// Hands `events` to subscribers, or holds them while the store starts.
+    pub(crate) fn publish(&self, events: Vec<ChangeEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut held = lock(&self.held);
+        match &mut *held {
+            // The initial listing is the starting state, not a change.
+            Held::Listing => {}
+            Held::Hooks(waiting) => waiting.extend(events),
+            Held::Open => {
+                for event in events {
+                    // No receivers is fine: nobody subscribed.
+                    let _ = self.changes.send(event);
+                }
+            }
+        }
+    }
+
+    /// The initial listing is in the view: changes from now on reach subscribers
+    /// once the hooks are done.
+    pub(crate) fn synced(&self) {
+        let mut held = lock(&self.held);
+        if matches!(*held, Held::Listing) {
+            *held = Held::Hooks(Vec::new());
+        }
+    }
+
+    /// Start-up ended with `outcome`: subscribers get the changes held so far,
+    /// in order and ahead of any later one, or end when start-up failed.
+    fn started(&self, outcome: Readiness) {
+        let mut held = lock(&self.held);
+        let waiting = match std::mem::replace(&mut *held, Held::Open) {
+            Held::Hooks(waiting) => waiting,
+            Held::Listing | Held::Open => Vec::new(),
+        };
+        let ready = matches!(outcome, Readiness::Ready);
+        self.readiness.send_replace(outcome);
+        if ready {
+            for event in waiting {
+                let _ = self.changes.send(event);
+            }
+        }
     }
 
     pub(crate) fn view_revision(&self) -> Revision {
@@ -345,6 +406,7 @@ impl StoreBuilder {
             revision: watch::Sender::new(Revision(0)),
             settled: watch::Sender::new(0),
             changes,
+            held: Mutex::new(Held::Listing),
             readiness: watch::Sender::new(Readiness::Starting),
             is_closed: AtomicBool::new(false),
             closed: watch::Sender::new(false),
@@ -377,7 +439,7 @@ impl StoreBuilder {
                     Readiness::Failed(e)
                 }
             };
-            runner.shared.readiness.send_replace(outcome);
+            runner.shared.started(outcome);
         });
         store
     }
@@ -445,7 +507,7 @@ impl Store {
         self.check_open()?;
         if self.shared.pending.load(Ordering::Acquire) > 0 {
             let writes = lock(&self.shared.writes);
-            if let Some(entry) = writes.overlay.get(name) {
+            if let Some(entry) = writes.overlay(name) {
                 return match &entry.cell {
                     Some(cell) => cell.decode(name, key.validator()).map(Some),
                     None => Ok(None),
@@ -698,7 +760,7 @@ impl Store {
         let deadline = Instant::now() + self.timeout;
         let started = self.shared.with_writes(|w| {
             let start = w.last_seq();
-            let pending: Vec<String> = w.overlay.keys().map(|k| k.to_string()).collect();
+            let pending: Vec<String> = w.overlays().map(|(k, _)| k.to_string()).collect();
             for key in pending {
                 w.push_plain(&key, OpKind::Delete, None);
             }
@@ -719,8 +781,7 @@ impl Store {
             for entry in &listing.entries {
                 // Keys written through this handle since clear began stay.
                 let newer = w
-                    .overlay
-                    .get(entry.key.as_str())
+                    .overlay(entry.key.as_str())
                     .is_some_and(|o| o.seq > started);
                 if !newer {
                     w.push_plain(&entry.key, OpKind::Delete, None);
@@ -784,7 +845,11 @@ impl Store {
     }
 
     /// Changes to the store as the backend confirms them, in order, from now on.
-    /// Delivery starts once the store is ready. Narrow it with
+    /// Delivery starts once the store is ready; a subscription made while the
+    /// store starts also gets every change made since the initial listing (the
+    /// on-ready hooks' writes among them), so it doesn't matter how far start-up
+    /// got before `subscribe` was called. The initial listing itself is the
+    /// starting state, read with [`get`](Self::get), not a change. Narrow it with
     /// [`Subscription::key`] or [`Subscription::prefix`].
     pub fn subscribe(&self) -> Subscription {
         Subscription::new(
@@ -805,7 +870,7 @@ impl Store {
         let mut len = view.entries.len();
         if self.shared.pending.load(Ordering::Acquire) > 0 {
             self.shared.with_writes(|w| {
-                for (key, overlay) in &w.overlay {
+                for (key, overlay) in w.overlays() {
                     match (view.entries.contains_key(key), overlay.cell.is_some()) {
                         (false, true) => len += 1,
                         (true, false) => len -= 1,
@@ -836,7 +901,7 @@ impl Store {
         };
         let pending = self.shared.with_writes(|w| {
             let mut touched = BTreeSet::new();
-            for (key, overlay) in &w.overlay {
+            for (key, overlay) in w.overlays() {
                 touched.insert(key.to_string());
                 match &overlay.cell {
                     Some(cell) => entries.insert(key.to_string(), cell.payload.clone()),

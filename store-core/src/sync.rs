@@ -38,6 +38,7 @@ pub(crate) async fn run(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
         };
         replace_view(&shared, listing);
         if let Some(tx) = synced.take() {
+            shared.synced();
             let _ = tx.send(());
         }
         loop {
@@ -173,9 +174,6 @@ fn advance(shared: &Shared, revision: Revision) {
 fn publish(shared: &Shared, revision: Revision, events: Vec<ChangeEvent>) {
     let revision = shared.view_revision().max(revision);
     shared.with_writes(|w| w.view_reached(revision));
-    for event in events {
-        // No receivers is fine: nobody subscribed.
-        let _ = shared.changes.send(event);
-    }
+    shared.publish(events);
     shared.revision.send_replace(revision);
 }

@@ -62,13 +62,37 @@ pub trait StoreValue: Serialize + DeserializeOwned + Send + Sync + 'static {
 }
 
 /// Encodes a value for `key` as JSON text.
+///
+/// Serialises into a per-thread scratch buffer that keeps its capacity, so a
+/// write costs one allocation (the shared text) instead of a growing `String`
+/// copied into it and freed.
 pub(crate) fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Payload> {
-    serde_json::to_string(value)
-        .map(Payload::from)
-        .map_err(|e| Error::Encode {
-            key: key.to_owned(),
-            source: Arc::new(e),
-        })
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// A buffer grown past this is not kept, so one huge value doesn't pin memory.
+    const KEEP: usize = 64 * 1024;
+    let encoded = SCRATCH.with(|scratch| {
+        // A value whose `Serialize` itself writes to a store re-enters here.
+        let Ok(mut buffer) = scratch.try_borrow_mut() else {
+            return serde_json::to_string(value).map(Payload::from);
+        };
+        buffer.clear();
+        let written = serde_json::to_writer(&mut *buffer, value);
+        let payload = written.map(|()| match std::str::from_utf8(&buffer) {
+            Ok(text) => Payload::from(text),
+            // serde_json writes only valid UTF-8; never reached.
+            Err(_) => Payload::from(String::from_utf8_lossy(&buffer).as_ref()),
+        });
+        if buffer.capacity() > KEEP {
+            *buffer = Vec::new();
+        }
+        payload
+    });
+    encoded.map_err(|e| Error::Encode {
+        key: key.to_owned(),
+        source: Arc::new(e),
+    })
 }
 
 /// Runs a type's extra validation (see [`StoreValue::validate`]) on a stored value
@@ -97,12 +121,15 @@ pub(crate) fn validate_with(
 }
 
 /// Decodes JSON text stored at `key` into `T`, naming the path where it failed.
+///
+/// The error never quotes the stored value (values may be secrets and errors
+/// get logged): what the deserializer said about the value is redacted.
 pub fn decode<T: DeserializeOwned>(key: &str, payload: &Payload) -> Result<T> {
     let failed = |path: String, source: serde_json::Error| Error::Decode {
         key: key.to_owned(),
         type_name: type_name::<T>(),
         path,
-        source: Arc::new(source),
+        source: Arc::new(Redacted::of(&source)),
     };
     let mut de = serde_json::Deserializer::from_str(payload.as_str());
     let value = serde_path_to_error::deserialize(&mut de)
@@ -110,6 +137,51 @@ pub fn decode<T: DeserializeOwned>(key: &str, payload: &Payload) -> Result<T> {
     de.end().map_err(|e| failed(".".to_owned(), e))?;
     Ok(value)
 }
+
+/// What the deserializer said, with the parts of the stored value it quoted
+/// taken out: `invalid type: string "hunter2", expected u32` becomes
+/// `invalid type: string (redacted), expected u32`. What was expected, the
+/// line and the column stay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Redacted(String);
+
+impl Redacted {
+    fn of(error: &serde_json::Error) -> Self {
+        let message = error.to_string();
+        // serde quotes data as "text" or `text`, and only before ", expected".
+        let (data, expected) = match message.find(", expected") {
+            Some(at) => message.split_at(at),
+            None => (message.as_str(), ""),
+        };
+        let mut out = String::with_capacity(message.len());
+        let mut rest = data;
+        while let Some(open) = rest.find(['"', '`']) {
+            let quote = &rest[open..=open];
+            out.push_str(&rest[..open]);
+            match rest[open + 1..].rfind(quote) {
+                Some(close) => {
+                    out.push_str("(redacted)");
+                    rest = &rest[open + 1 + close + 1..];
+                }
+                None => {
+                    out.push_str("(redacted)");
+                    rest = "";
+                }
+            }
+        }
+        out.push_str(rest);
+        out.push_str(expected);
+        Redacted(out)
+    }
+}
+
+impl std::fmt::Display for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
 
 #[cfg(test)]
 mod tests {
@@ -120,6 +192,23 @@ mod tests {
     struct User {
         name: String,
         age: u8,
+    }
+
+    #[test]
+    fn a_decode_error_never_quotes_the_stored_value() {
+        for (text, gone) in [
+            (r#""hunter2""#, "hunter2"),
+            ("123456789", "123456789"),
+            (r#""sec\"ret""#, "sec"),
+            (r#"{"name":"a","age":"topsecret"}"#, "topsecret"),
+        ] {
+            let err = decode::<u8>("k", &Payload::from(text))
+                .and_then(|_| decode::<User>("k", &Payload::from(text)).map(|_| 0))
+                .expect_err("does not decode");
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(gone), "{shown}");
+            assert!(shown.contains("expected"), "{shown}");
+        }
     }
 
     #[test]

@@ -8,10 +8,17 @@
 //!   wins and a key never has two queued plain slots;
 //! - conditional writes (compare-and-set) never coalesce and never show in the
 //!   overlay: until the backend says yes they are not the truth;
-//! - an overlay entry leaves when the view reaches the revision that
+//! - an overlay entry stops counting when the view reaches the revision that
 //!   acknowledged it, or at once when its write failed.
+//!
+//! The flush and sync tasks touch this state once per batch, not once per
+//! write, so a caller queueing writes in a loop rarely waits for them or finds
+//! its cache lines moved to their core: batches are taken whole, and overlay
+//! entries are retired by a sequence-number watermark (`covered`) instead of
+//! one by one. Retired entries stay in the map, ignored, until it is swept.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::mem;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,16 +64,25 @@ pub(crate) struct Overlay {
     pub(crate) seq: u64,
     /// `None` for a pending removal.
     pub(crate) cell: Option<Cell>,
+    /// Whether a later plain write may replace this one in its queued slot (no
+    /// conditional write to the key was queued after it).
+    coalesce: bool,
 }
 
 #[derive(Default)]
 pub(crate) struct Writes {
     queue: VecDeque<Slot>,
-    /// Key to the sequence number of its queued plain slot.
-    queued: KeyMap<u64>,
-    pub(crate) overlay: KeyMap<Overlay>,
-    /// Overlay entries acknowledged at a revision the view has not reached.
-    acked: BTreeMap<Revision, Vec<(Arc<str>, u64)>>,
+    /// Every write up to this sequence number has been taken for sending.
+    taken: u64,
+    /// Every write up to this sequence number is in the view or failed: overlay
+    /// entries at or below it are retired.
+    covered: u64,
+    /// The newest sequence number in the overlay.
+    newest: u64,
+    overlay: KeyMap<Overlay>,
+    /// Batches acknowledged at a revision the view has not reached, oldest
+    /// first, as (revision, the batch's last sequence number).
+    acked: VecDeque<(Revision, u64)>,
     next_seq: u64,
     /// Failed writes not yet reported by a `flush`, by sequence number.
     failures: BTreeMap<u64, Error>,
@@ -77,6 +93,19 @@ pub(crate) struct Writes {
 /// Failures kept for `flush` to report; older ones are dropped (and were logged).
 const MAX_KEPT_FAILURES: usize = 256;
 
+/// Retired overlay entries are swept only past this many, so small stores never
+/// pay for a sweep.
+const SWEEP_AT: usize = 1024;
+
+/// The queued slot `seq`. Every sequence number is pushed once at the back and
+/// slots leave only from the front, so the queue holds consecutive numbers and
+/// the slot's index is its distance from the front.
+fn slot_mut(queue: &mut VecDeque<Slot>, seq: u64) -> Option<&mut Slot> {
+    let first = queue.front()?.seq;
+    let index = usize::try_from(seq.checked_sub(first)?).ok()?;
+    queue.get_mut(index).filter(|slot| slot.seq == seq)
+}
+
 impl Writes {
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
@@ -85,6 +114,22 @@ impl Writes {
     /// The sequence number of the newest write so far (0 when none).
     pub(crate) fn last_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Whether any overlay entry still counts.
+    pub(crate) fn has_overlay(&self) -> bool {
+        self.newest > self.covered
+    }
+
+    /// This handle's pending write to `key`, if it still counts.
+    pub(crate) fn overlay(&self, key: &str) -> Option<&Overlay> {
+        self.overlay.get(key).filter(|o| o.seq > self.covered)
+    }
+
+    /// Every pending write that still counts.
+    pub(crate) fn overlays(&self) -> impl Iterator<Item = (&Arc<str>, &Overlay)> {
+        let covered = self.covered;
+        self.overlay.iter().filter(move |(_, o)| o.seq > covered)
     }
 
     /// Queues a plain put or delete, coalescing with a queued one on the same key.
@@ -100,22 +145,32 @@ impl Writes {
             OpKind::Put { value, .. } => Some(Cell::new(value.clone())),
             OpKind::Delete => None,
         };
-        if let Some(&seq) = self.queued.get(key)
-            && let Some(slot) = self.slot_mut(seq)
+        if let Some(entry) = self.overlay.get_mut(key)
+            && entry.coalesce
+            && entry.seq > self.taken
+            && let Some(slot) = slot_mut(&mut self.queue, entry.seq)
         {
             slot.kind = kind;
             slot.waiters.extend(waiter);
-            if let Some(entry) = self.overlay.get_mut(key) {
-                entry.seq = seq;
-                entry.cell = cell;
-            }
-            return (seq, was_empty);
+            entry.cell = cell;
+            return (entry.seq, was_empty);
         }
         self.next_seq += 1;
         let seq = self.next_seq;
-        let key: Arc<str> = Arc::from(key);
-        self.queued.insert(Arc::clone(&key), seq);
-        self.overlay.insert(Arc::clone(&key), Overlay { seq, cell });
+        self.newest = seq;
+        let entry = Overlay {
+            seq,
+            cell: None,
+            coalesce: true,
+        };
+        let key = match self.overlay.get_key_value(key) {
+            Some((name, _)) => Arc::clone(name),
+            None => Arc::from(key),
+        };
+        let entry = self.overlay.entry(Arc::clone(&key)).or_insert(entry);
+        entry.seq = seq;
+        entry.cell = cell;
+        entry.coalesce = true;
         self.queue.push_back(Slot {
             seq,
             key,
@@ -137,9 +192,11 @@ impl Writes {
     ) -> bool {
         let was_empty = self.queue.is_empty();
         self.next_seq += 1;
-        let key: Arc<str> = Arc::from(key);
         // A later plain write must not coalesce into a slot queued before this one.
-        self.queued.remove(&key);
+        if let Some(entry) = self.overlay.get_mut(key) {
+            entry.coalesce = false;
+        }
+        let key: Arc<str> = Arc::from(key);
         self.queue.push_back(Slot {
             seq: self.next_seq,
             key,
@@ -151,68 +208,83 @@ impl Writes {
         was_empty
     }
 
-    fn slot_mut(&mut self, seq: u64) -> Option<&mut Slot> {
-        let index = self.queue.binary_search_by_key(&seq, |s| s.seq).ok()?;
-        self.queue.get_mut(index)
-    }
-
-    /// Takes up to `max` slots from the front of the queue for sending.
-    pub(crate) fn take_batch(&mut self, max: usize) -> Vec<Slot> {
+    /// Takes up to `max` slots from the front of the queue for sending: the
+    /// whole queue at once when it fits.
+    pub(crate) fn take_batch(&mut self, max: usize) -> VecDeque<Slot> {
         let n = self.queue.len().min(max.max(1));
-        let batch: Vec<Slot> = self.queue.drain(..n).collect();
-        for slot in &batch {
-            if self.queued.get(&slot.key) == Some(&slot.seq) {
-                self.queued.remove(&slot.key);
-            }
+        let batch = if n == self.queue.len() {
+            // The next batch likely grows as large: allocate once, not by doubling.
+            mem::replace(&mut self.queue, VecDeque::with_capacity(n))
+        } else {
+            self.queue.drain(..n).collect()
+        };
+        if let Some(last) = batch.back() {
+            self.taken = last.seq;
         }
         batch
     }
 
-    /// Records an acknowledged plain write: its overlay entry stays until the view
-    /// reaches `revision`, unless the view is already there.
+    /// Records an acknowledged batch whose last write is `last_seq`: its overlay
+    /// entries count until the view reaches `revision`.
     pub(crate) fn acknowledged(
         &mut self,
-        key: &Arc<str>,
-        seq: u64,
+        last_seq: u64,
         revision: Revision,
         view_revision: Revision,
     ) {
         self.last_ack = self.last_ack.max(revision);
-        if revision <= view_revision {
-            self.drop_overlay(key, seq);
-        } else {
-            self.acked
-                .entry(revision)
-                .or_default()
-                .push((Arc::clone(key), seq));
-        }
+        self.acked.push_back((revision, last_seq));
+        self.view_reached(view_revision);
     }
 
-    /// Drops the overlay entries the view now covers.
+    /// Retires the overlay entries the view now covers.
     pub(crate) fn view_reached(&mut self, revision: Revision) {
-        while let Some(entry) = self.acked.first_entry() {
-            if *entry.key() > revision {
+        while let Some(&(acked, last_seq)) = self.acked.front() {
+            if acked > revision {
                 break;
             }
-            for (key, seq) in entry.remove() {
-                self.drop_overlay(&key, seq);
-            }
+            self.acked.pop_front();
+            self.covered = self.covered.max(last_seq);
+        }
+        self.sweep();
+    }
+
+    /// Drops retired overlay entries once there are many: all of them when none
+    /// counts, else when at least half are retired. At most `newest - covered`
+    /// entries still count, so after a pass the map must double in retired
+    /// entries before the next: each entry is visited O(1) times.
+    fn sweep(&mut self) {
+        if self.overlay.len() < SWEEP_AT {
+            return;
+        }
+        if !self.has_overlay() {
+            self.overlay.clear();
+            return;
+        }
+        let counting = usize::try_from(self.newest - self.covered).unwrap_or(usize::MAX);
+        if self.overlay.len() / 2 >= counting {
+            let covered = self.covered;
+            self.overlay.retain(|_, o| o.seq > covered);
         }
     }
 
     /// Forgets a failed write so reads show the backend's truth again, and keeps the
     /// error for the next `flush`.
     pub(crate) fn failed(&mut self, key: &Arc<str>, seq: u64, error: Error) {
-        self.drop_overlay(key, seq);
+        if self.overlay.get(key).is_some_and(|o| o.seq == seq) {
+            self.overlay.remove(key);
+        }
         if self.failures.len() >= MAX_KEPT_FAILURES {
             self.failures.pop_first();
         }
         self.failures.insert(seq, error);
     }
 
-    fn drop_overlay(&mut self, key: &Arc<str>, seq: u64) {
-        if self.overlay.get(key).is_some_and(|o| o.seq == seq) {
-            self.overlay.remove(key);
+    /// A batch ending at `last_seq` failed as a whole: with nothing older waiting
+    /// for the view, everything up to it is settled.
+    pub(crate) fn batch_failed(&mut self, last_seq: u64) {
+        if self.acked.is_empty() {
+            self.covered = self.covered.max(last_seq);
         }
     }
 
@@ -296,10 +368,50 @@ mod tests {
         let mut w = Writes::default();
         let (seq, _) = w.push_plain("a", value("1"), None);
         let batch = w.take_batch(100);
-        w.acknowledged(&batch[0].key, seq, Revision(5), Revision(4));
-        assert!(w.overlay.contains_key("a"));
+        assert_eq!(batch[0].seq, seq);
+        w.acknowledged(seq, Revision(5), Revision(4));
+        assert!(w.overlay("a").is_some());
         w.view_reached(Revision(5));
-        assert!(!w.overlay.contains_key("a"));
+        assert!(w.overlay("a").is_none());
+        assert!(!w.has_overlay());
+    }
+
+    #[test]
+    fn a_failed_write_stops_showing_at_once_and_a_failed_batch_settles() {
+        let mut w = Writes::default();
+        let (seq, _) = w.push_plain("a", value("1"), None);
+        let batch = w.take_batch(100);
+        w.failed(&batch[0].key, seq, Error::Closed);
+        assert!(w.overlay("a").is_none());
+        w.batch_failed(seq);
+        assert!(!w.has_overlay());
+    }
+
+    #[test]
+    fn retired_entries_are_swept_once_there_are_many() {
+        let mut w = Writes::default();
+        for i in 0..SWEEP_AT {
+            w.push_plain(&format!("k{i}"), value("1"), None);
+        }
+        let last = w.take_batch(usize::MAX).back().map_or(0, |s| s.seq);
+        w.acknowledged(last, Revision(2), Revision(1));
+        assert_eq!(w.overlay.len(), SWEEP_AT, "not in the view yet");
+        w.view_reached(Revision(2));
+        assert!(w.overlay.is_empty());
+    }
+
+    #[test]
+    fn a_plain_write_after_a_taken_slot_does_not_coalesce_into_it() {
+        let mut w = Writes::default();
+        let (first, _) = w.push_plain("a", value("1"), None);
+        let _sent = w.take_batch(100);
+        let (second, _) = w.push_plain("a", value("2"), None);
+        assert!(second > first);
+        let (third, _) = w.push_plain("a", value("3"), None);
+        assert_eq!(third, second, "coalesces with the queued one");
+        let batch = w.take_batch(100);
+        assert_eq!(batch.len(), 1);
+        assert_eq!(payload(&batch[0].kind), Some("3"));
     }
 
     #[test]
@@ -307,8 +419,9 @@ mod tests {
         let mut w = Writes::default();
         let (seq, _) = w.push_plain("a", value("1"), None);
         let batch = w.take_batch(100);
+        assert_eq!(batch[0].seq, seq);
         w.push_plain("a", value("2"), None);
-        w.acknowledged(&batch[0].key, seq, Revision(5), Revision(5));
-        assert!(w.overlay.contains_key("a"), "the newer write still shows");
+        w.acknowledged(seq, Revision(5), Revision(5));
+        assert!(w.overlay("a").is_some(), "the newer write still shows");
     }
 }

@@ -736,8 +736,11 @@ impl Backend for KubeBackend {
     /// `watch` delivers.
     async fn list(&self, prefix: &str) -> Result<Listing> {
         let inner = &self.inner;
+        // Names and resourceVersions are all it needs: the data comes from the
+        // feed's cache, so a metadata-only list keeps a large store's values
+        // off the wire and out of the parser.
         let list = inner
-            .call("list", inner.api.list(&inner.list_params()))
+            .call("list", inner.api.list_metadata(&inner.list_params()))
             .await
             .map_err(error::from_kube)?;
         let targets = list

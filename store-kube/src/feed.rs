@@ -21,8 +21,11 @@ use tokio::sync::broadcast;
 use crate::backend::Inner;
 use crate::cache::parse_object;
 
-/// Revisions of changes kept for stores that watch from an older revision.
+/// Revisions kept for stores that watch from an older revision.
 const HISTORY: usize = 10_000;
+/// Key changes kept in all: the initial listing of a large store is one burst
+/// of changes no store replays (stores list first), and must not stay in memory.
+const HISTORY_CHANGES: usize = 10_000;
 
 #[derive(Debug, Clone)]
 enum Item {
@@ -32,6 +35,14 @@ enum Item {
 }
 
 impl Item {
+    /// Key changes it carries.
+    fn len(&self) -> usize {
+        match self {
+            Item::Changes(_, changes) => changes.len(),
+            Item::Progress(_) | Item::Gap => 0,
+        }
+    }
+
     fn to_event(&self) -> WatchEvent {
         match self {
             Item::Changes(revision, changes) => WatchEvent::Changes {
@@ -47,6 +58,8 @@ impl Item {
 /// The history and its subscribers.
 pub(crate) struct Feed {
     history: VecDeque<(Revision, Item)>,
+    /// Key changes in `history`.
+    changes: usize,
     /// Watches from before this revision cannot be served.
     oldest: Revision,
     /// The latest revision the feed has reached.
@@ -58,6 +71,7 @@ impl Default for Feed {
     fn default() -> Self {
         Feed {
             history: VecDeque::new(),
+            changes: 0,
             oldest: Revision(0),
             latest: Revision(0),
             tx: broadcast::channel(4096).0,
@@ -73,15 +87,19 @@ impl Feed {
                     return;
                 }
                 self.latest = *revision;
+                self.changes += item.len();
                 self.history.push_back((*revision, item.clone()));
-                while self.history.len() > HISTORY {
-                    if let Some((revision, _)) = self.history.pop_front() {
-                        self.oldest = revision;
-                    }
+                while self.history.len() > HISTORY || self.changes > HISTORY_CHANGES {
+                    let Some((revision, old)) = self.history.pop_front() else {
+                        break;
+                    };
+                    self.changes -= old.len();
+                    self.oldest = revision;
                 }
             }
             Item::Gap => {
                 self.history.clear();
+                self.changes = 0;
                 self.oldest = self.latest;
             }
         }

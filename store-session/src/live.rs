@@ -4,9 +4,13 @@
 //! itself, so a read or write touches one mutex and never the scope's map, and
 //! updating one entry of a large map held in the store is O(1). A cell removed
 //! from its scope is marked retired, and its handles fail with `Outdated`.
+//!
+//! A change costs nothing beyond the entry's lock; watchers are woken only when there are
+//! any, so the common case (nobody watching) takes no further lock.
 
 use std::any::{Any, type_name};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -17,23 +21,38 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::scope::json_of;
-use crate::session::{Instance, lock, outdated};
+use crate::session::{Gate, Instance, lock, outdated};
 
 type ToJson<T> = fn(&T) -> Value;
 
-/// One live value with its version (which also wakes watchers).
+type Entries = HashMap<Arc<str>, Arc<dyn Slot>, foldhash::fast::RandomState>;
+
+/// The value and its version, changed together under the cell's lock (so a
+/// change costs no atomic operation beyond the lock's own).
+struct Versioned<T> {
+    value: T,
+    version: u64,
+}
+
+/// One live value with its version.
 pub(crate) struct LiveCell<T> {
-    value: Mutex<T>,
-    version: watch::Sender<u64>,
+    key: Arc<str>,
+    /// The instance's gate, checked on every call.
+    gate: Arc<Gate>,
+    value: Mutex<Versioned<T>>,
+    /// Wakes watchers; sent to only while one exists.
+    watchers: watch::Sender<()>,
     retired: AtomicBool,
     to_json: OnceLock<ToJson<T>>,
 }
 
 impl<T> LiveCell<T> {
-    fn new(value: T, to_json: Option<ToJson<T>>) -> Self {
+    fn new(key: Arc<str>, gate: Arc<Gate>, value: T, to_json: Option<ToJson<T>>) -> Self {
         let cell = LiveCell {
-            value: Mutex::new(value),
-            version: watch::Sender::new(1),
+            key,
+            gate,
+            value: Mutex::new(Versioned { value, version: 1 }),
+            watchers: watch::Sender::new(()),
             retired: AtomicBool::new(false),
             to_json: OnceLock::new(),
         };
@@ -43,33 +62,61 @@ impl<T> LiveCell<T> {
         cell
     }
 
-    fn value(&self) -> MutexGuard<'_, T> {
+    fn value(&self) -> MutexGuard<'_, Versioned<T>> {
         self.value.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn bump(&self) {
-        self.version.send_modify(|v| *v += 1);
+    /// Runs `f` on the value as one change: a new version, watchers woken.
+    fn change<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let out = {
+            let mut cell = self.value();
+            cell.version += 1;
+            f(&mut cell.value)
+        };
+        self.wake();
+        out
+    }
+
+    fn wake(&self) {
+        if self.watchers.receiver_count() > 0 {
+            self.watchers.send_replace(());
+        }
     }
 }
 
 /// What the scope's map holds: a cell whose type is known only at run time.
 trait Slot: Send + Sync {
+    fn key(&self) -> &str;
+    fn gate(&self) -> &Gate;
     fn retire(&self);
     fn is_retired(&self) -> bool;
+    fn version(&self) -> u64;
     fn type_name(&self) -> &'static str;
     fn to_json(&self) -> Value;
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl<T: Send + Sync + 'static> Slot for LiveCell<T> {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
     fn retire(&self) {
         self.retired.store(true, Ordering::Release);
         // Wake watchers so they see the entry is gone.
-        self.version.send_modify(|_| {});
+        self.wake();
     }
 
     fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
+    }
+
+    fn version(&self) -> u64 {
+        self.value().version
     }
 
     fn type_name(&self) -> &'static str {
@@ -78,7 +125,7 @@ impl<T: Send + Sync + 'static> Slot for LiveCell<T> {
 
     fn to_json(&self) -> Value {
         match self.to_json.get() {
-            Some(f) => f(&self.value()),
+            Some(f) => f(&self.value().value),
             None => serde_json::json!({ "$type": type_name::<T>() }),
         }
     }
@@ -91,7 +138,21 @@ impl<T: Send + Sync + 'static> Slot for LiveCell<T> {
 /// The live entries of one scope.
 #[derive(Default)]
 pub(crate) struct LiveScope {
-    entries: Mutex<HashMap<String, Arc<dyn Slot>>>,
+    /// Sharded by key, so threads using different keys of one scope rarely
+    /// wait for each other.
+    shards: [Mutex<Entries>; SHARDS],
+    hasher: foldhash::fast::FixedState,
+}
+
+/// Lock shards per scope.
+const SHARDS: usize = 16;
+
+impl LiveScope {
+    fn shard(&self, key: &str) -> &Mutex<Entries> {
+        // Truncating the hash is fine: any bits pick a shard.
+        let at = self.hasher.hash_one(key) as usize % SHARDS;
+        &self.shards[at]
+    }
 }
 
 fn downcast<T: Send + Sync + 'static>(key: &str, slot: &Arc<dyn Slot>) -> Result<Arc<LiveCell<T>>> {
@@ -118,31 +179,39 @@ impl LiveScope {
         F: FnOnce() -> T,
     {
         instance.check_read(key)?;
-        store_core::key::validate(key)?;
-        let handle = |cell| Handle {
-            key: Arc::from(key),
-            cell,
-            instance: Arc::clone(instance),
-        };
-        if let Some(slot) = lock(&self.entries).get(key) {
-            return Ok(handle(downcast::<T>(key, slot)?));
+        let shard = self.shard(key);
+        if let Some(slot) = lock(shard).get(key) {
+            // Only a valid key was ever inserted.
+            return Ok(Handle {
+                cell: downcast::<T>(key, slot)?,
+            });
         }
+        store_core::key::validate(key)?;
         instance.check_write(key)?;
         // Built outside the lock: `init` may use this scope itself.
-        let cell: Arc<LiveCell<T>> = Arc::new(LiveCell::new(init(), to_json));
-        let mut entries = lock(&self.entries);
+        let name: Arc<str> = Arc::from(key);
+        let cell = LiveCell::new(
+            Arc::clone(&name),
+            Arc::clone(&instance.gate),
+            init(),
+            to_json,
+        );
+        let cell: Arc<LiveCell<T>> = Arc::new(cell);
+        let mut entries = lock(shard);
         if let Some(slot) = entries.get(key) {
             // Someone created it meanwhile; theirs wins, ours is dropped.
-            return Ok(handle(downcast::<T>(key, slot)?));
+            return Ok(Handle {
+                cell: downcast::<T>(key, slot)?,
+            });
         }
         instance.check_write(key)?;
         instance.reserve_entry(key)?;
-        entries.insert(key.to_owned(), Arc::clone(&cell) as Arc<dyn Slot>);
-        Ok(handle(cell))
+        entries.insert(name, Arc::clone(&cell) as Arc<dyn Slot>);
+        Ok(Handle { cell })
     }
 
     pub(crate) fn remove(&self, instance: &Instance, key: &str) -> bool {
-        let removed = lock(&self.entries).remove(key);
+        let removed = lock(self.shard(key)).remove(key);
         match removed {
             Some(slot) => {
                 slot.retire();
@@ -154,7 +223,16 @@ impl LiveScope {
     }
 
     pub(crate) fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = lock(&self.entries).keys().cloned().collect();
+        let mut keys: Vec<String> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                lock(shard)
+                    .keys()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         keys.sort();
         keys
     }
@@ -167,7 +245,16 @@ impl LiveScope {
 
     /// Retires and drops every entry; returns how many there were.
     pub(crate) fn retire_all(&self) -> usize {
-        let drained: Vec<_> = lock(&self.entries).drain().map(|(_, slot)| slot).collect();
+        let drained: Vec<_> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                lock(shard)
+                    .drain()
+                    .map(|(_, slot)| slot)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         for slot in &drained {
             slot.retire();
         }
@@ -175,9 +262,15 @@ impl LiveScope {
     }
 
     pub(crate) fn snapshot(&self) -> Value {
-        let slots: Vec<(String, Arc<dyn Slot>)> = lock(&self.entries)
+        let slots: Vec<(String, Arc<dyn Slot>)> = self
+            .shards
             .iter()
-            .map(|(k, s)| (k.clone(), Arc::clone(s)))
+            .flat_map(|shard| {
+                lock(shard)
+                    .iter()
+                    .map(|(k, s)| (k.to_string(), Arc::clone(s)))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let mut map = Map::new();
         for (key, slot) in slots {
@@ -193,45 +286,41 @@ impl LiveScope {
 /// are still there and fails with [`Error::Outdated`] otherwise, so a handle
 /// kept past a reset or an end never writes into nothing.
 pub struct Handle<T> {
-    key: Arc<str>,
     cell: Arc<LiveCell<T>>,
-    instance: Arc<Instance>,
 }
 
 impl<T> Clone for Handle<T> {
     fn clone(&self) -> Self {
         Handle {
-            key: Arc::clone(&self.key),
             cell: Arc::clone(&self.cell),
-            instance: Arc::clone(&self.instance),
         }
     }
 }
 
 impl<T> std::fmt::Debug for Handle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Handle<{}>({:?})", type_name::<T>(), self.key)
+        write!(f, "Handle<{}>({:?})", type_name::<T>(), self.cell.key)
     }
 }
 
 impl<T: Send + Sync + 'static> Handle<T> {
     /// The key.
     pub fn key(&self) -> &str {
-        &self.key
+        &self.cell.key
     }
 
     fn check_read(&self) -> Result<()> {
-        self.instance.check_read(&self.key)?;
+        self.cell.gate.check_read(&self.cell.key)?;
         if self.cell.retired.load(Ordering::Acquire) {
-            return Err(outdated(&self.key));
+            return Err(outdated(&self.cell.key));
         }
         Ok(())
     }
 
     fn check_write(&self) -> Result<()> {
-        self.instance.check_write(&self.key)?;
+        self.cell.gate.check_write(&self.cell.key)?;
         if self.cell.retired.load(Ordering::Acquire) {
-            return Err(outdated(&self.key));
+            return Err(outdated(&self.cell.key));
         }
         Ok(())
     }
@@ -247,14 +336,13 @@ impl<T: Send + Sync + 'static> Handle<T> {
     /// Runs `f` on the value without copying it.
     pub fn read<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R> {
         self.check_read()?;
-        Ok(f(&self.cell.value()))
+        Ok(f(&self.cell.value().value))
     }
 
     /// Replaces the value.
     pub fn set(&self, value: T) -> Result<()> {
         self.check_write()?;
-        *self.cell.value() = value;
-        self.cell.bump();
+        self.cell.change(|current| *current = value);
         Ok(())
     }
 
@@ -262,9 +350,7 @@ impl<T: Send + Sync + 'static> Handle<T> {
     /// between the read and the write. Returns what `f` returns.
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
         self.check_write()?;
-        let out = f(&mut self.cell.value());
-        self.cell.bump();
-        Ok(out)
+        Ok(self.cell.change(f))
     }
 
     /// Locks the value for in-place mutation; the change counts (a new version,
@@ -281,16 +367,14 @@ impl<T: Send + Sync + 'static> Handle<T> {
     /// The entry's version: 1 when created, one more per change.
     pub fn version(&self) -> Result<u64> {
         self.check_read()?;
-        Ok(*self.cell.version.borrow())
+        Ok(self.cell.value().version)
     }
 
     /// A watcher woken by every later change to this entry.
     pub fn changes(&self) -> Changes {
         Changes {
-            key: Arc::clone(&self.key),
-            rx: self.cell.version.subscribe(),
-            retired: Arc::clone(&self.cell) as Arc<dyn Slot>,
-            instance: Arc::clone(&self.instance),
+            rx: self.cell.watchers.subscribe(),
+            cell: Arc::clone(&self.cell) as Arc<dyn Slot>,
         }
     }
 
@@ -306,7 +390,7 @@ impl<T: Send + Sync + 'static> Handle<T> {
 
 /// A lock on one live value; see [`Handle::lock`].
 pub struct LiveGuard<'a, T> {
-    guard: MutexGuard<'a, T>,
+    guard: MutexGuard<'a, Versioned<T>>,
     cell: &'a LiveCell<T>,
 }
 
@@ -319,34 +403,33 @@ impl<T> std::fmt::Debug for LiveGuard<'_, T> {
 impl<T> Deref for LiveGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.guard
+        &self.guard.value
     }
 }
 
 impl<T> DerefMut for LiveGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
+        &mut self.guard.value
     }
 }
 
 impl<T> Drop for LiveGuard<'_, T> {
     fn drop(&mut self) {
-        self.cell.bump();
+        self.guard.version += 1;
+        self.cell.wake();
     }
 }
 
 /// Change notifications for one live entry; see [`Handle::changes`].
 pub struct Changes {
-    key: Arc<str>,
-    rx: watch::Receiver<u64>,
-    retired: Arc<dyn Slot>,
-    instance: Arc<Instance>,
+    rx: watch::Receiver<()>,
+    cell: Arc<dyn Slot>,
 }
 
 impl std::fmt::Debug for Changes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Changes")
-            .field("key", &self.key)
+            .field("key", &self.cell.key())
             .finish_non_exhaustive()
     }
 }
@@ -357,17 +440,18 @@ impl Changes {
     /// [`Error::Outdated`] once the entry is removed or its session freed.
     pub async fn changed(&mut self) -> Result<u64> {
         if self.is_retired() {
-            return Err(outdated(&self.key));
+            return Err(outdated(self.cell.key()));
         }
         // The sender lives in the cell this watcher holds, so this cannot fail.
         let _ = self.rx.changed().await;
+        self.rx.mark_unchanged();
         if self.is_retired() {
-            return Err(outdated(&self.key));
+            return Err(outdated(self.cell.key()));
         }
-        Ok(*self.rx.borrow_and_update())
+        Ok(self.cell.version())
     }
 
     fn is_retired(&self) -> bool {
-        self.instance.is_freed() || self.retired.is_retired()
+        self.cell.gate().is_freed() || self.cell.is_retired()
     }
 }

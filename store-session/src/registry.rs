@@ -304,21 +304,20 @@ impl Sessions {
 }
 
 /// Ends the session once it has been idle for `ttl`.
+///
+/// Looks every sixteenth of `ttl` (at least every 10 ms): uses are dated at the
+/// look that first sees them (see [`Activity`](crate::session::Activity)), so a
+/// session ends between `ttl` and `ttl` plus two looks after its last use.
 async fn expire_when_idle(core: Weak<SessionCore>, ttl: Duration) {
+    let look = (ttl / 16).max(Duration::from_millis(10));
     loop {
-        let deadline = {
-            let Some(core) = core.upgrade() else { return };
-            if core.is_ended() {
-                return;
-            }
-            core.last_used() + ttl
-        };
-        tokio::time::sleep_until(deadline).await;
+        tokio::time::sleep(look).await;
         let Some(core) = core.upgrade() else { return };
         if core.is_ended() {
             return;
         }
-        if core.last_used() + ttl <= Instant::now() {
+        let now = Instant::now();
+        if core.last_used(now) + ttl <= now {
             tracing::info!(
                 session = core.id(),
                 ?ttl,
@@ -398,7 +397,9 @@ impl SessionsBuilder {
     }
 
     /// Ends a session once nothing used it for `ttl` (measured with Tokio's clock,
-    /// so `tokio::time::pause` drives it in tests).
+    /// so `tokio::time::pause` drives it in tests). Use is noticed at checks a
+    /// sixteenth of `ttl` apart (at least 10 ms), so no call reads the clock: the
+    /// session ends between `ttl` and `ttl` plus two such steps after its last use.
     pub fn idle_ttl(mut self, ttl: Duration) -> Self {
         self.idle_ttl = Some(ttl);
         self

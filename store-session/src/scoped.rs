@@ -86,7 +86,8 @@ fn strip_entries(prefix: &str, entries: Vec<Entry>) -> Vec<Entry> {
 }
 
 /// Keeps the changes under `prefix`, un-prefixed; a revision with none left
-/// becomes a progress mark.
+/// becomes a progress mark. The inner backend's prefix watch already dropped
+/// the others; this is what makes the keys relative.
 fn filter_event(prefix: &str, event: WatchEvent) -> WatchEvent {
     match event {
         WatchEvent::Changes { revision, changes } => {
@@ -146,7 +147,7 @@ impl<B: Backend> Backend for ScopedBackend<B> {
     }
 
     async fn watch(&self, from: Revision) -> Result<WatchStream> {
-        let stream = self.inner.watch(from).await?;
+        let stream = self.inner.watch_prefix(from, &self.prefix).await?;
         let prefix = Arc::clone(&self.prefix);
         Ok(Box::pin(stream.map(move |event| {
             event.map(|event| filter_event(&prefix, event))

@@ -30,42 +30,17 @@ const ACTIVE: u8 = 0;
 const RETIRING: u8 = 1;
 const FREED: u8 = 2;
 
-/// One life of a session: its scopes, its live entries and its durable stores.
-pub(crate) struct Instance {
-    pub(crate) session: Arc<str>,
-    pub(crate) generation: u64,
-    pub(crate) config: Arc<Config>,
+/// What every call on an instance checks first: whether the instance still
+/// takes reads and writes, and the session's activity. Shared with each live
+/// entry, so a handle carries one `Arc` (its entry) and no cycle forms.
+pub(crate) struct Gate {
     state: AtomicU8,
-    last_used: Arc<AtomicU64>,
-    entries: AtomicUsize,
-    durable_bytes: AtomicUsize,
-    live: Mutex<HashMap<ScopeKind, Arc<LiveScope>>>,
-    durable: Mutex<HashMap<ScopeKind, Arc<OnceCell<Arc<DurableState>>>>>,
+    activity: Arc<Activity>,
 }
 
-impl Instance {
-    fn new(
-        session: Arc<str>,
-        generation: u64,
-        config: Arc<Config>,
-        last_used: Arc<AtomicU64>,
-    ) -> Self {
-        Instance {
-            session,
-            generation,
-            config,
-            state: AtomicU8::new(ACTIVE),
-            last_used,
-            entries: AtomicUsize::new(0),
-            durable_bytes: AtomicUsize::new(0),
-            live: Mutex::new(HashMap::new()),
-            durable: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Marks the session as used now (for idle expiry).
+impl Gate {
     pub(crate) fn touch(&self) {
-        touch(&self.config, &self.last_used);
+        self.activity.touch();
     }
 
     /// Reads are allowed on the current and on a retiring instance.
@@ -88,6 +63,55 @@ impl Instance {
 
     pub(crate) fn is_freed(&self) -> bool {
         self.state.load(Ordering::Acquire) == FREED
+    }
+}
+
+/// One life of a session: its scopes, its live entries and its durable stores.
+pub(crate) struct Instance {
+    pub(crate) session: Arc<str>,
+    pub(crate) generation: u64,
+    pub(crate) config: Arc<Config>,
+    pub(crate) gate: Arc<Gate>,
+    entries: AtomicUsize,
+    durable_bytes: AtomicUsize,
+    live: Mutex<HashMap<ScopeKind, Arc<LiveScope>>>,
+    durable: Mutex<HashMap<ScopeKind, Arc<OnceCell<Arc<DurableState>>>>>,
+}
+
+impl Instance {
+    fn new(
+        session: Arc<str>,
+        generation: u64,
+        config: Arc<Config>,
+        activity: Arc<Activity>,
+    ) -> Self {
+        Instance {
+            session,
+            generation,
+            config,
+            gate: Arc::new(Gate {
+                state: AtomicU8::new(ACTIVE),
+                activity,
+            }),
+            entries: AtomicUsize::new(0),
+            durable_bytes: AtomicUsize::new(0),
+            live: Mutex::new(HashMap::new()),
+            durable: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reads are allowed on the current and on a retiring instance.
+    pub(crate) fn check_read(&self, key: &str) -> Result<()> {
+        self.gate.check_read(key)
+    }
+
+    /// Writes are allowed on the current instance only.
+    pub(crate) fn check_write(&self, key: &str) -> Result<()> {
+        self.gate.check_write(key)
+    }
+
+    pub(crate) fn is_freed(&self) -> bool {
+        self.gate.is_freed()
     }
 
     /// Takes one entry out of the session's quota.
@@ -172,9 +196,10 @@ impl Instance {
 
     /// Refuses writes from now on; reads go on until the instance is freed.
     fn retire(&self) {
-        let _ = self
-            .state
-            .compare_exchange(ACTIVE, RETIRING, Ordering::AcqRel, Ordering::Acquire);
+        let _ =
+            self.gate
+                .state
+                .compare_exchange(ACTIVE, RETIRING, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Frees the live tier and closes the durable stores (flushing what they
@@ -195,7 +220,7 @@ impl Instance {
     }
 
     fn free_live(&self) -> usize {
-        self.state.store(FREED, Ordering::Release);
+        self.gate.state.store(FREED, Ordering::Release);
         let scopes: Vec<_> = lock(&self.live).drain().map(|(_, scope)| scope).collect();
         let freed: usize = scopes.iter().map(|scope| scope.retire_all()).sum();
         self.entries.store(0, Ordering::Release);
@@ -241,11 +266,46 @@ impl Instance {
     }
 }
 
-fn touch(config: &Config, last_used: &AtomicU64) {
-    let nanos = Instant::now()
-        .saturating_duration_since(config.epoch)
-        .as_nanos();
-    last_used.store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+/// When a session was last seen in use, for idle expiry.
+///
+/// Kept off the hot path: a call only raises a flag (a plain read once it is
+/// up, so threads using one session don't fight over a cache line, and no
+/// clock read), and the expiry task turns a raised flag into a time when it
+/// looks (see [`seen`](Self::seen)). A use is therefore dated up to one of the
+/// task's checks late, never early.
+pub(crate) struct Activity {
+    used: AtomicBool,
+    /// Nanoseconds after the registry's epoch.
+    last_seen: AtomicU64,
+}
+
+impl Activity {
+    fn new(config: &Config) -> Self {
+        let activity = Activity {
+            used: AtomicBool::new(false),
+            last_seen: AtomicU64::new(0),
+        };
+        activity.seen(config, Instant::now());
+        activity
+    }
+
+    /// Marks the session as used.
+    pub(crate) fn touch(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The last time the session was seen in use, counting a use since the last
+    /// look as happening at `now`.
+    pub(crate) fn seen(&self, config: &Config, now: Instant) -> Instant {
+        if self.used.swap(false, Ordering::AcqRel) {
+            let nanos = now.saturating_duration_since(config.epoch).as_nanos();
+            self.last_seen
+                .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+        }
+        config.epoch + Duration::from_nanos(self.last_seen.load(Ordering::Acquire))
+    }
 }
 
 pub(crate) fn outdated(key: &str) -> Error {
@@ -304,7 +364,7 @@ pub(crate) struct SessionCore {
     registry: Weak<Registry>,
     current: RwLock<Arc<Instance>>,
     ended: AtomicBool,
-    last_used: Arc<AtomicU64>,
+    activity: Arc<Activity>,
     /// Serialises resets and ends of this session.
     pub(crate) transition: tokio::sync::Mutex<()>,
 }
@@ -317,13 +377,12 @@ impl SessionCore {
         registry: Weak<Registry>,
     ) -> Arc<Self> {
         let id: Arc<str> = Arc::from(id);
-        let last_used = Arc::new(AtomicU64::new(0));
-        touch(&config, &last_used);
+        let activity = Arc::new(Activity::new(&config));
         let instance = Instance::new(
             Arc::clone(&id),
             generation,
             Arc::clone(&config),
-            Arc::clone(&last_used),
+            Arc::clone(&activity),
         );
         Arc::new(SessionCore {
             id,
@@ -331,7 +390,7 @@ impl SessionCore {
             registry,
             current: RwLock::new(Arc::new(instance)),
             ended: AtomicBool::new(false),
-            last_used,
+            activity,
             transition: tokio::sync::Mutex::new(()),
         })
     }
@@ -341,11 +400,12 @@ impl SessionCore {
     }
 
     pub(crate) fn touch(&self) {
-        touch(&self.config, &self.last_used);
+        self.activity.touch();
     }
 
-    pub(crate) fn last_used(&self) -> Instant {
-        self.config.epoch + Duration::from_nanos(self.last_used.load(Ordering::Acquire))
+    /// The last time the session was seen in use (see [`Activity`]).
+    pub(crate) fn last_used(&self, now: Instant) -> Instant {
+        self.activity.seen(&self.config, now)
     }
 
     pub(crate) fn is_ended(&self) -> bool {
@@ -508,7 +568,7 @@ impl Session {
             Arc::clone(&self.core.id),
             generation,
             Arc::clone(&self.core.config),
-            Arc::clone(&self.core.last_used),
+            Arc::clone(&self.core.activity),
         ));
         *self
             .core

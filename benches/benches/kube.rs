@@ -1,0 +1,403 @@
+//! B3, B4, B5, B6 and B9: the kube backend on the in-process fake API server,
+//! every request delayed by [`LATENCY`]. All hand-timed (`@figure` lines):
+//! they count requests, take percentiles of waits, or time one cold start.
+//!
+//! - B3: API requests for 10,000 `set` calls on 1,000 keys, beside a naive
+//!   writer (one PATCH per call) and a Pepr-style writer (one batch every 4 s).
+//! - B4: `set_and_wait` p50 and p99, beside Pepr-style timing: writes sent on a
+//!   4 s schedule and seen through a 1 s receive debounce.
+//! - B5: a write on replica A visible on replica B (p50), beside the injected
+//!   latency.
+//! - B6: cold start to `ready()` with 100,000 keys over shards.
+//! - B9: the live heap a replica holds for those 100,000 keys (backend cache
+//!   plus the store's view), beside the raw payload bytes (keys plus values).
+//!   Counted by `stats_alloc` around the system allocator.
+
+use std::alloc::System;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::json;
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use store_benches::{Samples, repetitions, report, runtime, selected};
+use store_core::Store;
+use store_kube::KubeBackend;
+use store_kube::resource::{store_shard_crd, store_shard_resource};
+use store_kube::testing::{FakeApiServer, Verb};
+use tokio::sync::Notify;
+
+/// Every allocation is counted, so B9 reads the live heap a replica holds.
+#[global_allocator]
+static ALLOCATOR: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Live heap bytes of the whole process.
+fn live_bytes() -> isize {
+    let stats = ALLOCATOR.stats();
+    // A reallocation's growth or shrink is already in these two.
+    stats.bytes_allocated as isize - stats.bytes_deallocated as isize
+}
+
+/// Added to every request the fake API server answers.
+const LATENCY: Duration = Duration::from_millis(1);
+/// Pepr's store sends queued writes on this schedule.
+const PEPR_SEND_INTERVAL: Duration = Duration::from_secs(4);
+/// Pepr's store applies what it receives after this much quiet.
+const PEPR_RECEIVE_DEBOUNCE: Duration = Duration::from_secs(1);
+/// Keys of the cold-start and memory figures.
+const COLD_KEYS: usize = 100_000;
+/// Shard capacity for them: 100,000 small keys need several objects.
+const COLD_CAPACITY: usize = 16 * 1024 * 1024;
+/// No wait in this suite may take longer.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+type Result<T, E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+
+fn main() -> Result<()> {
+    let rt = runtime(2);
+    if selected("B3") {
+        rt.block_on(b3_requests())?;
+    }
+    if selected("B4") {
+        rt.block_on(b4_set_and_wait())?;
+    }
+    if selected("B5") {
+        rt.block_on(b5_replica_visibility())?;
+    }
+    if selected("B6") || selected("B9") {
+        rt.block_on(b6_b9_cold_start())?;
+    }
+    Ok(())
+}
+
+async fn server() -> Result<FakeApiServer> {
+    let server = FakeApiServer::start().await?;
+    server.apply_crd(&store_shard_crd())?;
+    Ok(server)
+}
+
+async fn backend(server: &FakeApiServer, store: &str, capacity: usize) -> Result<KubeBackend> {
+    Ok(KubeBackend::builder(server.client()?, store)
+        .namespace("default")
+        .capacity(capacity)
+        .build()
+        .await?)
+}
+
+/// A store on `backend`; with `interval`, writes go out on that schedule as
+/// Pepr's do instead of as soon as the backend is idle.
+async fn open(backend: KubeBackend, interval: Option<Duration>) -> Result<Store> {
+    let mut builder = Store::builder()
+        .backend(backend)
+        .linked_hooks(false)
+        .timeout(DEADLINE);
+    if let Some(interval) = interval {
+        builder = builder.flush_interval(interval);
+    }
+    Ok(builder.open().await?)
+}
+
+/// Requests that change or read data, leaving out the long-running watches.
+fn data_requests(server: &FakeApiServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.verb.is_some_and(|v| v != Verb::Watch))
+        .count()
+}
+
+/// 10 rounds over 1,000 keys.
+fn ten_thousand_sets(store: &Store) -> Result<()> {
+    for round in 0..10_u32 {
+        for key in 0..1000_u32 {
+            store.set(format!("counter/{key}"), &(round * 1000 + key))?;
+        }
+    }
+    Ok(())
+}
+
+async fn b3_requests() -> Result<()> {
+    let server = server().await?;
+
+    let store = open(backend(&server, "b3", 1 << 20).await?, None).await?;
+    server.set_latency(LATENCY);
+    server.clear_requests();
+    ten_thousand_sets(&store)?;
+    store.flush().await?;
+    let store_requests = data_requests(&server);
+    store.close().await?;
+    server.set_latency(Duration::ZERO);
+
+    let pepr = open(
+        backend(&server, "b3-pepr", 1 << 20).await?,
+        Some(PEPR_SEND_INTERVAL),
+    )
+    .await?;
+    server.set_latency(LATENCY);
+    server.clear_requests();
+    ten_thousand_sets(&pepr)?;
+    pepr.flush().await?;
+    let pepr_requests = data_requests(&server);
+    pepr.close().await?;
+
+    let naive_requests = naive_writer(&server).await?;
+
+    report("B3", "store_requests", store_requests as f64);
+    report("B3", "naive_requests", naive_requests as f64);
+    report("B3", "pepr_requests", pepr_requests as f64);
+    Ok(())
+}
+
+/// The same 10,000 writes as one merge PATCH each on one object, 16 in flight.
+/// Returns the requests the server answered.
+async fn naive_writer(server: &FakeApiServer) -> Result<usize> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(server.client()?, "default", &store_shard_resource());
+    let mut object = DynamicObject::new("naive", &store_shard_resource());
+    object.data = json!({ "spec": { "store": "naive", "shard": 0, "shards": 1, "data": {} } });
+    api.create(&PostParams::default(), &object).await?;
+    server.clear_requests();
+    let writes = (0..10_u32).flat_map(|round| (0..1000_u32).map(move |key| (round, key)));
+    let results: Vec<Result<(), kube::Error>> = futures_util::stream::iter(writes)
+        .map(|(round, key)| {
+            let api = api.clone();
+            async move {
+                let patch = json!({ "spec": { "data": {
+                    format!("counter/{key}"): (round * 1000 + key).to_string()
+                } } });
+                api.patch("naive", &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map(drop)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(data_requests(server))
+}
+
+async fn b4_set_and_wait() -> Result<()> {
+    let server = server().await?;
+    let store = open(backend(&server, "b4", 1 << 20).await?, None).await?;
+    server.set_latency(LATENCY);
+    let mut waits = Samples::new();
+    for i in 0..repetitions(400, 60) {
+        let started = Instant::now();
+        store.set_and_wait(format!("wait/{}", i % 50), &i).await?;
+        waits.push_ms(started.elapsed());
+    }
+    store.close().await?;
+
+    let pepr = open(
+        backend(&server, "b4-pepr", 1 << 20).await?,
+        Some(PEPR_SEND_INTERVAL),
+    )
+    .await?;
+    let debounced = DebouncedView::start(&pepr, PEPR_RECEIVE_DEBOUNCE);
+    let mut pepr_waits = Samples::new();
+    for i in 0..repetitions(6, 2) {
+        let key = format!("wait/{i}");
+        let started = Instant::now();
+        pepr.set(key.as_str(), &i)?;
+        debounced.until_present(&key).await?;
+        pepr_waits.push_ms(started.elapsed());
+    }
+    pepr.close().await?;
+
+    report("B4", "p50_ms", waits.median());
+    report("B4", "p99_ms", waits.percentile(99.0));
+    report("B4", "pepr_p50_ms", pepr_waits.median());
+    report("B4", "pepr_p99_ms", pepr_waits.percentile(99.0));
+    Ok(())
+}
+
+/// Keys a subscriber has applied, applied only after `debounce` without
+/// further changes, as Pepr's store applies what its watch receives.
+struct DebouncedView {
+    applied: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    changed: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DebouncedView {
+    fn start(store: &Store, debounce: Duration) -> Self {
+        let applied = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let changed = Arc::new(Notify::new());
+        let mut changes = store.subscribe();
+        let task = tokio::spawn({
+            let applied = Arc::clone(&applied);
+            let changed = Arc::clone(&changed);
+            async move {
+                let mut received = Vec::new();
+                loop {
+                    let next = if received.is_empty() {
+                        changes.next().await
+                    } else {
+                        match tokio::time::timeout(debounce, changes.next()).await {
+                            Ok(next) => next,
+                            Err(_quiet) => {
+                                let mut set = applied
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                                set.extend(received.drain(..));
+                                drop(set);
+                                changed.notify_waiters();
+                                continue;
+                            }
+                        }
+                    };
+                    match next {
+                        Some(Ok(change)) => received.push(change.key().to_owned()),
+                        Some(Err(_lagged)) => {}
+                        None => return,
+                    }
+                }
+            }
+        });
+        DebouncedView {
+            applied,
+            changed,
+            task,
+        }
+    }
+
+    async fn until_present(&self, key: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let notified = self.changed.notified();
+            if self
+                .applied
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(key)
+            {
+                return Ok(());
+            }
+            tokio::time::timeout_at(deadline, notified)
+                .await
+                .map_err(|_| format!("`{key}` never reached the debounced view"))?;
+        }
+    }
+}
+
+impl Drop for DebouncedView {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn b5_replica_visibility() -> Result<()> {
+    let server = server().await?;
+    let a = open(backend(&server, "b5", 1 << 20).await?, None).await?;
+    let b = open(backend(&server, "b5", 1 << 20).await?, None).await?;
+    server.set_latency(LATENCY);
+    let mut seen = Samples::new();
+    for i in 0..repetitions(400, 60) {
+        let key = format!("seen/{}", i % 50);
+        let mut changes = b.subscribe();
+        let started = Instant::now();
+        a.set(key.as_str(), &i)?;
+        tokio::time::timeout(DEADLINE, async {
+            while b.get::<usize>(key.as_str())?.as_deref() != Some(&i) {
+                if changes.next().await.is_none() {
+                    return Err("replica B closed".into());
+                }
+            }
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .await
+        .map_err(|_| format!("replica B never saw `{key}`"))??;
+        seen.push_ms(started.elapsed());
+    }
+    // Diagnostic: what one plain API round trip costs with the latency added.
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(server.client()?, "default", &store_shard_resource());
+    let mut round_trip = Samples::new();
+    for _ in 0..repetitions(100, 20) {
+        let started = Instant::now();
+        api.get_opt("absent").await?;
+        round_trip.push_ms(started.elapsed());
+    }
+    println!(
+        "B5: p50 of one GET round trip with {LATENCY:?} injected: {:.2} ms",
+        round_trip.median()
+    );
+    a.close().await?;
+    b.close().await?;
+    report("B5", "p50_ms", seen.median());
+    report("B5", "latency_ms", LATENCY.as_secs_f64() * 1e3);
+    Ok(())
+}
+
+async fn b6_b9_cold_start() -> Result<()> {
+    let server = server().await?;
+    let keys = COLD_KEYS;
+    // The writer runs on a runtime of its own, dropped before measuring: its
+    // tasks and caches are then gone, not freed while the replica starts.
+    let config = server.config();
+    let payload_bytes = tokio::task::spawn_blocking(move || -> Result<usize> {
+        let writer_runtime = runtime(1);
+        let written = writer_runtime.block_on(async {
+            let client = kube::Client::try_from(config)?;
+            let backend = KubeBackend::builder(client, "b6")
+                .namespace("default")
+                .capacity(COLD_CAPACITY)
+                .build()
+                .await?;
+            let writer = open(backend, None).await?;
+            let mut payload_bytes = 0_usize;
+            for i in 0..keys {
+                let key = format!("item/{i:06}");
+                let value = json!({ "id": i, "ok": true });
+                payload_bytes += key.len() + value.to_string().len();
+                writer.set(key.as_str(), &value)?;
+            }
+            writer.flush().await?;
+            writer.close().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(payload_bytes)
+        });
+        drop(writer_runtime);
+        written
+    })
+    .await??;
+    server.set_latency(LATENCY);
+
+    let before = live_bytes();
+    let started = Instant::now();
+    let backend = backend(&server, "b6", COLD_CAPACITY).await?;
+    let shards = backend.objects().len();
+    let reader = open(backend.clone(), None).await?;
+    reader.ready().await?;
+    let ready = started.elapsed();
+    let held = live_bytes() - before;
+    // Diagnostic: a second store on the same backend instance shares its cache
+    // and history, so what it adds is one store's view alone.
+    let second = open(backend, None).await?;
+    second.ready().await?;
+    let view_alone = live_bytes() - before - held;
+    second.close().await?;
+    drop(second);
+    println!(
+        "B9: of that, one store's view {:.1} MiB; the backend's cache and history {:.1} MiB",
+        view_alone as f64 / 1048576.0,
+        (held - view_alone) as f64 / 1048576.0
+    );
+    let len = reader.len();
+    if len != keys {
+        return Err(format!("the cold replica sees {len} keys of {keys}").into());
+    }
+    println!(
+        "B6/B9: {keys} keys, {shards} shards; ready in {:.2} s; {:.1} MiB held for {:.1} MiB of payload",
+        ready.as_secs_f64(),
+        held as f64 / 1048576.0,
+        payload_bytes as f64 / 1048576.0
+    );
+    reader.close().await?;
+    report("B6", "ready_s", ready.as_secs_f64());
+    report("B6", "keys", keys as f64);
+    report("B9", "view_bytes", held as f64);
+    report("B9", "payload_bytes", payload_bytes as f64);
+    Ok(())
+}
