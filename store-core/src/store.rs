@@ -766,6 +766,18 @@ impl Store {
             }
             start
         });
+        // Writes queued before the call (a conditional one among them may create
+        // a key) must land before the listing, or they would survive the clear.
+        self.shared.wake_flusher.notify_one();
+        let mut settled = self.shared.settled.subscribe();
+        self.until(deadline, "earlier writes to land before the clear", async {
+            settled
+                .wait_for(|s| *s >= started)
+                .await
+                .map(|_| ())
+                .map_err(|_| Error::Closed)
+        })
+        .await?;
         let listing = loop {
             match tokio::time::timeout_at(deadline, self.shared.backend.list("")).await {
                 Err(_) => return Err(self.timeout_error("the store to be listed".to_owned())),
@@ -791,7 +803,13 @@ impl Store {
         });
         self.shared.wake_flusher.notify_one();
         self.wait_settled(target, deadline, "the clear to be acknowledged")
-            .await
+            .await?;
+        // With nothing left to remove, nothing above waited for the view to show
+        // the listing: this handle must not go on showing what was removed.
+        self.wait_revision(listing.revision, deadline, || {
+            "the clear to be visible".to_owned()
+        })
+        .await
     }
 
     /// Waits until every write queued before the call is acknowledged and visible

@@ -83,6 +83,8 @@ pub(crate) struct Writes {
     /// Batches acknowledged at a revision the view has not reached, oldest
     /// first, as (revision, the batch's last sequence number).
     acked: VecDeque<(Revision, u64)>,
+    /// The newest revision the view was reported at.
+    view_seen: Revision,
     next_seq: u64,
     /// Failed writes not yet reported by a `flush`, by sequence number.
     failures: BTreeMap<u64, Error>,
@@ -234,11 +236,14 @@ impl Writes {
     ) {
         self.last_ack = self.last_ack.max(revision);
         self.acked.push_back((revision, last_seq));
-        self.view_reached(view_revision);
+        // `view_revision` was read before the batch settled; the view may have
+        // moved on (and reported it) since.
+        self.view_reached(view_revision.max(self.view_seen));
     }
 
     /// Retires the overlay entries the view now covers.
     pub(crate) fn view_reached(&mut self, revision: Revision) {
+        self.view_seen = self.view_seen.max(revision);
         while let Some(&(acked, last_seq)) = self.acked.front() {
             if acked > revision {
                 break;

@@ -243,7 +243,6 @@ mod deviations {
     /// write still queued (here from an `update` that timed out) lands after
     /// the listing and survives the `clear` that waited for it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "store-core: a conditional write queued before clear lands after clear's listing and survives it (store.rs, Store::clear)"]
     async fn clear_removes_a_conditional_write_queued_before_it() {
         let backend = Scripted::default();
         let store = open(&backend).await;
@@ -290,7 +289,6 @@ mod deviations {
     /// that is behind still shows keys the listing no longer had. The
     /// conformance suite asserts that the clearing handle sees an empty store.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "store-core: clear with nothing left to remove returns before the clearing handle's view reached its listing (store.rs, Store::clear)"]
     async fn clear_returns_once_the_clearing_handle_no_longer_shows_what_was_removed() {
         let backend = Scripted::default();
         let clearer = open(&backend).await;
@@ -338,7 +336,6 @@ mod deviations {
     /// overlay entry waits for a newer revision that may never come:
     /// `snapshot().pending` stays above zero after `flush` returned.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "store-core: an acknowledgement recorded against a stale view revision leaves the write pending until the view moves again (flush.rs settle, writes.rs acknowledged)"]
     async fn an_acknowledged_write_stops_being_pending_once_the_view_shows_it() {
         let backend = Scripted::default();
         let store = open(&backend).await;

@@ -260,7 +260,6 @@ async fn backend_types_holding_values_print_them_redacted() {
 /// quotes the offending value (`invalid type: string "…", expected u32`), so
 /// logging the error (as any caller does) logs the value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "store-core bug: Error::Decode carries serde_json's message, which quotes the stored value"]
 async fn decode_errors_never_quote_the_stored_value() {
     let secret = "hunter2-decode-31ef";
     let store = open(MemoryBackend::new(), None).await;
