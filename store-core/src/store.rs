@@ -211,6 +211,19 @@ impl Drop for Guard {
 ///
 /// Cheap to clone; every clone is the same store. See the crate docs for
 /// the semantics of each call.
+///
+/// # Which writes are safe
+///
+/// A write is known to be on the backend once it is acknowledged:
+/// [`set_and_wait`](Self::set_and_wait), [`remove_and_wait`](Self::remove_and_wait),
+/// [`update`](Self::update), [`compare_and_set`](Self::compare_and_set),
+/// [`compare_and_remove`](Self::compare_and_remove) or [`clear`](Self::clear)
+/// returned `Ok`, or a [`flush`](Self::flush) or [`close`](Self::close) that
+/// started after the write was queued returned `Ok`. Dropping the last handle
+/// stops the store without waiting: writes still queued get one attempt in the
+/// background and are lost if it fails, so call `close().await` (or
+/// `flush().await`) first to keep them. A call that timed out has not
+/// cancelled its write, which may still land.
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
