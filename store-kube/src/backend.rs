@@ -577,14 +577,17 @@ impl Inner {
                     now_millis(),
                 )
             };
-            // A key the watch still shows may be gone on the server: refuse a
-            // write conditional on absence only on the server's word.
+            // The watch may lag the server: a key it still shows may be gone, a
+            // shard it shows full may have been emptied. Refuse a write
+            // conditional on absence, or one that would not fit, only on the
+            // server's word.
             let refused_on_hearsay = !fresh
-                && plan.decided.iter().any(|(index, outcome)| {
-                    matches!(outcome, Outcome::Conflict { .. })
-                        && remaining.iter().any(|(i, op)| {
-                            i == index && op.precondition == Some(Precondition::Absent)
-                        })
+                && plan.decided.iter().any(|(index, outcome)| match outcome {
+                    Outcome::Conflict { .. } => remaining
+                        .iter()
+                        .any(|(i, op)| i == index && op.precondition == Some(Precondition::Absent)),
+                    Outcome::Failed(Error::StoreFull { .. }) => true,
+                    _ => false,
                 });
             if refused_on_hearsay {
                 continue;

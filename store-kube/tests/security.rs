@@ -688,7 +688,6 @@ async fn values_never_reach_the_log_on_the_kube_backend_whatever_happens_to_them
 /// watch has not delivered that yet, a small write is refused with
 /// `StoreFull` without asking the server, which has room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "store-kube bug: StoreFull is decided on the watch's stale copy of a shard that has since been emptied"]
 async fn a_write_to_a_shard_emptied_behind_the_watch_is_not_refused_as_full() {
     let server = fake_server().await;
     let client = server.client().expect("client");
