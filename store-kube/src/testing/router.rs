@@ -270,7 +270,7 @@ pub(crate) async fn handle(app: Arc<App>, request: Request<Incoming>) -> Respons
     app.faults.wait_while_paused().await;
     let latency = app.faults.latency();
     if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+        delay(latency).await;
     }
 
     let body = read_body(request.into_body()).await;
@@ -493,6 +493,21 @@ pub(crate) fn error_response(error: &ApiError) -> Response<Body> {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
+}
+
+/// Waits `latency`, precisely: Tokio's timer rounds up to the next millisecond
+/// tick, which would turn an injected 1 ms into up to 2. Short delays sleep on
+/// the blocking pool, where the OS timer is exact to tens of microseconds.
+async fn delay(latency: std::time::Duration) {
+    if latency > std::time::Duration::from_millis(20) {
+        tokio::time::sleep(latency).await;
+        return;
+    }
+    let slept = tokio::task::spawn_blocking(move || std::thread::sleep(latency)).await;
+    if slept.is_err() {
+        // The blocking pool is shutting down: fall back to the timer.
+        tokio::time::sleep(latency).await;
+    }
 }
 
 #[cfg(test)]
