@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
-use store_benches::{Samples, repetitions, report, runtime, selected};
+use store_benches::{Samples, repetitions, report, runtime, selected, size};
 use store_core::Store;
 use store_kube::KubeBackend;
 use store_kube::resource::{store_shard_crd, store_shard_resource};
@@ -107,10 +107,15 @@ fn data_requests(server: &FakeApiServer) -> usize {
         .count()
 }
 
+/// B3's keys: 1,000 (fewer in a smoke run).
+fn keys_per_round() -> u32 {
+    u32::try_from(size(1000)).unwrap_or(1000)
+}
+
 /// 10 rounds over 1,000 keys.
 fn ten_thousand_sets(store: &Store) -> Result<()> {
     for round in 0..10_u32 {
-        for key in 0..1000_u32 {
+        for key in 0..keys_per_round() {
             store.set(format!("counter/{key}"), &(round * 1000 + key))?;
         }
     }
@@ -158,7 +163,8 @@ async fn naive_writer(server: &FakeApiServer) -> Result<usize> {
     object.data = json!({ "spec": { "store": "naive", "shard": 0, "shards": 1, "data": {} } });
     api.create(&PostParams::default(), &object).await?;
     server.clear_requests();
-    let writes = (0..10_u32).flat_map(|round| (0..1000_u32).map(move |key| (round, key)));
+    let keys = keys_per_round();
+    let writes = (0..10_u32).flat_map(move |round| (0..keys).map(move |key| (round, key)));
     let results: Vec<Result<(), kube::Error>> = futures_util::stream::iter(writes)
         .map(|(round, key)| {
             let api = api.clone();
@@ -333,7 +339,7 @@ async fn b5_replica_visibility() -> Result<()> {
 
 async fn b6_b9_cold_start() -> Result<()> {
     let server = server().await?;
-    let keys = COLD_KEYS;
+    let keys = size(COLD_KEYS);
     // The writer runs on a runtime of its own, dropped before measuring: its
     // tasks and caches are then gone, not freed while the replica starts.
     let config = server.config();

@@ -49,9 +49,28 @@ pub fn report(id: &str, name: &str, value: f64) {
     println!("@figure {id} {name} {value}");
 }
 
-/// How many repetitions a hand-timed figure takes: fewer in a quick run.
+/// Whether the binary runs as a test: `cargo test --all-targets` runs bench
+/// targets without the `--bench` flag `cargo bench` passes. Hand-timed
+/// benchmarks then run once at a small size, as a smoke test of their code.
+pub fn smoke() -> bool {
+    !std::env::args().any(|arg| arg == "--bench")
+}
+
+/// How many repetitions a hand-timed figure takes: fewer in a quick run, one
+/// in a smoke run.
 pub fn repetitions(full: usize, quick_run: usize) -> usize {
-    if quick() { quick_run } else { full }
+    if smoke() {
+        1
+    } else if quick() {
+        quick_run
+    } else {
+        full
+    }
+}
+
+/// A workload size: `full`, or a hundredth of it (at least 1) in a smoke run.
+pub fn size(full: usize) -> usize {
+    if smoke() { (full / 100).max(1) } else { full }
 }
 
 /// A Tokio runtime with `workers` worker threads.
