@@ -78,7 +78,11 @@ async fn server() -> Result<FakeApiServer> {
 }
 
 async fn backend(server: &FakeApiServer, store: &str, capacity: usize) -> Result<KubeBackend> {
-    Ok(KubeBackend::builder(server.client()?, store)
+    backend_on(server.client()?, store, capacity).await
+}
+
+async fn backend_on(client: kube::Client, store: &str, capacity: usize) -> Result<KubeBackend> {
+    Ok(KubeBackend::builder(client, store)
         .namespace("default")
         .capacity(capacity)
         .build()
@@ -347,12 +351,7 @@ async fn b6_b9_cold_start() -> Result<()> {
         let writer_runtime = runtime(1);
         let written = writer_runtime.block_on(async {
             let client = kube::Client::try_from(config)?;
-            let backend = KubeBackend::builder(client, "b6")
-                .namespace("default")
-                .capacity(COLD_CAPACITY)
-                .build()
-                .await?;
-            let writer = open(backend, None).await?;
+            let writer = open(backend_on(client, "b6", COLD_CAPACITY).await?, None).await?;
             let mut payload_bytes = 0_usize;
             for i in 0..keys {
                 let key = format!("item/{i:06}");

@@ -782,15 +782,8 @@ impl Store {
         // Writes queued before the call (a conditional one among them may create
         // a key) must land before the listing, or they would survive the clear.
         self.shared.wake_flusher.notify_one();
-        let mut settled = self.shared.settled.subscribe();
-        self.until(deadline, "earlier writes to land before the clear", async {
-            settled
-                .wait_for(|s| *s >= started)
-                .await
-                .map(|_| ())
-                .map_err(|_| Error::Closed)
-        })
-        .await?;
+        self.wait_seq(started, deadline, "earlier writes to land before the clear")
+            .await?;
         let listing = loop {
             match tokio::time::timeout_at(deadline, self.shared.backend.list("")).await {
                 Err(_) => return Err(self.timeout_error("the store to be listed".to_owned())),
@@ -835,7 +828,8 @@ impl Store {
             .await
     }
 
-    async fn wait_settled(&self, target: u64, deadline: Instant, what: &str) -> Result<()> {
+    /// Waits until every write up to `target` has its outcome.
+    async fn wait_seq(&self, target: u64, deadline: Instant, what: &str) -> Result<()> {
         let mut settled = self.shared.settled.subscribe();
         self.until(deadline, what, async {
             settled
@@ -844,7 +838,13 @@ impl Store {
                 .map(|_| ())
                 .map_err(|_| Error::Closed)
         })
-        .await?;
+        .await
+    }
+
+    /// Waits until every write up to `target` has its outcome and the view shows
+    /// them; reports the first of them that failed for good.
+    async fn wait_settled(&self, target: u64, deadline: Instant, what: &str) -> Result<()> {
+        self.wait_seq(target, deadline, what).await?;
         let (failure, last_ack) = self
             .shared
             .with_writes(|w| (w.take_failure(target), w.last_ack));
