@@ -122,6 +122,16 @@ async fn a_store_closed_while_a_write_waits_reports_it_closed_or_acknowledged() 
         let store = store.clone();
         async move { store.set_and_wait("k", &7).await }
     });
+    // The write must be queued before the close starts, or close finds nothing
+    // to wait for.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.snapshot().pending == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the write was never queued"
+        );
+        tokio::task::yield_now().await;
+    }
     let closing = tokio::spawn({
         let store = store.with_timeout(Duration::from_millis(50));
         async move { store.close().await }
