@@ -54,6 +54,18 @@ pub enum Error {
         available: usize,
     },
 
+    /// The backend refused this write for good, for a reason of its own that
+    /// retrying will not change (for example the Kubernetes API server's
+    /// validation). Only this write failed: others in the same batch are not
+    /// held up by it.
+    #[error("the backend refused the write to key `{key}`: {reason}")]
+    Rejected {
+        /// The key being written.
+        key: String,
+        /// What the backend said, with any value it quoted taken out.
+        reason: String,
+    },
+
     /// The value could not be encoded (its `Serialize` impl failed).
     #[error("value for key `{key}` could not be encoded: {source}")]
     Encode {
@@ -192,6 +204,7 @@ impl Error {
             Error::InvalidKey { key, .. }
             | Error::ValueTooLarge { key, .. }
             | Error::StoreFull { key, .. }
+            | Error::Rejected { key, .. }
             | Error::Encode { key, .. }
             | Error::Decode { key, .. }
             | Error::Conflict { key, .. } => Some(key),

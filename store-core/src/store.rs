@@ -643,20 +643,26 @@ impl Store {
 
     /// Queues the removal of `key` and returns at once. Removing a missing key is
     /// not an error.
+    ///
+    /// A key the store lists can always be removed, even one another writer
+    /// stored that breaks this library's [key rules](crate::key) (a control
+    /// character, over 1,024 bytes): only keys the view does not hold are
+    /// checked.
     pub fn remove(&self, key: impl AnyKey) -> Result<()> {
         let key = key.key_name();
         self.check_open()?;
-        key::validate(key)?;
+        self.check_removable(key)?;
         self.push_plain(key, OpKind::Delete, None);
         Ok(())
     }
 
     /// Removes `key` and waits until the backend acknowledged it and the local view
     /// shows it gone.
+    /// Like [`remove`](Self::remove), any key the store lists is accepted.
     pub async fn remove_and_wait(&self, key: impl AnyKey) -> Result<()> {
         let key = key.key_name();
         self.check_open()?;
-        key::validate(key)?;
+        self.check_removable(key)?;
         let (tx, rx) = oneshot::channel();
         self.push_plain(key, OpKind::Delete, Some(tx));
         self.await_ack(key, rx).await.map(|_| ())
@@ -683,10 +689,19 @@ impl Store {
         let key = key.key_name();
         self.require_cas()?;
         self.check_open()?;
-        key::validate(key)?;
+        self.check_removable(key)?;
         self.conditional(key, OpKind::Delete, Precondition::Version(expected))
             .await
             .map(|_| ())
+    }
+
+    /// A key may be removed when it follows the key rules or when the view
+    /// holds it (another writer may store keys these rules refuse).
+    fn check_removable(&self, key: &str) -> Result<()> {
+        match key::validate(key) {
+            Err(_) if read(&self.shared.view).entries.contains_key(key) => Ok(()),
+            checked => checked,
+        }
     }
 
     fn require_cas(&self) -> Result<()> {
