@@ -66,6 +66,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// Several queued writes failed and no caller was told yet: what
+    /// [`Store::flush`](crate::Store::flush) reports, each failure once, in the
+    /// order the writes were made.
+    #[error("{} writes failed: {}", .errors.len() as u64 + .more, list_failures(.errors, *.more))]
+    WritesFailed {
+        /// Each failure (every one names its key).
+        errors: Arc<[Error]>,
+        /// How many more failed beyond those kept (each was logged).
+        more: u64,
+    },
+
     /// The value could not be encoded (its `Serialize` impl failed).
     #[error("value for key `{key}` could not be encoded: {source}")]
     Encode {
@@ -166,6 +177,21 @@ pub enum Error {
         /// How long the backend asked the client to wait, when it said (HTTP `Retry-After`).
         retry_after: Option<Duration>,
     },
+}
+
+fn list_failures(errors: &[Error], more: u64) -> String {
+    const SHOWN: usize = 8;
+    let mut out = errors
+        .iter()
+        .take(SHOWN)
+        .map(Error::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let hidden = (errors.len().saturating_sub(SHOWN) as u64) + more;
+    if hidden > 0 {
+        out.push_str(&format!("; and {hidden} more"));
+    }
+    out
 }
 
 fn display_version(version: Option<Version>) -> String {

@@ -159,16 +159,46 @@ async fn send(shared: &Shared, mut slots: Vec<Slot>) {
 fn fail(shared: &Shared, slots: Vec<Slot>, error: &Error) {
     shared.with_writes(|w| {
         for slot in &slots {
-            w.failed(&slot.key, slot.seq, error.clone());
+            w.failed(&slot.key, slot.seq);
         }
         if let Some(last) = slots.last() {
             w.batch_failed(last.seq);
         }
     });
-    for slot in slots {
-        for waiter in slot.waiters {
-            let _ = waiter.send(Err(error.clone()));
+    tell_failures(
+        shared,
+        slots
+            .into_iter()
+            .map(|slot| (slot, error.clone()))
+            .collect(),
+    );
+}
+
+/// Hands each failed write's error to its waiters, logs it once (its key,
+/// never its value), and keeps the ones no waiter took for the next `flush`.
+fn tell_failures(shared: &Shared, failed: Vec<(Slot, Error)>) {
+    let mut untold = Vec::new();
+    for (slot, error) in failed {
+        if matches!(error, Error::Conflict { .. }) {
+            // A refused precondition is an answer for its caller, not a lost write.
+            tracing::debug!(store = %shared.name, key = %slot.key, %error, "conditional write refused");
+        } else {
+            tracing::warn!(store = %shared.name, key = %slot.key, %error, "write failed");
         }
+        let mut told = false;
+        for waiter in slot.waiters {
+            told |= waiter.send(Err(error.clone())).is_ok();
+        }
+        if !told {
+            untold.push((slot.seq, error));
+        }
+    }
+    if !untold.is_empty() {
+        shared.with_writes(|w| {
+            for (seq, error) in untold {
+                w.untold(seq, error);
+            }
+        });
     }
 }
 
@@ -203,14 +233,15 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
     // One lock for the whole batch: `set` callers queue behind the same lock.
     shared.with_writes(|w| {
         for (slot, result) in &results {
-            if let (None, Err(error)) = (slot.precondition, result) {
-                w.failed(&slot.key, slot.seq, error.clone());
+            if let (None, Err(_)) = (slot.precondition, result) {
+                w.failed(&slot.key, slot.seq);
             }
         }
         if let Some((last, _)) = results.last() {
             w.acknowledged(last.seq, revision, view_revision);
         }
     });
+    let mut failed = Vec::new();
     for (slot, result) in results {
         match result {
             Ok(version) => {
@@ -222,13 +253,10 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
                     let _ = waiter.send(Ok(ack));
                 }
             }
-            Err(error) => {
-                for waiter in slot.waiters {
-                    let _ = waiter.send(Err(error.clone()));
-                }
-            }
+            Err(error) => failed.push((slot, error)),
         }
     }
+    tell_failures(shared, failed);
 }
 
 fn conflict(slot: &Slot, actual: Option<Version>) -> Error {

@@ -834,7 +834,14 @@ impl Store {
     }
 
     /// Waits until every write queued before the call is acknowledged and visible
-    /// in the view. Reports the first write among them that failed for good.
+    /// in the view.
+    ///
+    /// Reports every write that failed for good since the last `flush` and
+    /// that no caller was told about: its own error when one failed,
+    /// [`Error::WritesFailed`] naming all of them when several did. A failure
+    /// already returned to a [`set_and_wait`](Self::set_and_wait) (or another
+    /// waiting call) is not reported again, and none is reported twice. Each
+    /// failed write is also logged once, at WARN, with its key (never its value).
     pub async fn flush(&self) -> Result<()> {
         self.check_open()?;
         let target = self.shared.with_writes(|w| w.last_seq());
@@ -857,12 +864,12 @@ impl Store {
     }
 
     /// Waits until every write up to `target` has its outcome and the view shows
-    /// them; reports the first of them that failed for good.
+    /// them; reports those that failed for good and no caller was told about.
     async fn wait_settled(&self, target: u64, deadline: Instant, what: &str) -> Result<()> {
         self.wait_seq(target, deadline, what).await?;
         let (failure, last_ack) = self
             .shared
-            .with_writes(|w| (w.take_failure(target), w.last_ack));
+            .with_writes(|w| (w.take_failures(target), w.last_ack));
         if let Some(error) = failure {
             return Err(error);
         }

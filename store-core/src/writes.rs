@@ -86,14 +86,17 @@ pub(crate) struct Writes {
     /// The newest revision the view was reported at.
     view_seen: Revision,
     next_seq: u64,
-    /// Failed writes not yet reported by a `flush`, by sequence number.
+    /// Failed writes no caller was told about and no `flush` reported yet, by
+    /// sequence number.
     failures: BTreeMap<u64, Error>,
+    /// How many more failed past [`MAX_KEPT_FAILURES`].
+    failures_beyond: u64,
     /// Highest revision any acknowledgement reported.
     pub(crate) last_ack: Revision,
 }
 
-/// Failures kept for `flush` to report; older ones are dropped (and were logged).
-const MAX_KEPT_FAILURES: usize = 256;
+/// Failures kept whole for `flush` to report; past this only a count is kept.
+const MAX_KEPT_FAILURES: usize = 1024;
 
 /// Retired overlay entries are swept only past this many, so small stores never
 /// pay for a sweep.
@@ -273,16 +276,22 @@ impl Writes {
         }
     }
 
-    /// Forgets a failed write so reads show the backend's truth again, and keeps the
-    /// error for the next `flush`.
-    pub(crate) fn failed(&mut self, key: &Arc<str>, seq: u64, error: Error) {
+    /// Forgets a failed write so reads show the backend's truth again.
+    pub(crate) fn failed(&mut self, key: &Arc<str>, seq: u64) {
         if self.overlay.get(key).is_some_and(|o| o.seq == seq) {
             self.overlay.remove(key);
         }
+    }
+
+    /// Keeps the failure of a write no caller was told about, for the next
+    /// `flush` to report. Past [`MAX_KEPT_FAILURES`] only a count is kept (each
+    /// failure was logged when it happened).
+    pub(crate) fn untold(&mut self, seq: u64, error: Error) {
         if self.failures.len() >= MAX_KEPT_FAILURES {
-            self.failures.pop_first();
+            self.failures_beyond += 1;
+        } else {
+            self.failures.insert(seq, error);
         }
-        self.failures.insert(seq, error);
     }
 
     /// A batch ending at `last_seq` failed as a whole: with nothing older waiting
@@ -293,11 +302,21 @@ impl Writes {
         }
     }
 
-    /// Takes the first failure among writes up to `seq`, dropping the rest of them.
-    pub(crate) fn take_failure(&mut self, seq: u64) -> Option<Error> {
+    /// Takes every failure among writes up to `seq` that no caller was told
+    /// about: one error when one write failed, [`Error::WritesFailed`] naming
+    /// them all when several did. Each is reported once.
+    pub(crate) fn take_failures(&mut self, seq: u64) -> Option<Error> {
         let later = self.failures.split_off(&(seq + 1));
         let reported = std::mem::replace(&mut self.failures, later);
-        reported.into_values().next()
+        let beyond = std::mem::take(&mut self.failures_beyond);
+        let mut errors: Vec<Error> = reported.into_values().collect();
+        if errors.len() == 1 && beyond == 0 {
+            return errors.pop();
+        }
+        (!errors.is_empty()).then(|| Error::WritesFailed {
+            errors: errors.into(),
+            more: beyond,
+        })
     }
 }
 
@@ -386,7 +405,7 @@ mod tests {
         let mut w = Writes::default();
         let (seq, _) = w.push_plain("a", value("1"), None);
         let batch = w.take_batch(100);
-        w.failed(&batch[0].key, seq, Error::Closed);
+        w.failed(&batch[0].key, seq);
         assert!(w.overlay("a").is_none());
         w.batch_failed(seq);
         assert!(!w.has_overlay());

@@ -287,3 +287,75 @@ async fn decode_errors_never_quote_the_stored_value() {
         }
     }
 }
+
+/// Refuses every write for good, per write, as a server's validation would.
+struct RefusesAll(MemoryBackend);
+
+impl Backend for RefusesAll {
+    fn name(&self) -> &'static str {
+        "refuses-all"
+    }
+    fn capabilities(&self) -> store_core::Capabilities {
+        self.0.capabilities()
+    }
+    async fn read(&self, key: &str) -> store_core::Result<Option<Entry>> {
+        self.0.read(key).await
+    }
+    async fn list(&self, prefix: &str) -> store_core::Result<Listing> {
+        self.0.list(prefix).await
+    }
+    async fn apply(&self, batch: Batch) -> store_core::Result<Applied> {
+        let outcomes = batch
+            .ops
+            .into_iter()
+            .map(|op| {
+                Outcome::Failed(Error::Rejected {
+                    key: op.key,
+                    reason: "refused by validation".to_owned(),
+                })
+            })
+            .collect();
+        Ok(Applied {
+            revision: self.0.revision(),
+            outcomes,
+        })
+    }
+    async fn watch(&self, from: Revision) -> store_core::Result<store_core::backend::WatchStream> {
+        self.0.watch(from).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failed_write_is_logged_once_at_warn_with_its_key_and_not_its_value() {
+    let logs = logs();
+    let secret = "hunter2-refused-91c4";
+    let store = Store::builder()
+        .backend(RefusesAll(MemoryBackend::new()))
+        .name("refusing")
+        .linked_hooks(false)
+        .timeout(Duration::from_secs(10))
+        .open()
+        .await
+        .expect("store opens");
+    store
+        .set("refused-in-background-3e1", &secret)
+        .expect("queued");
+    store
+        .set_and_wait("refused-with-waiter-3e1", &secret)
+        .await
+        .expect_err("refused");
+    store
+        .flush()
+        .await
+        .expect_err("the background write failed");
+    let text = logs.text();
+    for key in ["refused-in-background-3e1", "refused-with-waiter-3e1"] {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("write failed") && l.contains(key))
+            .collect();
+        assert_eq!(lines.len(), 1, "logged once: {lines:?}");
+        assert!(lines[0].contains("WARN"), "{}", lines[0]);
+    }
+    assert_not_logged(secret);
+}

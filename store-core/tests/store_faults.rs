@@ -225,3 +225,121 @@ async fn a_store_dropped_without_flushing_sends_its_queued_writes_once() {
     assert!(event.is_some());
     assert!(backend.read("late").await.expect("read").is_some());
 }
+
+/// Refuses for good every write to a key starting with `refused`, as a server's
+/// validation would, and applies the others of the same batch.
+#[derive(Clone)]
+struct RefusesKeys(MemoryBackend);
+
+impl RefusesKeys {
+    fn refuses(key: &str) -> bool {
+        key.starts_with("refused")
+    }
+}
+
+impl Backend for RefusesKeys {
+    fn name(&self) -> &'static str {
+        "refuses-keys"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    fn read(&self, key: &str) -> impl Future<Output = Result<Option<Entry>>> + Send {
+        self.0.read(key)
+    }
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Listing>> + Send {
+        self.0.list(prefix)
+    }
+    async fn apply(&self, batch: Batch) -> Result<Applied> {
+        let (refused, accepted): (Vec<_>, Vec<_>) = batch
+            .ops
+            .into_iter()
+            .enumerate()
+            .partition(|(_, op)| Self::refuses(&op.key));
+        let indices: Vec<usize> = accepted.iter().map(|(i, _)| *i).collect();
+        let applied = self
+            .0
+            .apply(Batch {
+                ops: accepted.into_iter().map(|(_, op)| op).collect(),
+                atomic: false,
+            })
+            .await?;
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; indices.len() + refused.len()];
+        for (index, outcome) in indices.into_iter().zip(applied.outcomes) {
+            outcomes[index] = Some(outcome);
+        }
+        for (index, op) in refused {
+            outcomes[index] = Some(Outcome::Failed(Error::Rejected {
+                key: op.key,
+                reason: "refused by the server's validation".to_owned(),
+            }));
+        }
+        Ok(Applied {
+            revision: applied.revision,
+            outcomes: outcomes.into_iter().flatten().collect(),
+        })
+    }
+    fn watch(&self, from: Revision) -> impl Future<Output = Result<WatchStream>> + Send {
+        self.0.watch(from)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_fails_its_own_caller_at_once_and_holds_up_no_other() {
+    let store = open(RefusesKeys(MemoryBackend::new())).await;
+    let err = store
+        .set_and_wait("refused-empty", &"")
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, Error::Rejected { key, .. } if key == "refused-empty"),
+        "{err:?}"
+    );
+    store
+        .set_and_wait("after", &1)
+        .await
+        .expect("the next write lands");
+    assert_eq!(store.get::<i32>("refused-empty").expect("get"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_reports_every_untold_failure_once_naming_every_key() {
+    let backend = RefusesKeys(MemoryBackend::new());
+    let store = open(backend.clone()).await;
+    store.set("refused-1", &1).expect("queued");
+    store.set("refused-2", &2).expect("queued");
+    store.set("fine", &3).expect("queued");
+    let err = store.flush().await.expect_err("two writes failed");
+    let Error::WritesFailed { errors, more } = &err else {
+        panic!("expected WritesFailed, got {err:?}");
+    };
+    let keys: Vec<_> = errors.iter().filter_map(Error::key).collect();
+    assert_eq!(keys, ["refused-1", "refused-2"]);
+    assert_eq!(*more, 0);
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with("2 writes failed") && shown.contains("refused-2"),
+        "{shown}"
+    );
+    assert!(backend.0.read("fine").await.expect("read").is_some());
+    store.flush().await.expect("each failure is reported once");
+
+    store.set("refused-3", &1).expect("queued");
+    let err = store.flush().await.expect_err("one write failed");
+    assert!(
+        matches!(&err, Error::Rejected { key, .. } if key == "refused-3"),
+        "a single failure keeps its own type: {err:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_told_to_its_caller_is_not_raised_again_by_flush_or_close() {
+    let store = open(RefusesKeys(MemoryBackend::new())).await;
+    store
+        .set_and_wait("refused", &1)
+        .await
+        .expect_err("told to the caller");
+    store.flush().await.expect("not raised again by flush");
+    store.set("fine", &1).expect("queued");
+    store.close().await.expect("nor by close");
+}
