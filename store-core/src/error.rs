@@ -36,7 +36,8 @@ pub enum Error {
     ValueTooLarge {
         /// The key being written.
         key: String,
-        /// Size of the encoded value in bytes.
+        /// Size of the encoded value in bytes; when the store refused it at the
+        /// call, encoding stopped once past the limit and this is the size by then.
         size: usize,
         /// The largest size accepted, in bytes.
         limit: usize,

@@ -86,7 +86,7 @@ pub mod model;
 pub use backend::{Backend, Capabilities, Payload, Precondition, Revision, Version};
 pub use error::{BoxError, Error, Result, SharedError};
 pub use key::{AnyKey, AsKey, Key, KeyFamily};
-pub use memory::{DEFAULT_HISTORY, MemoryBackend};
+pub use memory::{DEFAULT_HISTORY, KUBE_MAX_VALUE_SIZE, MemoryBackend};
 pub use store::{DEFAULT_TIMEOUT, Snapshot, Store, StoreBuilder, Versioned};
 pub use subscribe::{ChangeEvent, Subscription};
 pub use value::{StoreValue, decode};

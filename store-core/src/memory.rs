@@ -24,6 +24,12 @@ use crate::error::{Error, Result};
 /// Revisions of history kept for watches unless configured otherwise.
 pub const DEFAULT_HISTORY: usize = 10_000;
 
+/// The largest value the `store-kube` backend stores with its default limits,
+/// in bytes of the value's JSON text once written into the custom resource as
+/// a JSON string (quotes and escapes counted). See
+/// [`MemoryBackend::with_kube_limits`].
+pub const KUBE_MAX_VALUE_SIZE: usize = 1024 * 1024 - 16 * 1024;
+
 const NAME: &str = "memory";
 
 struct Stored {
@@ -59,6 +65,9 @@ struct Faults {
 pub struct MemoryBackend {
     state: Arc<Mutex<State>>,
     max_value_size: Option<usize>,
+    /// Measure a value as a JSON string holding its text, as a Kubernetes
+    /// object stores it, instead of by its own length.
+    size_as_string: bool,
 }
 
 impl std::fmt::Debug for MemoryBackend {
@@ -99,14 +108,61 @@ impl MemoryBackend {
                 reaper: false,
             })),
             max_value_size: None,
+            size_as_string: false,
         }
     }
 
     /// The same store, refusing values over `bytes` (advertised in
-    /// [`Capabilities::max_value_size`]).
+    /// [`Capabilities::max_value_size`], so a [`Store`](crate::Store) refuses
+    /// them at the call).
     pub fn with_max_value_size(mut self, bytes: usize) -> Self {
         self.max_value_size = Some(bytes);
         self
+    }
+
+    /// The same store, refusing values as the `store-kube` backend does with
+    /// its default limits, so code tested on memory meets the limits it will
+    /// meet on a cluster.
+    ///
+    /// There is no limit by default. With this, a value over
+    /// [`KUBE_MAX_VALUE_SIZE`] bytes is refused with [`Error::ValueTooLarge`]
+    /// at the call; a value just under it whose quotes and backslashes grow
+    /// past it once stored as a string in the object fails its write, as on
+    /// the kube backend.
+    ///
+    /// ```
+    /// use store_core::{Error, MemoryBackend, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> store_core::Result<()> {
+    /// let store = Store::builder()
+    ///     .backend(MemoryBackend::new().with_kube_limits())
+    ///     .open()
+    ///     .await?;
+    /// let too_big = "x".repeat(2 * 1024 * 1024);
+    /// assert!(matches!(store.set("big", &too_big), Err(Error::ValueTooLarge { .. })));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_kube_limits(mut self) -> Self {
+        self.max_value_size = Some(KUBE_MAX_VALUE_SIZE);
+        self.size_as_string = true;
+        self
+    }
+
+    /// The size of a value as this backend measures it against its limit.
+    fn stored_size(&self, value: &Payload) -> usize {
+        if !self.size_as_string {
+            return value.len();
+        }
+        let escapes: usize = value
+            .as_str()
+            .chars()
+            .map(|c| match c {
+                '"' | '\\' | '\n' | '\r' | '\t' | '\u{08}' | '\u{0C}' => 1,
+                c if u32::from(c) < 0x20 => 5,
+                _ => 0,
+            })
+            .sum();
+        value.len() + escapes + 2
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -291,6 +347,30 @@ impl Backend for MemoryBackend {
         }
         let now = Instant::now();
         state.expire(now);
+        if batch.atomic
+            && let Some(limit) = self.max_value_size
+            && let Some(index) = batch.ops.iter().position(|op| {
+                matches!(&op.kind, OpKind::Put { value, .. } if self.stored_size(value) > limit)
+            })
+        {
+            // All or nothing: one value over the limit fails the batch.
+            let outcomes = (0..batch.ops.len())
+                .map(|i| match &batch.ops[i].kind {
+                    OpKind::Put { value, .. } if i == index => {
+                        Outcome::Failed(Error::ValueTooLarge {
+                            key: batch.ops[i].key.clone(),
+                            size: self.stored_size(value),
+                            limit,
+                        })
+                    }
+                    _ => Outcome::Aborted,
+                })
+                .collect();
+            return Ok(Applied {
+                revision: state.revision,
+                outcomes,
+            });
+        }
         if batch.atomic {
             // Check every precondition against the state as each earlier op leaves it.
             let mut shadow: BTreeMap<&str, Option<Version>> = BTreeMap::new();
@@ -355,6 +435,16 @@ impl Backend for MemoryBackend {
             }
             match op.kind {
                 OpKind::Put { value, ttl } => {
+                    if let Some(limit) = self.max_value_size
+                        && self.stored_size(&value) > limit
+                    {
+                        outcomes.push(Outcome::Failed(Error::ValueTooLarge {
+                            key: op.key,
+                            size: self.stored_size(&value),
+                            limit,
+                        }));
+                        continue;
+                    }
                     let expires = ttl.map(|t| now + t);
                     needs_reaper |= expires.is_some();
                     let unchanged = state

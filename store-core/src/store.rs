@@ -576,16 +576,7 @@ impl Store {
                 operation: "time to live",
             });
         }
-        let payload = value::encode(key, value)?;
-        if let Some(limit) = self.shared.max_value_size
-            && payload.len() > limit
-        {
-            return Err(Error::ValueTooLarge {
-                key: key.to_owned(),
-                size: payload.len(),
-                limit,
-            });
-        }
+        let payload = value::encode(key, value, self.shared.max_value_size)?;
         Ok(writes::put(payload, ttl))
     }
 

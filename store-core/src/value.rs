@@ -61,38 +61,79 @@ pub trait StoreValue: Serialize + DeserializeOwned + Send + Sync + 'static {
     }
 }
 
-/// Encodes a value for `key` as JSON text.
+/// Encodes a value for `key` as JSON text, refusing it with
+/// [`Error::ValueTooLarge`] as soon as the text passes `limit` bytes: a huge
+/// value is never encoded whole just to be refused.
 ///
 /// Serialises into a per-thread scratch buffer that keeps its capacity, so a
 /// write costs one allocation (the shared text) instead of a growing `String`
 /// copied into it and freed.
-pub(crate) fn encode<T: Serialize + ?Sized>(key: &str, value: &T) -> Result<Payload> {
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    key: &str,
+    value: &T,
+    limit: Option<usize>,
+) -> Result<Payload> {
     thread_local! {
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     /// A buffer grown past this is not kept, so one huge value doesn't pin memory.
     const KEEP: usize = 64 * 1024;
+    let limit = limit.unwrap_or(usize::MAX);
+    let too_large = |size: usize| Error::ValueTooLarge {
+        key: key.to_owned(),
+        size,
+        limit,
+    };
     let encoded = SCRATCH.with(|scratch| {
         // A value whose `Serialize` itself writes to a store re-enters here.
-        let Ok(mut buffer) = scratch.try_borrow_mut() else {
-            return serde_json::to_string(value).map(Payload::from);
+        let mut fresh = Vec::new();
+        let mut borrowed = scratch.try_borrow_mut();
+        let buffer = match &mut borrowed {
+            Ok(buffer) => &mut **buffer,
+            Err(_) => &mut fresh,
         };
         buffer.clear();
-        let written = serde_json::to_writer(&mut *buffer, value);
-        let payload = written.map(|()| match std::str::from_utf8(&buffer) {
-            Ok(text) => Payload::from(text),
-            // serde_json writes only valid UTF-8; never reached.
-            Err(_) => Payload::from(String::from_utf8_lossy(&buffer).as_ref()),
-        });
-        if buffer.capacity() > KEEP {
-            *buffer = Vec::new();
+        let mut writer = Bounded { buffer, limit };
+        let written = serde_json::to_writer(&mut writer, value);
+        let size = writer.buffer.len();
+        let payload = match written {
+            Ok(()) => Ok(match std::str::from_utf8(writer.buffer) {
+                Ok(text) => Payload::from(text),
+                // serde_json writes only valid UTF-8; never reached.
+                Err(_) => Payload::from(String::from_utf8_lossy(writer.buffer).as_ref()),
+            }),
+            Err(e) if e.is_io() && size > limit => Err(too_large(size)),
+            Err(e) => Err(Error::Encode {
+                key: key.to_owned(),
+                source: Arc::new(e),
+            }),
+        };
+        if writer.buffer.capacity() > KEEP {
+            *writer.buffer = Vec::new();
         }
         payload
-    });
-    encoded.map_err(|e| Error::Encode {
-        key: key.to_owned(),
-        source: Arc::new(e),
-    })
+    })?;
+    Ok(encoded)
+}
+
+/// A buffer that refuses to grow past `limit` bytes, so encoding stops there.
+struct Bounded<'a> {
+    buffer: &'a mut Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Bounded<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() > self.limit {
+            return Err(std::io::Error::other("value over the size limit"));
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Runs a type's extra validation (see [`StoreValue::validate`]) on a stored value
