@@ -210,8 +210,10 @@ macro_rules! __conformance_case_list {
             remove_and_wait_hides_the_key,
             clear_removes_keys_this_handle_never_saw,
             clear_on_an_empty_store_is_fine,
+            keys_another_writer_stored_against_the_rules_can_be_removed,
             concurrent_updates_lose_no_increment,
             updates_from_two_handles_lose_no_increment,
+            an_update_that_declines_sends_nothing,
             compare_and_set_detects_conflicts,
             two_handles_converge,
             subscribers_see_every_change_in_order,
@@ -476,6 +478,53 @@ pub mod cases {
         .await;
     }
 
+    /// Keys another writer stored that break this library's key rules (a
+    /// control character, over 1,024 bytes) are listed and read, and can be
+    /// removed one by one and by `clear`.
+    pub async fn keys_another_writer_stored_against_the_rules_can_be_removed<H: Harness>(
+        harness: &H,
+    ) {
+        let scope = scope("foreign-keys");
+        let backend = harness.open(&scope).await;
+        let store = store(harness.open(&scope).await).await;
+        let control = "tab\there";
+        let long = "k".repeat(1500);
+        let ops = [control, long.as_str(), "plain"]
+            .into_iter()
+            .map(|key| crate::backend::Op::put(key, crate::Payload::from("1")))
+            .collect();
+        let applied = backend
+            .apply(crate::backend::Batch { ops, atomic: false })
+            .await
+            .expect("another writer stores them");
+        assert!(
+            applied
+                .outcomes
+                .iter()
+                .all(|o| matches!(o, crate::backend::Outcome::Applied(_))),
+            "{:?}",
+            applied.outcomes
+        );
+        eventually("the store to list all three", CONVERGE, || store.len() == 3).await;
+        assert_eq!(value::<i32>(&store, control), Some(1));
+        assert_eq!(value::<i32>(&store, &long), Some(1));
+        store
+            .remove_and_wait(control)
+            .await
+            .expect("a listed key can be removed");
+        assert!(!store.keys().iter().any(|k| k == control));
+        store.clear().await.expect("clear removes the rest");
+        assert!(store.is_empty());
+        let listing = backend.list("").await.expect("list");
+        assert!(listing.entries.is_empty(), "{:?}", listing.entries);
+        // A key the store does not hold is still checked.
+        let refused = store.remove("never\u{1}seen");
+        assert!(
+            matches!(refused, Err(Error::InvalidKey { .. })),
+            "{refused:?}"
+        );
+    }
+
     /// `clear` on an empty store succeeds and a later write survives it.
     pub async fn clear_on_an_empty_store_is_fine<H: Harness>(harness: &H) {
         let (store, _, _) = gated(harness, "clear-empty").await;
@@ -507,6 +556,55 @@ pub mod cases {
             value::<u64>(&a, "counter") == Some(1000) && value::<u64>(&b, "counter") == Some(1000)
         })
         .await;
+    }
+
+    /// `update_if` whose closure declines sends nothing and changes nothing;
+    /// one that writes behaves like `update`.
+    pub async fn an_update_that_declines_sends_nothing<H: Harness>(harness: &H) {
+        let (store, gate, _) = gated(harness, "update-if").await;
+        if !store.capabilities().compare_and_set {
+            return;
+        }
+        let written = store
+            .update_if("k", |n: Option<&u64>| Some(n.copied().unwrap_or(0) + 1))
+            .await
+            .expect("update_if")
+            .expect("the closure wrote");
+        assert_eq!(*written.value, 1);
+        let mut changes = store.subscribe().key("k");
+        // With writes held back, anything sent would hang the call.
+        gate.close();
+        for _ in 0..10 {
+            let declined = tokio::time::timeout(
+                Duration::from_secs(10),
+                store.update_if("k", |n: Option<&u64>| {
+                    assert_eq!(n, Some(&1), "the closure sees the current value");
+                    None
+                }),
+            )
+            .await
+            .expect("a declined update sends nothing, so nothing holds it back")
+            .expect("update_if");
+            assert!(declined.is_none());
+        }
+        gate.open();
+        let versioned = store.get_versioned::<u64>("k").expect("get").expect("set");
+        assert_eq!(
+            (*versioned.value, versioned.version),
+            (1, written.version),
+            "no new version"
+        );
+        store.set_and_wait("k", &2u64).await.expect("set");
+        let next = tokio::time::timeout(CONVERGE, futures_util::StreamExt::next(&mut changes))
+            .await
+            .expect("a change")
+            .expect("open")
+            .expect("no lag");
+        assert_eq!(
+            next.value::<u64>().expect("decodes"),
+            Some(2),
+            "the first change after the declines is the set"
+        );
     }
 
     /// `compare_and_set` writes only when its precondition holds.

@@ -726,10 +726,54 @@ impl Store {
     /// the new one with `f`, and writes it only if the key did not change meanwhile;
     /// otherwise waits for the newer value and calls `f` again. `f` may therefore run
     /// more than once. Returns the value written with its version.
+    ///
+    /// Every call writes, even a value equal to the current one; use
+    /// [`update_if`](Self::update_if) to leave the key alone when nothing changes.
     pub async fn update<T, F>(&self, key: impl AsKey<T>, mut f: F) -> Result<Versioned<Arc<T>>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
         F: FnMut(Option<&T>) -> T,
+    {
+        let updated = self.update_if(key, |current| Some(f(current))).await?;
+        // `f` always gives a value, so a write always happens.
+        updated.ok_or(Error::Closed)
+    }
+
+    /// Like [`update`](Self::update), but `f` may decline: returning `None`
+    /// leaves the key as it is, sends nothing to the backend and makes no new
+    /// version (as `fetch_update` on an atomic). Returns the value written with
+    /// its version, or `None` when `f` declined.
+    ///
+    /// `f` decides on this handle's view of the key, the same value `update`
+    /// would start from; a decline is not checked against the backend.
+    ///
+    /// ```
+    /// # use store_core::Store;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> store_core::Result<()> {
+    /// let store = Store::memory().await?;
+    /// let record = |ns: &str| {
+    ///     let ns = ns.to_owned();
+    ///     move |current: Option<&Vec<String>>| {
+    ///         let mut list = current.cloned().unwrap_or_default();
+    ///         if list.contains(&ns) {
+    ///             return None; // already recorded: write nothing
+    ///         }
+    ///         list.push(ns.clone());
+    ///         Some(list)
+    ///     }
+    /// };
+    /// assert!(store.update_if("exempt", record("kube-system")).await?.is_some());
+    /// assert!(store.update_if("exempt", record("kube-system")).await?.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub async fn update_if<T, F>(
+        &self,
+        key: impl AsKey<T>,
+        mut f: F,
+    ) -> Result<Option<Versioned<Arc<T>>>>
+    where
+        T: Serialize + DeserializeOwned + Send + Sync + 'static,
+        F: FnMut(Option<&T>) -> Option<T>,
     {
         let validator = key.validator();
         let key = key.as_key();
@@ -749,16 +793,18 @@ impl Store {
                     None => (None, Precondition::Absent, view.revision),
                 }
             };
-            let next = f(current.as_deref());
+            let Some(next) = f(current.as_deref()) else {
+                return Ok(None);
+            };
             let kind = self.encode_put(key, &next, None)?;
             let attempt = self.conditional(key, kind, expected);
             match tokio::time::timeout_at(deadline, attempt).await {
                 Err(_) => return Err(self.timeout_error(format!("`{key}` to update"))),
                 Ok(Ok(version)) => {
-                    return Ok(Versioned {
+                    return Ok(Some(Versioned {
                         value: Arc::new(next),
                         version,
-                    });
+                    }));
                 }
                 Ok(Err(Error::Conflict { actual, .. })) => {
                     // Someone else wrote first: wait until the view shows their write.
