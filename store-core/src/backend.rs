@@ -272,6 +272,16 @@ pub struct Capabilities {
     pub max_value_size: Option<usize>,
     /// The most ops accepted in one batch.
     pub max_batch_ops: Option<usize>,
+    /// Values are kept as text, as a Pepr store keeps them: every value reads
+    /// back as a JSON string of its text. A `String` read returns that text
+    /// exactly; a read of any other type that does not take a string decodes
+    /// the text as JSON (so `"42"` reads as `42u32` and `{"a":1}` as a struct).
+    pub text_values: bool,
+    /// The quiet time this backend asks for between two batches of one store:
+    /// the store sends at most one batch per gap, coalescing what is queued
+    /// meanwhile (see [`StoreBuilder::min_write_gap`](crate::StoreBuilder::min_write_gap)).
+    /// `None`: send as soon as the backend is idle.
+    pub min_write_gap: Option<Duration>,
 }
 
 impl Capabilities {
@@ -302,6 +312,18 @@ impl Capabilities {
     /// Adds [`ttl`](Self::ttl).
     pub const fn with_ttl(mut self) -> Self {
         self.ttl = true;
+        self
+    }
+
+    /// Adds [`text_values`](Self::text_values).
+    pub const fn with_text_values(mut self) -> Self {
+        self.text_values = true;
+        self
+    }
+
+    /// Sets [`min_write_gap`](Self::min_write_gap).
+    pub const fn with_min_write_gap(mut self, gap: Option<Duration>) -> Self {
+        self.min_write_gap = gap;
         self
     }
 

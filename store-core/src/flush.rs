@@ -6,6 +6,11 @@
 //! exponential backoff and full jitter, the batch kept whole and in order; a
 //! permanent failure fails exactly the writes of that batch.
 //!
+//! With a minimum gap ([`StoreBuilder::min_write_gap`](crate::StoreBuilder::min_write_gap),
+//! on by default in the kube backend's Pepr mode) a batch leaves at once after
+//! a quiet gap, and otherwise when the gap since the last one is over, so
+//! peers that debounce watch events get to apply them.
+//!
 //! With an interval ([`StoreBuilder::flush_interval`](crate::StoreBuilder::flush_interval))
 //! queued writes wait for the next tick of a fixed schedule instead, as Pepr's
 //! store sends them; that policy exists only to compare with Pepr's behaviour.
@@ -49,10 +54,20 @@ impl Backoff {
     }
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, max_batch: usize, interval: Option<Duration>) {
+/// When batches may leave.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pacing {
+    /// A fixed schedule (Pepr's own behaviour, for comparison).
+    pub(crate) interval: Option<Duration>,
+    /// Quiet time to leave between two batches.
+    pub(crate) gap: Option<Duration>,
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, max_batch: usize, pacing: Pacing) {
     let epoch = Instant::now();
+    let mut last_done: Option<Instant> = None;
     loop {
-        if let Some(interval) = interval
+        if let Some(interval) = pacing.interval
             && shared.with_writes(|w| !w.is_empty())
         {
             next_tick(&shared, epoch, interval).await;
@@ -67,8 +82,17 @@ pub(crate) async fn run(shared: Arc<Shared>, max_batch: usize, interval: Option<
             }
             continue;
         }
+        if let (Some(gap), Some(done)) = (pacing.gap, last_done)
+            && shared.with_writes(|w| !w.is_empty())
+        {
+            // Writes queued meanwhile gather and coalesce until the gap is over.
+            until(&shared, done + gap).await;
+        }
         match take(&shared, max_batch) {
-            Some(slots) => send(&shared, slots).await,
+            Some(slots) => {
+                send(&shared, slots).await;
+                last_done = Some(Instant::now());
+            }
             None if shared.is_closed() => return,
             None => shared.wake_flusher.notified().await,
         }
@@ -101,10 +125,17 @@ async fn next_tick(shared: &Shared, epoch: Instant, interval: Duration) {
             .unwrap_or(u64::MAX)
             .saturating_mul(ticks),
     );
+    until(shared, epoch + at).await;
+}
+
+/// Sleeps until `at`, or until the store closes or starts closing.
+async fn until(shared: &Shared, at: Instant) {
     let mut closed = shared.closed.subscribe();
+    let mut draining = shared.draining.subscribe();
     tokio::select! {
-        () = tokio::time::sleep_until(epoch + at) => {}
+        () = tokio::time::sleep_until(at) => {}
         _ = closed.wait_for(|c| *c) => {}
+        _ = draining.wait_for(|d| *d) => {}
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub pending: usize,
     /// Every key with its encoded value, in key order.
     pub entries: BTreeMap<String, Payload>,
+    /// The backend keeps values as text ([`Capabilities::text_values`]).
+    text_values: bool,
 }
 
 impl Snapshot {
@@ -57,7 +59,7 @@ impl Snapshot {
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         self.entries
             .get(key)
-            .map(|payload| value::decode(key, payload))
+            .map(|payload| value::decode_stored(key, payload, self.text_values, None))
             .transpose()
     }
 }
@@ -99,6 +101,8 @@ pub(crate) struct Shared {
     pub(crate) readiness: watch::Sender<Readiness>,
     is_closed: AtomicBool,
     pub(crate) closed: watch::Sender<bool>,
+    /// Set by `close`: queued writes go at once, whatever the pacing.
+    pub(crate) draining: watch::Sender<bool>,
 }
 
 /// Where changes go while the store starts (see [`Shared::publish`]).
@@ -254,6 +258,7 @@ pub struct StoreBuilder {
     max_batch_ops: usize,
     retry: RetryPolicy,
     flush_interval: Option<Duration>,
+    min_write_gap: Option<Duration>,
 }
 
 impl std::fmt::Debug for StoreBuilder {
@@ -281,6 +286,7 @@ impl Default for StoreBuilder {
                 max: Duration::from_secs(5),
             },
             flush_interval: None,
+            min_write_gap: None,
         }
     }
 }
@@ -387,6 +393,22 @@ impl StoreBuilder {
         self
     }
 
+    /// Leaves at least `gap` between two batches sent to the backend: the
+    /// first write after a quiet `gap` goes at once; writes made sooner gather,
+    /// coalesce per key, and leave together when `gap` has passed since the
+    /// last batch was acknowledged. `Duration::ZERO` turns pacing off.
+    ///
+    /// Without this call the backend's wish applies
+    /// ([`Capabilities::min_write_gap`]): none for most backends, a gap in the
+    /// kube backend's Pepr mode, because a TypeScript Pepr pod applies a watch
+    /// event only after a second without another, so a store writing more
+    /// often would keep every Pepr pod's view stale. Closing the store sends
+    /// what is queued at once.
+    pub fn min_write_gap(mut self, gap: Duration) -> Self {
+        self.min_write_gap = Some(gap);
+        self
+    }
+
     /// Starts the store's background tasks and returns at once; call
     /// [`Store::ready`] to wait for the initial sync and the on-ready hooks.
     ///
@@ -423,6 +445,7 @@ impl StoreBuilder {
             readiness: watch::Sender::new(Readiness::Starting),
             is_closed: AtomicBool::new(false),
             closed: watch::Sender::new(false),
+            draining: watch::Sender::new(false),
         });
         let store = Store {
             _guard: Arc::new(Guard {
@@ -434,11 +457,14 @@ impl StoreBuilder {
         let hooks = hooks::plan(&store.shared.name, self.linked_hooks, self.hooks);
         let (synced_tx, synced_rx) = oneshot::channel();
         tokio::spawn(sync::run(Arc::clone(&shared), synced_tx));
-        tokio::spawn(flush::run(
-            Arc::clone(&shared),
-            max_batch,
-            self.flush_interval,
-        ));
+        let pacing = flush::Pacing {
+            interval: self.flush_interval,
+            gap: self
+                .min_write_gap
+                .or(caps.min_write_gap)
+                .filter(|gap| !gap.is_zero()),
+        };
+        tokio::spawn(flush::run(Arc::clone(&shared), max_batch, pacing));
         // The hook runner holds a handle only until the hooks are done.
         let runner = store.clone();
         tokio::spawn(async move {
@@ -522,14 +548,19 @@ impl Store {
             let writes = lock(&self.shared.writes);
             if let Some(entry) = writes.overlay(name) {
                 return match &entry.cell {
-                    Some(cell) => cell.decode(name, key.validator()).map(Some),
+                    Some(cell) => cell
+                        .decode(name, key.validator(), self.shared.caps.text_values)
+                        .map(Some),
                     None => Ok(None),
                 };
             }
         }
         let view = read(&self.shared.view);
         match view.entries.get(name) {
-            Some(entry) => entry.cell.decode(name, key.validator()).map(Some),
+            Some(entry) => entry
+                .cell
+                .decode(name, key.validator(), self.shared.caps.text_values)
+                .map(Some),
             None => {
                 drop(view);
                 key::validate(name)?;
@@ -555,7 +586,11 @@ impl Store {
             .get(name)
             .map(|entry| {
                 Ok(Versioned {
-                    value: entry.cell.decode(name, key.validator())?,
+                    value: entry.cell.decode(
+                        name,
+                        key.validator(),
+                        self.shared.caps.text_values,
+                    )?,
                     version: entry.version,
                 })
             })
@@ -786,7 +821,11 @@ impl Store {
                 let view = read(&self.shared.view);
                 match view.entries.get(key) {
                     Some(entry) => (
-                        Some(entry.cell.decode::<T>(key, validator)?),
+                        Some(entry.cell.decode::<T>(
+                            key,
+                            validator,
+                            self.shared.caps.text_values,
+                        )?),
                         Precondition::Version(entry.version),
                         view.revision,
                     ),
@@ -1004,12 +1043,14 @@ impl Store {
             revision,
             pending,
             entries,
+            text_values: self.shared.caps.text_values,
         }
     }
 
     /// Sends what is queued, waits for it like [`flush`](Self::flush), and stops the
     /// store: every later call on any handle returns [`Error::Closed`].
     pub async fn close(&self) -> Result<()> {
+        self.shared.draining.send_replace(true);
         let flushed = self.flush().await;
         self.shared.close();
         flushed

@@ -19,14 +19,22 @@ pub struct ChangeEvent {
     key: Arc<str>,
     value: Option<Payload>,
     revision: Revision,
+    /// The backend keeps values as text ([`crate::Capabilities::text_values`]).
+    text: bool,
 }
 
 impl ChangeEvent {
-    pub(crate) fn new(key: Arc<str>, value: Option<Payload>, revision: Revision) -> Self {
+    pub(crate) fn new(
+        key: Arc<str>,
+        value: Option<Payload>,
+        revision: Revision,
+        text: bool,
+    ) -> Self {
         ChangeEvent {
             key,
             value,
             revision,
+            text,
         }
     }
 
@@ -54,7 +62,7 @@ impl ChangeEvent {
     pub fn value<T: DeserializeOwned>(&self) -> Result<Option<T>> {
         self.value
             .as_ref()
-            .map(|payload| value::decode(&self.key, payload))
+            .map(|payload| value::decode_stored(&self.key, payload, self.text, None))
             .transpose()
     }
 }

@@ -101,6 +101,7 @@ async fn pause(backoff: &mut Backoff, closed: &mut watch::Receiver<bool>) -> boo
 /// Replaces the view with a listing, emitting a change for every key that differs.
 fn replace_view(shared: &Shared, listing: Listing) {
     let revision = listing.revision;
+    let text = shared.caps.text_values;
     let mut events = Vec::new();
     {
         let mut view = write(&shared.view);
@@ -113,7 +114,7 @@ fn replace_view(shared: &Shared, listing: Listing) {
             .collect();
         for key in gone {
             view.entries.remove(&key);
-            events.push(ChangeEvent::new(key, None, revision));
+            events.push(ChangeEvent::new(key, None, revision, text));
         }
         for entry in &listing.entries {
             let changed = view
@@ -127,6 +128,7 @@ fn replace_view(shared: &Shared, listing: Listing) {
                     Arc::from(entry.key.as_str()),
                     Some(entry.value.clone()),
                     revision,
+                    text,
                 ));
             }
         }
@@ -136,6 +138,7 @@ fn replace_view(shared: &Shared, listing: Listing) {
 }
 
 fn apply_changes(shared: &Shared, revision: Revision, changes: Vec<Change>) {
+    let text = shared.caps.text_values;
     let mut events = Vec::with_capacity(changes.len());
     {
         let mut view = write(&shared.view);
@@ -149,6 +152,7 @@ fn apply_changes(shared: &Shared, revision: Revision, changes: Vec<Change>) {
                     Arc::from(change.key),
                     change.value,
                     revision,
+                    text,
                 ));
             }
         }

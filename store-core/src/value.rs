@@ -161,6 +161,38 @@ pub(crate) fn validate_with(
     })
 }
 
+/// Decodes a value read from the store, running the type's validation first.
+///
+/// With `text` (the backend keeps values as text, see
+/// [`Capabilities::text_values`](crate::Capabilities::text_values)) a value that
+/// is a JSON string and does not decode as `T` is decoded from the JSON its text
+/// holds; the error reported is the one for that JSON, or the first one when
+/// the text is not JSON.
+pub(crate) fn decode_stored<T: DeserializeOwned>(
+    key: &str,
+    payload: &Payload,
+    text: bool,
+    validate: Option<crate::key::Validator>,
+) -> Result<T> {
+    let checked = |payload: &Payload| {
+        if let Some(validate) = validate {
+            validate_with(key, type_name::<T>(), payload, validate)?;
+        }
+        decode::<T>(key, payload)
+    };
+    let first = checked(payload);
+    if !text || first.is_ok() {
+        return first;
+    }
+    let Ok(inner) = serde_json::from_str::<String>(payload.as_str()) else {
+        return first;
+    };
+    if serde_json::from_str::<serde::de::IgnoredAny>(&inner).is_err() {
+        return first;
+    }
+    checked(&Payload::from(inner))
+}
+
 /// Decodes JSON text stored at `key` into `T`, naming the path where it failed.
 ///
 /// The error never quotes the stored value (values may be secrets and errors

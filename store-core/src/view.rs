@@ -32,7 +32,12 @@ impl Cell {
     }
 
     /// The value decoded as `T`, from the cache when `T` was decoded before.
-    pub(crate) fn decode<T>(&self, key: &str, validator: Option<Validator>) -> Result<Arc<T>>
+    pub(crate) fn decode<T>(
+        &self,
+        key: &str,
+        validator: Option<Validator>,
+        text: bool,
+    ) -> Result<Arc<T>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
@@ -42,10 +47,7 @@ impl Cell {
         {
             return Ok(typed);
         }
-        if let Some(validate) = validator {
-            value::validate_with(key, std::any::type_name::<T>(), &self.payload, validate)?;
-        }
-        let typed: Arc<T> = Arc::new(value::decode(key, &self.payload)?);
+        let typed: Arc<T> = Arc::new(value::decode_stored(key, &self.payload, text, validator)?);
         // The first type decoded wins the cache; another type decodes afresh each time.
         let _ = self.decoded.set((
             TypeId::of::<T>(),

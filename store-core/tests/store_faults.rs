@@ -343,3 +343,56 @@ async fn a_failure_told_to_its_caller_is_not_raised_again_by_flush_or_close() {
     store.set("fine", &1).expect("queued");
     store.close().await.expect("nor by close");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_write_gap_sends_the_first_write_at_once_and_gathers_the_rest() {
+    let gap = Duration::from_millis(1250);
+    let store = Store::builder()
+        .backend(MemoryBackend::new())
+        .linked_hooks(false)
+        .min_write_gap(gap)
+        .open()
+        .await
+        .expect("store starts");
+    let start = tokio::time::Instant::now();
+    store.set_and_wait("a", &1).await.expect("set");
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "the first write goes at once"
+    );
+
+    let second = tokio::time::Instant::now();
+    for i in 0..10 {
+        store.set("b", &i).expect("queued");
+    }
+    store.set_and_wait("c", &1).await.expect("set");
+    assert!(
+        second.elapsed() >= gap,
+        "the next batch waits out the gap: {:?}",
+        second.elapsed()
+    );
+    assert_eq!(store.get::<i32>("b").expect("get").as_deref(), Some(&9));
+
+    // After a quiet gap, a write goes at once again.
+    tokio::time::sleep(gap).await;
+    let third = tokio::time::Instant::now();
+    store.set_and_wait("d", &1).await.expect("set");
+    assert_eq!(third.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn closing_sends_writes_gathering_behind_a_gap_at_once() {
+    let store = Store::builder()
+        .backend(MemoryBackend::new())
+        .linked_hooks(false)
+        .min_write_gap(Duration::from_secs(3600))
+        .open()
+        .await
+        .expect("store starts");
+    store.set_and_wait("a", &1).await.expect("set");
+    store.set("b", &1).expect("queued");
+    let start = tokio::time::Instant::now();
+    store.close().await.expect("closing sends it");
+    assert!(start.elapsed() < Duration::from_secs(3600));
+}

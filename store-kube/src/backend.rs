@@ -37,6 +37,13 @@ const MAX_REPLANS: usize = 16;
 /// The default namespace of a Pepr-compatible store.
 pub const PEPR_NAMESPACE: &str = "pepr-system";
 
+/// The quiet time a Pepr-mode store leaves between two batches by default.
+///
+/// A TypeScript Pepr pod applies a watch event on its store only after a
+/// second without another, so a writer that sends more often keeps every Pepr
+/// pod's view stale. See [`KubeBackendBuilder::pepr_write_gap`].
+pub const PEPR_WRITE_GAP: Duration = Duration::from_millis(1250);
+
 /// Configures a [`KubeBackend`].
 #[derive(Clone)]
 #[must_use = "a builder does nothing until `build` is awaited"]
@@ -50,6 +57,7 @@ pub struct KubeBackendBuilder {
     field_manager: String,
     pepr: Option<(String, String)>,
     other_capabilities: Vec<String>,
+    pepr_write_gap: Duration,
 }
 
 /// A store kept in Kubernetes custom resources, shared by every process that
@@ -67,6 +75,8 @@ pub(crate) struct Inner {
     limits: Limits,
     request_timeout: Duration,
     field_manager: String,
+    /// Asked of the store between batches (Pepr mode).
+    write_gap: Option<Duration>,
     cache: Mutex<Cache>,
     feed: Mutex<Feed>,
     /// Woken whenever the feed moved, for listings waiting on it.
@@ -98,6 +108,7 @@ impl KubeBackend {
             field_manager: "typed-store".to_owned(),
             pepr: None,
             other_capabilities: Vec::new(),
+            pepr_write_gap: PEPR_WRITE_GAP,
         }
     }
 
@@ -202,6 +213,22 @@ impl KubeBackendBuilder {
         self
     }
 
+    /// In Pepr mode, the quiet time the store leaves between two batches
+    /// (default [`PEPR_WRITE_GAP`], longer than the one second a TypeScript
+    /// Pepr pod waits for quiet before it applies a watch event).
+    ///
+    /// The first write after a quiet gap is sent at once; writes made sooner
+    /// coalesce and leave together when the gap is over, so a Rust replica
+    /// writing all the time still lets Pepr pods see its writes, at the cost
+    /// of up to one gap of latency for a `set_and_wait`. `Duration::ZERO`
+    /// sends as soon as the API server is idle, as the native layout does
+    /// (right when no TypeScript pod shares the store). A store can override
+    /// it too, with `StoreBuilder::min_write_gap`.
+    pub fn pepr_write_gap(mut self, gap: Duration) -> Self {
+        self.pepr_write_gap = gap;
+        self
+    }
+
     /// Checks the configuration, creates the store's objects where missing
     /// (replicas starting together do not race: creation is idempotent), checks
     /// the shard count, and migrates Pepr v1 keys.
@@ -260,6 +287,11 @@ impl KubeBackendBuilder {
                 limits: self.limits,
                 request_timeout: self.request_timeout,
                 field_manager: self.field_manager,
+                write_gap: self
+                    .pepr
+                    .is_some()
+                    .then_some(self.pepr_write_gap)
+                    .filter(|gap| !gap.is_zero()),
                 cache: Mutex::new(Cache::default()),
                 feed: Mutex::new(Feed::default()),
                 advanced: Notify::new(),
@@ -701,12 +733,18 @@ impl Backend for KubeBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default()
+        let capabilities = Capabilities::default()
             .with_compare_and_set()
             .with_durable()
             .with_shared()
             .with_max_value_size(Some(self.inner.limits.max_value))
             .with_max_batch_ops(Some(5_000))
+            .with_min_write_gap(self.inner.write_gap);
+        match self.inner.layout {
+            // Pepr keeps every value as a string.
+            Layout::Pepr { .. } => capabilities.with_text_values(),
+            Layout::Native { .. } => capabilities,
+        }
     }
 
     async fn read(&self, key: &str) -> Result<Option<Entry>> {

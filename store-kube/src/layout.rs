@@ -174,24 +174,17 @@ impl Layout {
     }
 
     /// The encoded value for a stored string (the inverse of
-    /// [`stored_value`](Self::stored_value) for values this library wrote).
+    /// [`stored_value`](Self::stored_value)).
     ///
-    /// In the Pepr layout, text that is a JSON object or array reads as that
-    /// value (so a `JSON.stringify`-ed object decodes into a struct); any other
-    /// text reads as a string.
+    /// In the Pepr layout every value is text, so it reads as a JSON string of
+    /// that text: a `String` read returns exactly what was stored, and the
+    /// store decodes any other type from the text as JSON (the backend
+    /// advertises [`Capabilities::text_values`](store_core::Capabilities::text_values)).
     pub fn payload(&self, stored: &str) -> Payload {
         match self {
             Layout::Native { .. } => Payload::from(stored),
             Layout::Pepr { .. } => {
-                let structured = matches!(
-                    serde_json::from_str::<serde_json::Value>(stored),
-                    Ok(serde_json::Value::Object(_) | serde_json::Value::Array(_))
-                );
-                if structured {
-                    Payload::from(stored)
-                } else {
-                    Payload::from(serde_json::Value::String(stored.to_owned()).to_string())
-                }
+                Payload::from(serde_json::Value::String(stored.to_owned()).to_string())
             }
         }
     }
@@ -258,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn pepr_values_are_plain_strings_and_structured_text_reads_back() {
+    fn pepr_values_are_plain_strings_and_read_back_as_their_text() {
         let layout = pepr("cap");
         assert_eq!(layout.stored_value(&Payload::from("\"yep\"")), "yep");
         assert_eq!(layout.payload("yep").as_str(), "\"yep\"");
@@ -271,7 +264,11 @@ mod tests {
             layout.stored_value(&Payload::from(r#"{"a":1}"#)),
             r#"{"a":1}"#
         );
-        assert_eq!(layout.payload(r#"{"a":1}"#).as_str(), r#"{"a":1}"#);
+        assert_eq!(
+            layout.payload(r#"{"a":1}"#).as_str(),
+            r#""{\"a\":1}""#,
+            "object text is text too"
+        );
         assert_eq!(layout.pointer("a/b"), "/data/cap-v2-a~1b");
     }
 }

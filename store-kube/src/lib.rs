@@ -69,7 +69,7 @@ pub mod layout;
 pub mod resource;
 mod writer;
 
-pub use backend::{KubeBackend, KubeBackendBuilder, PEPR_NAMESPACE};
+pub use backend::{KubeBackend, KubeBackendBuilder, PEPR_NAMESPACE, PEPR_WRITE_GAP};
 
 // Test harness: fake API server, real control plane and the switch between
 // them. Documented inside the module, where its intra-doc links resolve.
