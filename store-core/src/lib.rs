@@ -89,7 +89,7 @@ pub use key::{AnyKey, AsKey, Key, KeyFamily};
 pub use memory::{DEFAULT_HISTORY, KUBE_MAX_VALUE_SIZE, MemoryBackend};
 pub use store::{DEFAULT_TIMEOUT, Snapshot, Store, StoreBuilder, Versioned};
 pub use subscribe::{ChangeEvent, Subscription};
-pub use value::{StoreValue, decode};
+pub use value::{PlainKey, StoreValue, decode};
 
 #[cfg(feature = "derive")]
 pub use store_macros::{StoreValue, on_ready};
@@ -104,7 +104,7 @@ pub mod __private {
     pub use crate::key::{FromKeyArgs, KeyArg, KeyError, check as check_key, check_pattern};
     #[cfg(feature = "schema")]
     pub use crate::schema::{SchemaMismatch, validate as validate_schema};
-    pub use crate::{BoxError, Error, Key, KeyFamily, Result, Store, StoreValue};
+    pub use crate::{BoxError, Error, Key, KeyFamily, PlainKey, Result, Store, StoreValue};
     pub use inventory;
     #[cfg(feature = "schema")]
     pub use schemars;

@@ -18,7 +18,7 @@ use crate::key::Key;
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
-/// use store_core::{Key, Store, StoreValue};
+/// use store_core::{Key, PlainKey, Store, StoreValue};
 ///
 /// #[derive(Serialize, Deserialize)]
 /// struct Settings { verbose: bool }
@@ -26,6 +26,8 @@ use crate::key::Key;
 /// impl StoreValue for Settings {
 ///     const KEY: &'static str = "settings";
 /// }
+/// // One key, not a family: `Settings::key()` is available.
+/// impl PlainKey for Settings {}
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> store_core::Result<()> {
 /// let store = Store::memory().await?;
@@ -50,7 +52,24 @@ pub trait StoreValue: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// The typed key for a type with a plain (non-family) key; reads through it
     /// run [`validate`](StoreValue::validate).
-    fn key() -> Key<Self> {
+    ///
+    /// Only for a [`PlainKey`] type: a key-family type has no single key, so
+    /// `T::key()` on it does not compile (use `T::family().key(..)`):
+    ///
+    /// ```compile_fail
+    /// # use serde::{Deserialize, Serialize};
+    /// # use store_core::StoreValue;
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Admissions(u64);
+    /// impl StoreValue for Admissions {
+    ///     const KEY: &'static str = "ns/{namespace}/admissions";
+    /// }
+    /// let key = Admissions::key(); // error: `Admissions` has a key family, not a single key
+    /// ```
+    fn key() -> Key<Self>
+    where
+        Self: PlainKey,
+    {
         Key::new(Self::KEY).with_validator(Self::validate)
     }
 
@@ -60,6 +79,19 @@ pub trait StoreValue: Serialize + DeserializeOwned + Send + Sync + 'static {
         crate::key::KeyFamily::new(Self::KEY).with_validator(Self::validate)
     }
 }
+
+/// A [`StoreValue`] whose [`KEY`](StoreValue::KEY) is one key, not a
+/// key-family pattern: what makes [`StoreValue::key`] available.
+///
+/// `#[derive(StoreValue)]` implements it for a key without `{placeholders}`;
+/// a hand-written `StoreValue` impl with a plain key adds `impl PlainKey for
+/// T {}`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has a key family, not a single key",
+    label = "`{Self}::key()` needs one key",
+    note = "name one member of the family with `{Self}::family().key(..)` (or the derived `{Self}::key_for(..)`); a type with a plain key implements `PlainKey` (`#[derive(StoreValue)]` does it)"
+)]
+pub trait PlainKey: StoreValue {}
 
 /// Encodes a value for `key` as JSON text, refusing it with
 /// [`Error::ValueTooLarge`] as soon as the text passes `limit` bytes: a huge

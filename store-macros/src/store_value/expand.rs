@@ -78,7 +78,11 @@ pub(crate) fn expand(attrs: &StoreAttrs) -> TokenStream {
         KeySpec::Family { placeholders, .. } => {
             family_methods(attrs, &private, placeholders, spec.text())
         }
-        KeySpec::Plain(_) => TokenStream::new(),
+        // One key: `T::key()` is available.
+        KeySpec::Plain(_) => quote! {
+            #[automatically_derived]
+            impl #impl_generics #private::PlainKey for #ident #ty_generics #where_clause {}
+        },
     };
 
     quote! {
