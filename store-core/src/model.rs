@@ -60,6 +60,11 @@ const STEP_LIMIT: Duration = Duration::from_secs(120);
 /// How long one case may take at most.
 const CASE_LIMIT: Duration = Duration::from_secs(600);
 
+/// A limit above, scaled by [`crate::conformance::DEADLINE_SCALE_ENV`].
+fn limit(base: Duration) -> Duration {
+    crate::conformance::deadline(base)
+}
+
 /// The raw input of one step, as proptest generates it: the operation, the
 /// replica, the key and the value, each picked from one byte. Bytes shrink
 /// toward zero, so a shrunk case is made of `set`s of small values.
@@ -695,12 +700,17 @@ impl<H: ModelHarness> Runner<H> {
         };
         let outcome = self.runtime.block_on(async {
             let case = self.harness.open(REPLICAS).await;
-            let outcome =
-                tokio::time::timeout(CASE_LIMIT, run_case(&case, &steps, faults, &mut stats))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!("the case did not finish within {CASE_LIMIT:?}"))
-                    });
+            let outcome = tokio::time::timeout(
+                limit(CASE_LIMIT),
+                run_case(&case, &steps, faults, &mut stats),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "the case did not finish within {:?}",
+                    limit(CASE_LIMIT)
+                ))
+            });
             case.heal().await;
             outcome
         });
@@ -817,7 +827,7 @@ async fn run_case<C: ModelCase>(
     for (index, step) in steps.iter().enumerate() {
         stats.steps += 1;
         let described = Described(step, faults);
-        let outcome = tokio::time::timeout(STEP_LIMIT, async {
+        let outcome = tokio::time::timeout(limit(STEP_LIMIT), async {
             match *step {
                 Step::Op { replica, op } => {
                     let store = replicas
@@ -845,7 +855,8 @@ async fn run_case<C: ModelCase>(
             Ok(Err(error)) => return Err(format!("step {index} ({described}): {error}")),
             Err(_) => {
                 return Err(format!(
-                    "step {index} ({described}) did not finish within {STEP_LIMIT:?}"
+                    "step {index} ({described}) did not finish within {:?}",
+                    limit(STEP_LIMIT)
                 ));
             }
         }
@@ -1067,7 +1078,7 @@ async fn run_op(
 
 /// Waits until the replica's view of `key` shows a value the model allows.
 async fn catch_up(store: &Store, key: usize, model: &KeyModel) -> Result<(), String> {
-    let deadline = Instant::now() + QUIESCE;
+    let deadline = Instant::now() + limit(QUIESCE);
     while check_view(store, key, model).is_err() {
         if Instant::now() >= deadline {
             return check_view(store, key, model);
@@ -1193,7 +1204,7 @@ async fn checkpoint<C: ModelCase>(
     case.heal().await;
     let replicas = case.replicas();
     for (replica, store) in replicas.iter().enumerate() {
-        let store = store.with_timeout(QUIESCE);
+        let store = store.with_timeout(limit(QUIESCE));
         let mut failures = 0;
         loop {
             match store.flush().await {
@@ -1288,7 +1299,7 @@ async fn converge(
     replicas: &[Store],
     listeners: &mut [Listener],
 ) -> Result<(Decoded, usize), String> {
-    let deadline = Instant::now() + QUIESCE;
+    let deadline = Instant::now() + limit(QUIESCE);
     let mut agreed_at: Option<Instant> = None;
     loop {
         let snapshots: Vec<_> = replicas.iter().map(Store::snapshot).collect();
@@ -1361,7 +1372,8 @@ async fn converge(
                 ));
             }
             return Err(format!(
-                "replicas did not converge within {QUIESCE:?}:\n{}",
+                "replicas did not converge within {:?}:\n{}",
+                limit(QUIESCE),
                 report.join("\n")
             ));
         }
@@ -1422,7 +1434,7 @@ impl ModelHarness for MemoryModel {
                 .retry_backoff(Duration::from_millis(1), Duration::from_millis(20))
                 .start();
             store
-                .with_timeout(QUIESCE)
+                .with_timeout(limit(QUIESCE))
                 .ready()
                 .await
                 .expect("a memory replica starts");

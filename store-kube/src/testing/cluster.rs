@@ -168,10 +168,10 @@ impl TestCluster {
             {
                 return Ok(());
             }
-            if started.elapsed() > CRD_READY_TIMEOUT {
+            if started.elapsed() > store_core::conformance::deadline(CRD_READY_TIMEOUT) {
                 return Err(Error::Timeout {
                     what: format!("CRD {name} to be served"),
-                    after: CRD_READY_TIMEOUT,
+                    after: store_core::conformance::deadline(CRD_READY_TIMEOUT),
                 });
             }
             // kube-apiserver gives no event for "now serving"; poll briefly.

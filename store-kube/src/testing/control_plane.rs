@@ -291,11 +291,12 @@ rm -rf "$1""#;
                 },
                 _ => last_error = "cannot build the readiness request".to_owned(),
             }
-            if started.elapsed() > READY_TIMEOUT {
+            if started.elapsed() > store_core::conformance::deadline(READY_TIMEOUT) {
                 return Err(Error::ControlPlane {
                     component: "kube-apiserver",
                     message: format!(
-                        "not ready after {READY_TIMEOUT:?} ({last_error}); log ends with:\n{}",
+                        "not ready after {:?} ({last_error}); log ends with:\n{}",
+                        store_core::conformance::deadline(READY_TIMEOUT),
                         log_tail(&self.directory.join("kube-apiserver.log"))
                     ),
                 });

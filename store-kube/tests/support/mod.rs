@@ -16,7 +16,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use store_kube::testing::TestCluster;
 
-/// How long any single expectation may take before the test fails.
+/// How long any single expectation may take before the test fails (scaled by
+/// `STORE_TEST_DEADLINE_SCALE`, see [`store_core::conformance::deadline`]).
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A namespaced resource with a status subresource.
@@ -89,9 +90,10 @@ pub(crate) fn widget(name: &str, spec: WidgetSpec) -> Widget {
 
 /// Awaits `future`, failing the test if it takes longer than [`DEADLINE`].
 pub(crate) async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(DEADLINE, future).await {
+    let limit = store_core::conformance::deadline(DEADLINE);
+    match tokio::time::timeout(limit, future).await {
         Ok(output) => output,
-        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
     }
 }
 
