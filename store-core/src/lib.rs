@@ -42,6 +42,7 @@
 //! | [`remove`](Store::remove) / [`remove_and_wait`](Store::remove_and_wait) | as above; removing a missing key is not an error |
 //! | [`clear`](Store::clear) | removes every key the backend holds for this store (server truth, not the local view) |
 //! | [`update`](Store::update) | read-modify-write with compare-and-set retry; no lost updates across replicas |
+//! | [`update_if`](Store::update_if) | the same, but the closure may return `None` to leave the key alone: nothing is sent |
 //! | [`compare_and_set`](Store::compare_and_set) | explicit precondition on version or absence |
 //! | [`subscribe`](Store::subscribe) | a `Stream` of confirmed changes in order, filtered by key or prefix |
 //! | [`keys`](Store::keys), [`len`](Store::len), [`snapshot`](Store::snapshot) | from the local view, with the revision it reflects |
@@ -52,11 +53,19 @@
 //! is not cancelled. Keys follow the rules in [`key`]; an invalid key is refused
 //! at the call with [`Error::InvalidKey`].
 //!
+//! A write that fails in the background is logged once at WARN with its key
+//! (never its value) and reported by the next [`flush`](Store::flush) unless a
+//! waiting call already returned it; several are reported together as
+//! [`Error::WritesFailed`].
+//!
 //! # Backends
 //!
 //! A backend implements the small [`Backend`] trait and advertises what else it
 //! can do in [`Capabilities`]. [`MemoryBackend`] is the embedded default;
-//! `store-kube` keeps a store in Kubernetes custom resources. With the
+//! `store-kube` keeps a store in Kubernetes custom resources. The memory backend
+//! has no value-size limit by default; [`MemoryBackend::with_kube_limits`]
+//! makes it refuse what the kube backend refuses, so tests on memory meet
+//! production's limits. With the
 //! `conformance` feature, [`conformance`] checks a backend against every
 //! promise above.
 //!

@@ -48,8 +48,19 @@
 //! - **Pepr-compatible mode** ([`KubeBackendBuilder::pepr`]) reads and writes
 //!   the `PeprStore` layout so Rust and TypeScript Pepr pods share one store.
 //!   Values there are strings, as in Pepr: a Rust `String` is stored as its
-//!   text, any other value as its JSON text; text holding a JSON object or
-//!   array reads back as that value, any other text as a string.
+//!   text, any other value as its JSON text. Reading, a `String` gets the
+//!   stored text exactly (even text that is itself JSON, such as `{"a":1}`),
+//!   and any other type is decoded from the text as JSON, so `"42"` reads as
+//!   `42u32` and `{"a":1}` as a struct.
+//! - **Quiet gaps for Pepr pods**: a TypeScript Pepr pod applies a watch
+//!   event only after a second without another, so in Pepr mode a store sends
+//!   at most one batch per [`PEPR_WRITE_GAP`] (1.25 s), coalescing what is
+//!   written meanwhile; the first write after a quiet gap goes at once. Tune
+//!   or turn it off with [`KubeBackendBuilder::pepr_write_gap`].
+//! - **Testing on memory with these limits**:
+//!   `store_core::MemoryBackend::new().with_kube_limits()` refuses values as
+//!   this backend does with its default limits, so code tested on the memory
+//!   backend meets the limits it will meet here.
 //!
 //! # Logs
 //!
