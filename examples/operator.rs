@@ -220,26 +220,27 @@ fn is_exempt(namespace: &Namespace) -> bool {
 }
 
 /// Makes the recorded exemptions agree with one namespace. Writes only when
-/// the local view disagrees, so replicas that already agree stay quiet.
+/// the local view disagrees (`update_if` declines otherwise, sending nothing),
+/// so replicas that already agree stay quiet.
 async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<Action> {
     let name = namespace.name_any();
     let wanted = is_exempt(&namespace).then(|| namespace.uid().unwrap_or_default());
-    let recorded = context
+    let written = context
         .store
-        .get(ExemptNamespaces::key())?
-        .and_then(|exempt| exempt.namespaces.get(&name).cloned());
-    if recorded != wanted {
-        context
-            .store
-            .update(ExemptNamespaces::key(), |current| {
-                let mut next = current.cloned().unwrap_or_default();
-                match &wanted {
-                    Some(uid) => next.namespaces.insert(name.clone(), uid.clone()),
-                    None => next.namespaces.remove(&name),
-                };
-                next
-            })
-            .await?;
+        .update_if(ExemptNamespaces::key(), |current| {
+            let recorded = current.and_then(|exempt| exempt.namespaces.get(&name));
+            if recorded == wanted.as_ref() {
+                return None;
+            }
+            let mut next = current.cloned().unwrap_or_default();
+            match &wanted {
+                Some(uid) => next.namespaces.insert(name.clone(), uid.clone()),
+                None => next.namespaces.remove(&name),
+            };
+            Some(next)
+        })
+        .await?;
+    if written.is_some() {
         tracing::info!(namespace = %name, exempt = wanted.is_some(), "recorded");
     }
     if let Some(version) = namespace.resource_version() {
