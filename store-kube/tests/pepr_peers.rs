@@ -201,3 +201,202 @@ async fn a_busy_writer_leaves_pepr_pods_quiet_gaps(cluster: &TestCluster) {
 }
 
 on_both_tiers!(a_busy_writer_leaves_pepr_pods_quiet_gaps);
+
+// ---------------------------------------------------------------------------
+// The real peer: npm `pepr`'s own store code in Node (`tests/pepr/peer.js`).
+// ---------------------------------------------------------------------------
+
+/// A TypeScript Pepr module's store running in Node, driven line by line.
+struct PeprPeer {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+/// Where the peer's package lives; `npm ci` there installs npm `pepr` 1.1.4.
+fn peer_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pepr")
+}
+
+impl PeprPeer {
+    /// Starts the peer for `capabilities` of module `uuid`, or `None` (with a
+    /// notice) when Node or npm `pepr` is not installed, unless
+    /// `STORE_KUBE_REQUIRE_REAL=1`, which makes that a failure.
+    async fn start(cluster: &TestCluster, uuid: &str, capabilities: &[&str]) -> Option<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let installed = peer_dir().join("node_modules/pepr/package.json").exists();
+        let node = std::process::Command::new("node").arg("--version").output();
+        if !installed || node.is_err() {
+            let hint = "run `npm ci` in store-kube/tests/pepr (Node.js 20 or later)";
+            assert!(
+                std::env::var("STORE_KUBE_REQUIRE_REAL").as_deref() != Ok("1"),
+                "the Pepr peer is required but not installed: {hint}"
+            );
+            eprintln!("store-kube: skipping a test against a real Pepr peer: {hint}");
+            return None;
+        }
+        let mut child = tokio::process::Command::new("node")
+            .arg("peer.js")
+            .arg(uuid)
+            .args(capabilities)
+            .current_dir(peer_dir())
+            .env("KUBECONFIG", cluster.kubeconfig_path())
+            .env("LOG_LEVEL", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node starts");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut peer = PeprPeer {
+            child,
+            stdin,
+            lines: tokio::io::BufReader::new(stdout).lines(),
+        };
+        let ready = peer.answer().await;
+        assert_eq!(ready, json!({"ready": true}), "the peer's stores are ready");
+        Some(peer)
+    }
+
+    /// The peer's next answer.
+    async fn answer(&mut self) -> serde_json::Value {
+        within("the Pepr peer to answer", async {
+            loop {
+                let line = self
+                    .lines
+                    .next_line()
+                    .await
+                    .expect("the peer's output")
+                    .expect("the peer is running");
+                if let Some(message) = line.strip_prefix("@@ ") {
+                    return serde_json::from_str(message).expect("a JSON answer");
+                }
+            }
+        })
+        .await
+    }
+
+    async fn send(&mut self, command: serde_json::Value) -> serde_json::Value {
+        use tokio::io::AsyncWriteExt;
+        let line = format!("{command}\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("the peer reads");
+        self.answer().await
+    }
+
+    async fn get(&mut self, cap: &str, key: &str) -> Option<String> {
+        let answer = self
+            .send(json!({"op": "get", "cap": cap, "key": key}))
+            .await;
+        answer["value"].as_str().map(str::to_owned)
+    }
+
+    async fn set_and_wait(&mut self, cap: &str, key: &str, value: &str) {
+        let answer = self
+            .send(json!({"op": "setAndWait", "cap": cap, "key": key, "value": value}))
+            .await;
+        assert_eq!(answer, json!({"ok": true}), "Pepr's setItemAndWait");
+    }
+
+    /// Polls the peer's view of `key` until `check` holds.
+    async fn wait_for(&mut self, cap: &str, key: &str, check: impl Fn(Option<&str>) -> bool) {
+        let limit = store_core::conformance::deadline(Duration::from_secs(20));
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let seen = self.get(cap, key).await;
+            if check(seen.as_deref()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "the Pepr peer's view of {key} stayed {seen:?} for {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for PeprPeer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Pepr's namespace, created once per control plane.
+async fn pepr_system(cluster: &TestCluster) {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
+        Api::all(cluster.client().expect("client"));
+    let namespace =
+        serde_json::from_value(json!({"metadata": {"name": "pepr-system"}})).expect("namespace");
+    match namespaces.create(&PostParams::default(), &namespace).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => panic!("pepr-system: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_pepr_pod_and_a_busy_rust_replica_share_one_store() {
+    let Some(cluster) = TestCluster::real().await.expect("control plane") else {
+        return;
+    };
+    cluster.apply_crd(&pepr_store_crd()).await.expect("CRD");
+    pepr_system(&cluster).await;
+    let uuid = unique("peer");
+    let store = pepr_store(&cluster, "pepr-system", &uuid).await;
+    let Some(mut peer) = PeprPeer::start(&cluster, &uuid, &["cap"]).await else {
+        return;
+    };
+
+    // Values are strings both ways, JSON text included.
+    peer.set_and_wait("cap", "ts-json", "{\"a\":1}").await;
+    within("Rust to read Pepr's text", async {
+        while text(&store, "ts-json").as_deref() != Some("{\"a\":1}") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        store.get::<Counter>("ts-json").expect("decodes").as_deref(),
+        Some(&Counter { a: 1 })
+    );
+    store
+        .set_and_wait("rs-json", &"{\"b\":2}".to_owned())
+        .await
+        .expect("set");
+    peer.wait_for("cap", "rs-json", |v| v == Some("{\"b\":2}"))
+        .await;
+
+    // A Rust replica writing ten times a second does not starve Pepr's view
+    // (Pepr applies a change only after a second without another), and Pepr's
+    // own setItemAndWait still completes meanwhile.
+    let writer = store.clone();
+    let busy = tokio::spawn(async move {
+        for i in 0..100u32 {
+            writer.set("busy", &i).expect("queued");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        writer.flush().await.expect("lands");
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    let sampling = tokio::time::Instant::now();
+    while sampling.elapsed() < Duration::from_secs(5) {
+        if let Some(value) = peer.get("cap", "busy").await {
+            seen.insert(value);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!busy.is_finished(), "Rust is still writing");
+    assert!(
+        seen.len() >= 2,
+        "Pepr's view of a key Rust writes ten times a second moved {} times in 5 s: {seen:?}",
+        seen.len()
+    );
+    peer.set_and_wait("cap", "ts-during", "x").await;
+    busy.await.expect("writer");
+    peer.wait_for("cap", "busy", |v| v == Some("99")).await;
+    assert_eq!(text(&store, "ts-during").as_deref(), Some("x"));
+}
