@@ -7,6 +7,11 @@
 //! listing, watching or clearing shows up as a wrong count or a value that does
 //! not decode.
 
+#![allow(
+    dead_code,
+    reason = "each test file uses its own part of these helpers"
+)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,6 +23,8 @@ use store_core::{Backend, Payload};
 use store_session::ScopeKind;
 use store_session::ScopedBackend;
 use store_session::layout;
+
+pub(crate) mod replicas;
 
 /// Keys the conformance cases write; seeded next door as strings.
 const NOISE_KEYS: [&str; 7] = [
