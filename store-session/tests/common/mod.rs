@@ -21,8 +21,8 @@ use store_core::backend::{Batch, Op};
 use store_core::conformance::Harness;
 use store_core::{Backend, Payload};
 use store_session::ScopeKind;
-use store_session::ScopedBackend;
 use store_session::layout;
+use store_session::{ScopedBackend, SharedWatch};
 
 pub(crate) mod replicas;
 
@@ -35,14 +35,27 @@ pub(crate) struct ScopedHarness<B> {
     inner: Arc<B>,
     prefixes: Mutex<HashMap<String, String>>,
     next: AtomicUsize,
+    /// Scopes share one watch, as the durable scopes of a registry do; without
+    /// it each scope watches the inner backend itself.
+    shared: Option<tokio::sync::OnceCell<SharedWatch<B>>>,
 }
 
 impl<B: Backend> ScopedHarness<B> {
+    /// Every scope with a watch of its own.
     pub(crate) fn new(inner: B) -> Self {
         ScopedHarness {
             inner: Arc::new(inner),
             prefixes: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
+            shared: None,
+        }
+    }
+
+    /// Every scope fed by one [`SharedWatch`], as in a registry.
+    pub(crate) fn shared(inner: B) -> Self {
+        ScopedHarness {
+            shared: Some(tokio::sync::OnceCell::new()),
+            ..Self::new(inner)
         }
     }
 
@@ -128,6 +141,16 @@ impl<B: Backend> Harness for ScopedHarness<B> {
         if fresh {
             self.seed_neighbours(scope, &prefix).await;
         }
-        ScopedBackend::new(Arc::clone(&self.inner), prefix)
+        match &self.shared {
+            Some(cell) => cell
+                .get_or_init(|| async {
+                    SharedWatch::start(Arc::clone(&self.inner), "")
+                        .await
+                        .expect("the shared watch starts")
+                })
+                .await
+                .scoped(prefix),
+            None => ScopedBackend::new(Arc::clone(&self.inner), prefix),
+        }
     }
 }

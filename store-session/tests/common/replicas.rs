@@ -190,3 +190,19 @@ pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         .await
         .unwrap_or_else(|_| panic!("{what} within 10 s"));
 }
+
+/// Like [`eventually`], for a check that must await.
+pub(crate) async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let wait = async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{what} within 10 s"));
+}
