@@ -252,6 +252,12 @@ impl DurableScope {
                 return Ok(handle);
             }
             self.instance.check_write(key)?;
+            if Instant::now() >= deadline {
+                return Err(Error::Store(store_core::Error::Timeout {
+                    waiting_for: format!("`{key}` to be created"),
+                    timeout: store.timeout(),
+                }));
+            }
             if lost {
                 // Another process created the key first and this view does not
                 // show it yet: "not seen yet" is not "gone", so wait for it
