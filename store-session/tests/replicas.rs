@@ -102,7 +102,10 @@ async fn ending_a_session_on_one_replica_ends_it_on_every_replica<A: Backend, B:
     let durable = durable_scope.use_value("durable", 1_u64).await?;
 
     let ended = on_one.end().await?;
-    assert_eq!(ended.durable_keys, 1, "replica two's durable key is removed");
+    assert_eq!(
+        ended.durable_keys, 1,
+        "replica two's durable key is removed"
+    );
     eventually("replica two to hear of the end", || !two.contains("s-42")).await;
 
     assert!(on_two.is_ended());
