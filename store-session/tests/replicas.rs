@@ -261,3 +261,35 @@ async fn a_write_racing_the_end_never_reaches_a_later_life_on_memory() -> Result
 async fn a_write_racing_the_end_never_reaches_a_later_life_on_kube() -> Result<()> {
     a_write_racing_the_end_never_reaches_a_later_life(kube_pair().await).await
 }
+
+/// A replica that never opened `s-42` ends it by id (clean-up after a
+/// restart): the replica that has it open ends it too.
+async fn ending_by_id_where_the_session_is_not_open_ends_it_where_it_is<A: Backend, B: Backend>(
+    pair: Pair<A, Held<B>>,
+) -> Result<()> {
+    let (one, two) = pair.registries();
+    let on_two = two.open("s-42").await?;
+    let live = on_two.local("env")?.use_value("live", 1_u64)?;
+    let durable = on_two
+        .local("env")?
+        .durable()
+        .await?
+        .use_value("durable", 1_u64)
+        .await?;
+    assert!(!one.contains("s-42"));
+    assert_eq!(one.end("s-42").await?.durable_keys, 1);
+    eventually("replica two to hear of the end", || !two.contains("s-42")).await;
+    assert!(matches!(live.get(), Err(Error::Outdated { .. })));
+    assert!(matches!(durable.set(2), Err(Error::Outdated { .. })));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_by_id_where_the_session_is_not_open_ends_it_where_it_is_on_memory() -> Result<()> {
+    ending_by_id_where_the_session_is_not_open_ends_it_where_it_is(memory_pair()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_by_id_where_the_session_is_not_open_ends_it_where_it_is_on_kube() -> Result<()> {
+    ending_by_id_where_the_session_is_not_open_ends_it_where_it_is(kube_pair().await).await
+}
