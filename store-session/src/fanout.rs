@@ -549,3 +549,105 @@ async fn run<B: Backend>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use store_core::backend::{Applied, Batch, Entry, Listing, Op};
+    use store_core::{Capabilities, MemoryBackend, Payload, Store};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A memory backend whose watches can be broken with a gap on demand.
+    struct Gappy {
+        inner: MemoryBackend,
+        gaps: Mutex<Vec<mpsc::UnboundedSender<()>>>,
+        watches: AtomicUsize,
+    }
+
+    impl Gappy {
+        fn gap(&self) {
+            for tx in lock(&self.gaps).drain(..) {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    impl Backend for Gappy {
+        fn name(&self) -> &'static str {
+            "gappy"
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        async fn read(&self, key: &str) -> Result<Option<Entry>> {
+            self.inner.read(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Listing> {
+            self.inner.list(prefix).await
+        }
+        async fn apply(&self, batch: Batch) -> Result<Applied> {
+            self.inner.apply(batch).await
+        }
+        async fn watch(&self, from: Revision) -> Result<WatchStream> {
+            self.watch_prefix(from, "").await
+        }
+        async fn watch_prefix(&self, from: Revision, prefix: &str) -> Result<WatchStream> {
+            self.watches.fetch_add(1, Ordering::SeqCst);
+            let (tx, rx) = mpsc::unbounded_channel::<()>();
+            lock(&self.gaps).push(tx);
+            let gaps = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await?;
+                Some((Ok(WatchEvent::Gap), rx))
+            });
+            let inner = self.inner.watch_prefix(from, prefix).await?;
+            Ok(Box::pin(futures_util::stream::select(inner, gaps)))
+        }
+    }
+
+    fn put(key: &str, value: &str) -> Batch {
+        Batch {
+            ops: vec![Op::put(key, Payload::from(value))],
+            atomic: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_gap_the_shared_watch_starts_afresh_and_scopes_catch_up() {
+        let backend = Arc::new(Gappy {
+            inner: MemoryBackend::new(),
+            gaps: Mutex::new(Vec::new()),
+            watches: AtomicUsize::new(0),
+        });
+        let watch = SharedWatch::start(Arc::clone(&backend), "")
+            .await
+            .expect("starts");
+        let store = Store::builder()
+            .backend(watch.scoped("a/"))
+            .open()
+            .await
+            .expect("store opens");
+        backend.apply(put("a/k", "1")).await.expect("apply");
+        backend.gap();
+        backend.apply(put("a/k", "2")).await.expect("apply");
+        backend.apply(put("b/k", "3")).await.expect("apply");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.get::<i32>("k").ok().flatten().as_deref() != Some(&2) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the scope catches up after the gap"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(store.keys(), vec!["k".to_owned()]);
+        assert!(
+            backend.watches.load(Ordering::SeqCst) >= 2,
+            "the shared watch was started again"
+        );
+        // A write through the scope still completes: its store hears of it.
+        store.set_and_wait("k", &5).await.expect("written");
+        assert_eq!(store.get::<i32>("k").expect("get").as_deref(), Some(&5));
+    }
+}
