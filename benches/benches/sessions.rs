@@ -8,6 +8,9 @@
 //!   10 live entries and 100 durable keys in an open durable scope, beside the
 //!   same end with that session alone in its registry. Hand-timed: setting a
 //!   session up costs far more than ending it, which criterion cannot budget.
+//!   Then, beside the same 999 sessions and alone: creating 2,000 keys one by
+//!   one (`use_value`, each a compare-and-set) in one more session's durable
+//!   scope.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -132,6 +135,7 @@ const B8_DURABLE: usize = 5_000;
 const OTHER_SESSIONS: usize = 999;
 const OTHER_LIVE: usize = 10;
 const OTHER_DURABLE: usize = 100;
+const B8_WRITES: usize = 2_000;
 
 /// Writes `n` durable keys straight into a scope's prefix on the backend, in
 /// batches the backend takes.
@@ -208,6 +212,7 @@ fn b8_end() {
         setup.elapsed()
     );
 
+    let write_keys = keys("written/", B8_WRITES);
     let reps = repetitions(21, 5);
     let mut with_others = Samples::new();
     let mut by_itself = Samples::new();
@@ -230,7 +235,39 @@ fn b8_end() {
             }
         }
     });
+    let write_reps = repetitions(5, 2);
+    let mut writes_with_others = Samples::new();
+    let mut writes_by_itself = Samples::new();
+    rt.block_on(async {
+        for rep in 0..write_reps {
+            for (sessions, samples) in [
+                (&crowded, &mut writes_with_others),
+                (&alone, &mut writes_by_itself),
+            ] {
+                let session = sessions
+                    .open(&format!("writing-{rep}"))
+                    .await
+                    .expect("open");
+                let scope = session
+                    .global()
+                    .expect("scope")
+                    .durable()
+                    .await
+                    .expect("durable scope");
+                let began = Instant::now();
+                for key in &write_keys {
+                    scope.use_value(key, 0_u64).await.expect("use_value");
+                }
+                samples.push_ms(began.elapsed());
+                let ended = session.end().await.expect("end");
+                assert_eq!(ended.durable_keys, B8_WRITES);
+            }
+        }
+    });
     assert_eq!(crowded.len(), others);
+    report("B8", "writes_with_others_ms", writes_with_others.median());
+    report("B8", "writes_alone_ms", writes_by_itself.median());
+    report("B8", "keys_written", B8_WRITES as f64);
     report("B8", "end_with_others_ms", with_others.median());
     report("B8", "end_alone_ms", by_itself.median());
     report("B8", "other_sessions", others as f64);

@@ -234,45 +234,78 @@ impl DurableScope {
             scope: self.clone(),
             ty: PhantomData,
         };
-        if store
-            .get::<T>(key)
-            .map_err(|e| self.store_error(key, e))?
-            .is_some()
-        {
-            self.state.bind_type::<T>(key);
-            return Ok(handle);
-        }
-        self.instance.check_write(key)?;
-        let value = init();
-        let previous = self
-            .state
-            .account(&self.instance, key, Some(encoded_len(&value)))?;
-        let written = if store.capabilities().compare_and_set {
-            store
-                .compare_and_set(key, Precondition::Absent, &value)
-                .await
-        } else {
-            store.set_and_wait(key, &value).await
-        };
-        match written {
-            Ok(_) => {}
-            Err(store_core::Error::Conflict { .. }) => {
-                // Another process created it first; theirs stands.
-                self.state.restore(&self.instance, key, previous);
-                let theirs = store.get::<T>(key).map_err(|e| self.store_error(key, e))?;
-                if let Some(theirs) = theirs {
+        let deadline = Instant::now() + store.timeout();
+        let mut init = Some(init);
+        let mut value: Option<T> = None;
+        let mut lost = false;
+        loop {
+            // Subscribed before looking, so a value created by another process
+            // cannot slip by between the look and the wait.
+            let mut changes = store.subscribe().key(key);
+            if let Some(theirs) = store.get::<T>(key).map_err(|e| self.store_error(key, e))? {
+                if !lock(&self.state.sizes).contains_key(key) {
                     let _ = self
                         .state
                         .account(&self.instance, key, Some(encoded_len(&*theirs)));
                 }
+                self.state.bind_type::<T>(key);
+                return Ok(handle);
             }
-            Err(e) => {
-                self.state.restore(&self.instance, key, previous);
-                return Err(self.store_error(key, e));
+            self.instance.check_write(key)?;
+            if Instant::now() >= deadline {
+                return Err(Error::Store(store_core::Error::Timeout {
+                    waiting_for: format!("`{key}` to be created"),
+                    timeout: store.timeout(),
+                }));
+            }
+            if lost {
+                // Another process created the key first and this view does not
+                // show it yet: "not seen yet" is not "gone", so wait for it
+                // rather than hand out a handle that reads nothing.
+                if tokio::time::timeout_at(deadline, changes.next())
+                    .await
+                    .is_err()
+                {
+                    return Err(Error::Store(store_core::Error::Timeout {
+                        waiting_for: format!("`{key}`, created by another process, to be seen"),
+                        timeout: store.timeout(),
+                    }));
+                }
+                lost = false;
+                continue;
+            }
+            let next = match (value.take(), init.take()) {
+                (Some(v), _) => v,
+                (None, Some(make)) => make(),
+                (None, None) => return Err(outdated(key)),
+            };
+            let previous = self
+                .state
+                .account(&self.instance, key, Some(encoded_len(&next)))?;
+            let written = if store.capabilities().compare_and_set {
+                store
+                    .compare_and_set(key, Precondition::Absent, &next)
+                    .await
+            } else {
+                store.set_and_wait(key, &next).await
+            };
+            match written {
+                Ok(_) => {
+                    self.state.bind_type::<T>(key);
+                    return Ok(handle);
+                }
+                Err(store_core::Error::Conflict { .. }) => {
+                    // Theirs stands; ours is kept in case theirs is removed again.
+                    self.state.restore(&self.instance, key, previous);
+                    value = Some(next);
+                    lost = true;
+                }
+                Err(e) => {
+                    self.state.restore(&self.instance, key, previous);
+                    return Err(self.store_error(key, e));
+                }
             }
         }
-        self.state.bind_type::<T>(key);
-        Ok(handle)
     }
 
     /// The type's own durable slot, keyed by its type name and starting at

@@ -1,7 +1,8 @@
 //! Where the durable tier keeps a session's keys on the inner backend.
 //!
 //! ```text
-//! <root>m/<session>                          the session's current generation
+//! <root>m/<session>                          the session's current generation,
+//!                                            followed by every replica
 //! <root>s/<session>/<generation>/g/<key>     global scope
 //! <root>s/<session>/<generation>/r/<realm>/<key>
 //! <root>s/<session>/<generation>/l/<env>/<key>            local, no realm
@@ -58,6 +59,20 @@ pub fn escape(segment: &str) -> Cow<'_, str> {
     }
 }
 
+/// Undoes [`escape`].
+pub(crate) fn unescape(segment: &str) -> Cow<'_, str> {
+    if segment.contains('~') {
+        Cow::Owned(segment.replace("~1", "/").replace("~0", "~"))
+    } else {
+        Cow::Borrowed(segment)
+    }
+}
+
+/// The prefix of every session's generation record.
+pub(crate) fn meta_prefix(root: &str) -> String {
+    format!("{root}m/")
+}
+
 /// Checks a session id, realm or environment name: non-empty, no control character.
 pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
     if name.is_empty() || name.chars().any(char::is_control) {
@@ -105,6 +120,9 @@ mod tests {
     #[test]
     fn escaped_names_never_hold_a_slash_and_round_trip_distinctly() {
         assert_eq!(escape("a/b~c"), "a~1b~0c");
+        for name in ["a/b~c", "~1", "~0/", "plain", "~~//"] {
+            assert_eq!(unescape(&escape(name)), name);
+        }
         assert_eq!(escape("plain"), "plain");
         assert_ne!(escape("a/b"), escape("a~1b"));
     }

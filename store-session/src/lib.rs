@@ -73,6 +73,9 @@
 //!   in this process and mutated in place with no serialisation. A handle holds
 //!   the entry itself, so [`Handle::update`] and [`Handle::lock`] on one entry
 //!   cost the same whatever else the store holds. Calls are synchronous.
+//!   [`Handle::update`] changes a copy and puts it in when the closure returns,
+//!   so a closure that panics changes nothing; [`Handle::lock`] changes the
+//!   value in place, for values too large to copy.
 //! - **Durable** ([`Scope::durable`], returning [`DurableScope`] and
 //!   [`DurableHandle`]): serde values kept through a [`store_core::Store`] on
 //!   the registry's backend (memory by default, any backend such as the kube one
@@ -93,6 +96,30 @@
 //! a [`Teardown`]: teardown code can still read it (writes fail with
 //! `Outdated`) until [`Teardown::finish`] frees it.
 //!
+//! # Replicas
+//!
+//! Registries sharing a durable backend (replicas of a server on one kube
+//! store, or registries on one [`MemoryBackend`](store_core::MemoryBackend))
+//! hold one session per id: each session's generation is recorded on the
+//! backend (see [`layout`]), and every registry follows those records through
+//! the one watch its durable scopes share. Ending a session on one replica
+//! removes its record; every other replica then ends it too: it is no longer
+//! open there, its live entries are freed, its durable scopes closed, and its
+//! handles and scopes fail with [`Error::Outdated`]. Resetting it on one
+//! replica records the next generation; every other replica frees its instance
+//! (handles fail with `Outdated`) and moves to the fresh one, while the
+//! resetting replica's [`Teardown`] still reads the retired one.
+//!
+//! Other replicas hear of an end or a reset as soon as their watch delivers
+//! it, not within the call: a write a replica makes before it has heard lands
+//! in the ended life's keys, which no later life of the id reads (a session
+//! opened afresh takes the backend's current revision as its first
+//! generation), and that replica removes them when it hears of the end. The
+//! cost is one record per open session and, per replica, one watch event per
+//! end or reset, handled in time proportional to that session's own keys.
+//! Idle expiry ([`SessionsBuilder::idle_ttl`]) ends a session for every
+//! replica too, so give replicas the same time to live and use.
+//!
 //! # Limits and extras
 //!
 //! - Quotas per session on entries and durable bytes
@@ -106,10 +133,14 @@
 //! [`ScopedBackend`] is one prefix of an inner backend seen as a backend of its
 //! own; each durable scope is a store on one. It passes `store-core`'s
 //! conformance suite, so anything the suite promises for a backend holds for a
-//! session's durable scope too.
+//! session's durable scope too. The durable scopes of a registry share one
+//! watch of the backend ([`SharedWatch`]), which hands each change to the one
+//! scope it belongs to: a write costs the same however many other sessions
+//! have durable scopes open.
 
 mod durable;
 mod error;
+mod fanout;
 pub mod layout;
 mod live;
 mod registry;
@@ -119,6 +150,7 @@ mod session;
 
 pub use durable::{DurableGuard, DurableHandle, DurableScope, DurableValue};
 pub use error::{Error, QuotaKind, Result};
+pub use fanout::SharedWatch;
 pub use layout::ScopeKind;
 pub use live::{Changes, Handle, LiveGuard};
 pub use registry::{Sessions, SessionsBuilder};

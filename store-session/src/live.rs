@@ -77,6 +77,32 @@ impl<T> LiveCell<T> {
         out
     }
 
+    /// Runs `f` on a copy of the value and puts the copy in when `f` returns,
+    /// as one change; a panic in `f` leaves the cell untouched.
+    fn change_copy<R>(&self, f: impl FnOnce(&mut T) -> R) -> R
+    where
+        T: Clone,
+    {
+        let out = {
+            let mut cell = self.value();
+            let mut next = cell.value.clone();
+            // Caught here so the lock is released normally, not poisoned.
+            let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut next)))
+            {
+                Ok(out) => out,
+                Err(panic) => {
+                    drop(cell);
+                    std::panic::resume_unwind(panic);
+                }
+            };
+            cell.value = next;
+            cell.version += 1;
+            out
+        };
+        self.wake();
+        out
+    }
+
     fn wake(&self) {
         if self.watchers.receiver_count() > 0 {
             self.watchers.send_replace(());
@@ -346,11 +372,20 @@ impl<T: Send + Sync + 'static> Handle<T> {
         Ok(())
     }
 
-    /// Changes the value in place, atomically: no other call on this entry runs
-    /// between the read and the write. Returns what `f` returns.
-    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R> {
+    /// Changes the value atomically: no other call on this entry runs between
+    /// the read and the write, and `f` works on a copy that replaces the value
+    /// only when `f` returns. If `f` panics, the value, its version and its
+    /// watchers are left as they were and the panic goes on to the caller.
+    /// Returns what `f` returns.
+    ///
+    /// For a value too large to copy, or not `Clone`, change it in place
+    /// through [`lock`](Self::lock).
+    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> Result<R>
+    where
+        T: Clone,
+    {
         self.check_write()?;
-        Ok(self.cell.change(f))
+        Ok(self.cell.change_copy(f))
     }
 
     /// Locks the value for in-place mutation; the change counts (a new version,

@@ -11,11 +11,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use store_core::backend::{Applied, Batch, Entry, Listing, Op};
-use store_core::{Backend, Capabilities, MemoryBackend, Payload, Precondition, StoreBuilder};
+use store_core::backend::{Applied, Batch, Change, Entry, Listing, Op};
+use store_core::{
+    Backend, Capabilities, MemoryBackend, Payload, Precondition, Revision, StoreBuilder,
+};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::fanout::{Listener, SharedWatch};
 use crate::layout;
 use crate::scoped::ScopedBackend;
 use crate::session::{Ended, Session, SessionCore};
@@ -29,28 +32,70 @@ pub(crate) trait Inner: Send + Sync + 'static {
     fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, store_core::Result<Option<Entry>>>;
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, store_core::Result<Listing>>;
     fn apply(&self, batch: Batch) -> BoxFuture<'_, store_core::Result<Applied>>;
+    /// Starts the one watch every durable scope of the registry shares,
+    /// telling `listener` of changes under `listen` (once; later calls wait for
+    /// the first).
+    fn start<'a>(
+        &'a self,
+        root: &'a str,
+        listen: String,
+        listener: Box<dyn FnOnce() -> Arc<dyn Listener> + Send + 'a>,
+    ) -> BoxFuture<'a, store_core::Result<()>>;
     /// A store builder on the scoped view of `prefix`.
     fn scoped(&self, prefix: String) -> StoreBuilder;
 }
 
-struct InnerBackend<B>(Arc<B>);
+struct InnerBackend<B> {
+    backend: Arc<B>,
+    watch: tokio::sync::OnceCell<SharedWatch<B>>,
+}
+
+impl<B> InnerBackend<B> {
+    fn new(backend: Arc<B>) -> Self {
+        InnerBackend {
+            backend,
+            watch: tokio::sync::OnceCell::new(),
+        }
+    }
+}
 
 impl<B: Backend> Inner for InnerBackend<B> {
     fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
+        self.backend.capabilities()
     }
     fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, store_core::Result<Option<Entry>>> {
-        Box::pin(self.0.read(key))
+        Box::pin(self.backend.read(key))
     }
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, store_core::Result<Listing>> {
-        Box::pin(self.0.list(prefix))
+        Box::pin(self.backend.list(prefix))
     }
     fn apply(&self, batch: Batch) -> BoxFuture<'_, store_core::Result<Applied>> {
-        Box::pin(self.0.apply(batch))
+        Box::pin(self.backend.apply(batch))
+    }
+    fn start<'a>(
+        &'a self,
+        root: &'a str,
+        listen: String,
+        listener: Box<dyn FnOnce() -> Arc<dyn Listener> + Send + 'a>,
+    ) -> BoxFuture<'a, store_core::Result<()>> {
+        Box::pin(async move {
+            self.watch
+                .get_or_try_init(|| async {
+                    let watch = SharedWatch::start(Arc::clone(&self.backend), root).await?;
+                    watch.listen(listen, listener());
+                    Ok::<_, store_core::Error>(watch)
+                })
+                .await?;
+            Ok(())
+        })
     }
     fn scoped(&self, prefix: String) -> StoreBuilder {
+        let backend = match self.watch.get() {
+            Some(watch) => watch.scoped(prefix.clone()),
+            None => ScopedBackend::new(Arc::clone(&self.backend), prefix.clone()),
+        };
         StoreBuilder::default()
-            .backend(ScopedBackend::new(Arc::clone(&self.0), prefix.clone()))
+            .backend(backend)
             .name(prefix)
             .linked_hooks(false)
     }
@@ -79,6 +124,108 @@ pub(crate) struct Registry {
     sessions: Mutex<HashMap<String, Arc<SessionCore>>>,
 }
 
+/// Follows the generation records every replica writes, so a session ended or
+/// reset on another replica sharing the backend ends or resets here too.
+///
+/// The watch hands records over in revision order; one task acts on them in
+/// that order, so an end followed by a new life of the id is never taken for a
+/// reset.
+struct Follower {
+    registry: Weak<Registry>,
+    tx: tokio::sync::mpsc::UnboundedSender<(Arc<SessionCore>, Follow)>,
+}
+
+enum Follow {
+    /// The record was removed at this revision.
+    Ended(Revision),
+    /// The record now names this generation.
+    Generation(u64),
+}
+
+impl Follower {
+    fn start(registry: Weak<Registry>) -> Arc<dyn Listener> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some((core, follow)) = rx.recv().await {
+                let core: Arc<SessionCore> = core;
+                match follow {
+                    Follow::Ended(revision) => core.ended_elsewhere(revision).await,
+                    Follow::Generation(generation) => core.reset_elsewhere(generation).await,
+                }
+            }
+        });
+        Arc::new(Follower { registry, tx })
+    }
+
+    fn core(registry: &Registry, key: &str) -> Option<Arc<SessionCore>> {
+        let escaped = key.strip_prefix(&layout::meta_prefix(&registry.config.root))?;
+        let id = layout::unescape(escaped);
+        registry.sessions().get(&*id).cloned()
+    }
+
+    fn follow(
+        &self,
+        core: Arc<SessionCore>,
+        key: &str,
+        value: Option<&Payload>,
+        revision: Revision,
+    ) {
+        let follow = match value {
+            None => Follow::Ended(revision),
+            Some(value) => match store_core::decode::<u64>(key, value) {
+                Ok(generation) => Follow::Generation(generation),
+                Err(error) => {
+                    tracing::warn!(session = core.id(), %error, "unreadable generation record");
+                    return;
+                }
+            },
+        };
+        // Fails only once the registry is gone, when nothing is left to follow.
+        let _ = self.tx.send((core, follow));
+    }
+}
+
+impl Listener for Follower {
+    fn changes(&self, revision: Revision, changes: &[Change]) {
+        let Some(registry) = self.registry.upgrade() else {
+            return;
+        };
+        for change in changes {
+            if let Some(core) = Self::core(&registry, &change.key) {
+                self.follow(core, &change.key, change.value.as_ref(), revision);
+            }
+        }
+    }
+
+    /// Changes may have been missed: read every open session's record again.
+    fn gap(&self) {
+        let Some(registry) = self.registry.upgrade() else {
+            return;
+        };
+        let cores: Vec<_> = registry.sessions().values().cloned().collect();
+        let config = Arc::clone(&registry.config);
+        let tx = self.tx.clone();
+        let follower = Follower {
+            registry: Weak::clone(&self.registry),
+            tx,
+        };
+        tokio::spawn(async move {
+            for core in cores {
+                let key = layout::meta_key(&config.root, core.id());
+                match config.inner.list(&key).await {
+                    Ok(listing) => {
+                        let entry = listing.entries.iter().find(|e| e.key == key);
+                        follower.follow(core, &key, entry.map(|e| &e.value), listing.revision);
+                    }
+                    Err(error) => {
+                        tracing::warn!(session = core.id(), %error, "re-reading a generation record failed");
+                    }
+                }
+            }
+        });
+    }
+}
+
 impl Registry {
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<SessionCore>>> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
@@ -98,7 +245,12 @@ impl Registry {
 
 impl Config {
     /// The session's current generation, recorded on the backend so a restarted
-    /// process finds the same durable data.
+    /// process (or another replica) finds the same durable data.
+    ///
+    /// A session opened afresh takes the backend's current revision as its
+    /// first generation: revisions only grow, and every generation a former
+    /// life of the id used was recorded at an earlier revision, so a late write
+    /// into a former life's keys is never seen by this one.
     async fn load_generation(&self, session: &str) -> Result<u64> {
         let key = layout::meta_key(&self.root, session);
         let cas = self.inner.capabilities().compare_and_set;
@@ -106,7 +258,13 @@ impl Config {
             if let Some(entry) = self.inner.read(&key).await? {
                 return store_core::decode::<u64>(&key, &entry.value).map_err(Error::from);
             }
-            let mut op = Op::put(key.clone(), Payload::from("0"));
+            // A listing says which revision the backend is at.
+            let listing = self.inner.list(&key).await?;
+            if let Some(entry) = listing.entries.into_iter().find(|e| e.key == key) {
+                return store_core::decode::<u64>(&key, &entry.value).map_err(Error::from);
+            }
+            let generation = listing.revision.0;
+            let mut op = Op::put(key.clone(), Payload::from(generation.to_string()));
             if cas {
                 op = op.when(Precondition::Absent);
             }
@@ -121,7 +279,7 @@ impl Config {
                 applied.outcomes.first(),
                 Some(store_core::backend::Outcome::Applied(_))
             ) {
-                return Ok(0);
+                return Ok(generation);
             }
             // Another process created it first: read theirs.
         }
@@ -210,6 +368,15 @@ impl Sessions {
     /// whose process restarted finds its durable data again.
     pub async fn open(&self, id: &str) -> Result<Session> {
         layout::check_name("session", id)?;
+        let config = &self.registry.config;
+        config
+            .inner
+            .start(
+                &config.root,
+                layout::meta_prefix(&config.root),
+                Box::new(|| Follower::start(Arc::downgrade(&self.registry))),
+            )
+            .await?;
         loop {
             let found = self.registry.sessions().get(id).cloned();
             match found {
@@ -372,7 +539,7 @@ impl SessionsBuilder {
 
     /// Like [`backend`](Self::backend), for a backend the caller keeps using too.
     pub fn shared_backend<B: Backend>(mut self, backend: Arc<B>) -> Self {
-        self.inner = Some(Arc::new(InnerBackend(backend)));
+        self.inner = Some(Arc::new(InnerBackend::new(backend)));
         self
     }
 
@@ -415,7 +582,7 @@ impl SessionsBuilder {
     pub fn build(self) -> Sessions {
         let inner = self
             .inner
-            .unwrap_or_else(|| Arc::new(InnerBackend(Arc::new(MemoryBackend::new()))));
+            .unwrap_or_else(|| Arc::new(InnerBackend::new(Arc::new(MemoryBackend::new()))));
         Sessions {
             registry: Arc::new(Registry {
                 config: Arc::new(Config {

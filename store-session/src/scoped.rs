@@ -11,6 +11,8 @@ use futures_util::StreamExt;
 use store_core::backend::{Applied, Batch, Change, Entry, Listing, WatchEvent, WatchStream};
 use store_core::{Backend, Capabilities, Result, Revision};
 
+use crate::fanout::Routed;
+
 /// A prefix of an inner backend, as a [`Backend`] of its own.
 ///
 /// Several scoped backends share one inner backend without seeing each other's
@@ -31,10 +33,21 @@ use store_core::{Backend, Capabilities, Result, Revision};
 /// assert_eq!(b.get::<i32>("k")?, None);
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct ScopedBackend<B> {
     inner: Arc<B>,
     prefix: Arc<str>,
+    /// Set when made by a [`SharedWatch`](crate::SharedWatch): the watch comes
+    /// from it instead of a watch of its own on the inner backend.
+    routed: Option<Arc<Routed>>,
+}
+
+impl<B> std::fmt::Debug for ScopedBackend<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopedBackend")
+            .field("prefix", &self.prefix)
+            .field("shared_watch", &self.routed.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<B> Clone for ScopedBackend<B> {
@@ -42,16 +55,30 @@ impl<B> Clone for ScopedBackend<B> {
         ScopedBackend {
             inner: Arc::clone(&self.inner),
             prefix: Arc::clone(&self.prefix),
+            routed: self.routed.clone(),
         }
     }
 }
 
 impl<B: Backend> ScopedBackend<B> {
     /// The keys of `inner` that start with `prefix`, with the prefix taken off.
+    ///
+    /// Its watch is a watch of its own on `inner`, which hears of every
+    /// revision of `inner`; for many scopes on one backend, make them with a
+    /// [`SharedWatch`](crate::SharedWatch) instead.
     pub fn new(inner: Arc<B>, prefix: impl Into<Arc<str>>) -> Self {
         ScopedBackend {
             inner,
             prefix: prefix.into(),
+            routed: None,
+        }
+    }
+
+    pub(crate) fn routed(inner: Arc<B>, prefix: Arc<str>, routed: Routed) -> Self {
+        ScopedBackend {
+            inner,
+            prefix,
+            routed: Some(Arc::new(routed)),
         }
     }
 
@@ -133,6 +160,9 @@ impl<B: Backend> Backend for ScopedBackend<B> {
 
     async fn list(&self, prefix: &str) -> Result<Listing> {
         let listing = self.inner.list(&self.full(prefix)).await?;
+        if let Some(routed) = &self.routed {
+            routed.want(listing.revision);
+        }
         Ok(Listing {
             entries: strip_entries(&self.prefix, listing.entries),
             revision: listing.revision,
@@ -143,10 +173,19 @@ impl<B: Backend> Backend for ScopedBackend<B> {
         for op in &mut batch.ops {
             op.key = self.full(&op.key);
         }
-        self.inner.apply(batch).await
+        let applied = self.inner.apply(batch).await?;
+        if let Some(routed) = &self.routed {
+            // The store waits for its view to reach this revision, which may
+            // carry no change of this scope (a delete of a missing key).
+            routed.want(applied.revision);
+        }
+        Ok(applied)
     }
 
     async fn watch(&self, from: Revision) -> Result<WatchStream> {
+        if let Some(routed) = &self.routed {
+            return Ok(routed.watch(from));
+        }
         let stream = self.inner.watch_prefix(from, &self.prefix).await?;
         let prefix = Arc::clone(&self.prefix);
         Ok(Box::pin(stream.map(move |event| {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+use store_core::Revision;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
@@ -424,6 +425,50 @@ impl SessionCore {
         ))
     }
 
+    /// Another replica ended this session: its generation record was removed at
+    /// `revision`. A removal from before this life of the id (whose first
+    /// generation is a later revision) is not about it.
+    pub(crate) async fn ended_elsewhere(self: &Arc<Self>, revision: Revision) {
+        let _transition = self.transition.lock().await;
+        let instance = Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner));
+        if self.is_ended() || revision.0 <= instance.generation {
+            return;
+        }
+        self.ended.store(true, Ordering::Release);
+        let live_entries = instance.free().await;
+        // Writes made here before the news arrived may have landed after the
+        // other replica's clean-up; no later life uses this generation, so
+        // removing them touches nothing else.
+        if let Err(error) = remove_generation(&instance).await {
+            tracing::warn!(session = %self.id, %error, "removing late writes of an ended session failed");
+        }
+        if let Some(registry) = self.registry.upgrade() {
+            registry.forget(self);
+        }
+        tracing::debug!(session = %self.id, live_entries, "session ended on another replica");
+    }
+
+    /// Another replica reset this session to `generation`: the instance here is
+    /// freed (the resetting replica's teardown owns the retired durable keys)
+    /// and a fresh one takes its place.
+    pub(crate) async fn reset_elsewhere(self: &Arc<Self>, generation: u64) {
+        let _transition = self.transition.lock().await;
+        let old = Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner));
+        if self.is_ended() || generation <= old.generation {
+            return;
+        }
+        let fresh = Arc::new(Instance::new(
+            Arc::clone(&self.id),
+            generation,
+            Arc::clone(&self.config),
+            Arc::clone(&self.activity),
+        ));
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        old.retire();
+        old.free().await;
+        tracing::debug!(session = %self.id, generation, "session reset on another replica");
+    }
+
     pub(crate) async fn end(self: &Arc<Self>) -> Result<Ended> {
         let _transition = self.transition.lock().await;
         if self.ended.swap(true, Ordering::AcqRel) {
@@ -488,7 +533,9 @@ impl Session {
         self.core.is_ended()
     }
 
-    /// The current instance's generation: 0 at first, one more after each reset.
+    /// The current instance's generation: one more after each reset. A session
+    /// opened afresh starts at the backend's revision then (0 on a new backend),
+    /// so no two lives of one id share a generation.
     pub fn generation(&self) -> Result<u64> {
         Ok(self.core.current()?.generation)
     }
@@ -556,6 +603,9 @@ impl Session {
     /// [`Teardown`]: it can still be read (every write to it, through old handles
     /// too, fails with [`Error::Outdated`]) until the teardown finishes or is
     /// dropped, which frees it.
+    ///
+    /// Every other registry sharing the durable backend moves to the fresh
+    /// instance too, freeing its own copy of the old one.
     pub async fn reset(&self) -> Result<Teardown> {
         let _transition = self.core.transition.lock().await;
         let old = self.core.current()?;
@@ -586,6 +636,9 @@ impl Session {
     /// removes its durable keys from the backend (listing only this session's
     /// prefix), and makes every handle and scope of it fail with
     /// [`Error::Outdated`]. Work is proportional to this session's keys.
+    ///
+    /// Every other registry sharing the durable backend ends the session too
+    /// once its watch delivers the news (see the crate docs on replicas).
     pub async fn end(&self) -> Result<Ended> {
         self.core.end().await
     }

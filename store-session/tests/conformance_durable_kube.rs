@@ -1,5 +1,6 @@
 //! The durable tier (session scopes on one shared store) on the kube backend,
-//! on the in-process fake API server, against `store-core`'s conformance suite.
+//! on the in-process fake API server, against `store-core`'s conformance suite,
+//! every scope fed by one shared watch as in a registry.
 
 mod common;
 
@@ -55,7 +56,7 @@ async fn harness() -> ScopedHarness<OnFakeServer> {
         .build()
         .await
         .expect("backend starts");
-    ScopedHarness::new(OnFakeServer {
+    ScopedHarness::shared(OnFakeServer {
         backend,
         _server: Arc::new(server),
     })

@@ -1,5 +1,6 @@
 //! The durable tier (session scopes on one shared memory backend) against
-//! `store-core`'s conformance suite.
+//! `store-core`'s conformance suite: scopes with a watch of their own, and
+//! scopes fed by one shared watch as in a registry.
 
 mod common;
 
@@ -11,3 +12,14 @@ async fn harness() -> ScopedHarness<MemoryBackend> {
 }
 
 store_core::conformance_tests!(harness);
+
+mod shared_watch {
+    use super::common::ScopedHarness;
+    use store_core::MemoryBackend;
+
+    async fn harness() -> ScopedHarness<MemoryBackend> {
+        ScopedHarness::shared(MemoryBackend::new())
+    }
+
+    store_core::conformance_tests!(harness);
+}

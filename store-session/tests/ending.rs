@@ -1,9 +1,12 @@
 //! Ending a session touches only that session's keys, however many other
 //! sessions the registry and the backend hold.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use common::replicas::{Held, kube_backend};
 use store_core::backend::{Applied, Batch, Entry, Listing, Op, WatchStream};
 use store_core::{Backend, Capabilities, MemoryBackend, Payload, Revision};
 use store_session::{Error, ScopeKind, Sessions, layout};
@@ -151,4 +154,70 @@ async fn ending_a_session_of_ten_thousand_keys_among_a_thousand_others_touches_o
         7
     );
     Ok(())
+}
+
+/// Opens `others` sessions, each with a key in an open durable scope, then
+/// writes `writes` keys one by one into one more session and ends it. Counts
+/// the watch events the backend hands out meanwhile: with scopes sharing one
+/// watch that is filtered at the source, they follow this session's own
+/// writes, not the number of other sessions watching.
+async fn one_sessions_writes_cost_no_watch_events_in_other_sessions<B: Backend>(
+    backend: Arc<Held<B>>,
+    others: usize,
+    writes: usize,
+) -> Result<(), Error> {
+    let sessions = Sessions::builder()
+        .shared_backend(Arc::clone(&backend))
+        .timeout(std::time::Duration::from_secs(30))
+        .build();
+    let mut open = Vec::with_capacity(others);
+    for i in 0..others {
+        let session = sessions.open(&format!("other-{i}")).await?;
+        let durable = session.global()?.durable().await?;
+        durable.use_value("k", i).await?;
+        open.push((session, durable));
+    }
+    let session = sessions.open("busy").await?;
+    let durable = session.global()?.durable().await?;
+
+    let before = backend.delivered.load(Ordering::SeqCst);
+    for i in 0..writes {
+        durable
+            .use_value(&format!("key-{i}"), 0_usize)
+            .await?
+            .set_and_wait(i)
+            .await?;
+    }
+    let ended = session.end().await?;
+    let events = backend.delivered.load(Ordering::SeqCst) - before;
+    assert_eq!(ended.durable_keys, writes);
+    // Each write is two revisions (create, then set), ending a few more.
+    assert!(
+        events <= 2 * writes + 20,
+        "{events} watch events for {writes} writes beside {others} open scopes"
+    );
+    // The other sessions' scopes still follow their own keys.
+    let (_, last) = open.last().expect("other sessions");
+    last.use_value("k", 0_usize).await?.set_and_wait(7).await?;
+    assert_eq!(*last.use_value("k", 0_usize).await?.get()?, 7);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sessions_writes_cost_no_watch_events_in_other_sessions_on_memory() -> Result<(), Error>
+{
+    let backend = Arc::new(Held::new(Arc::new(MemoryBackend::new())));
+    one_sessions_writes_cost_no_watch_events_in_other_sessions(backend, 200, 100).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sessions_writes_cost_no_watch_events_in_other_sessions_on_kube() -> Result<(), Error> {
+    let server = store_kube::testing::FakeApiServer::start()
+        .await
+        .expect("fake API server starts");
+    server
+        .apply_crd(&store_kube::resource::store_shard_crd())
+        .expect("CRD applies");
+    let backend = Arc::new(Held::new(Arc::new(kube_backend(&server).await)));
+    one_sessions_writes_cost_no_watch_events_in_other_sessions(backend, 30, 30).await
 }

@@ -550,3 +550,29 @@ async fn bad_names_and_keys_are_refused() -> Result {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_panicking_live_update_changes_nothing_and_wakes_no_watcher() -> Result {
+    let sessions = Sessions::new();
+    let scope = sessions.open("s").await?.global()?;
+    let log = scope.use_value("log", vec!["first".to_owned()])?;
+    let mut changes = log.changes();
+    let before = log.version()?;
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        log.update(|l| {
+            l.push("half".into());
+            panic!("the closure fails half-way");
+        })
+    }));
+    assert!(panicked.is_err(), "the panic reaches the caller");
+    assert_eq!(log.get()?, vec!["first".to_owned()]);
+    assert_eq!(log.version()?, before);
+    // The entry still works, and the next change is the first one watchers hear of.
+    log.update(|l| l.push("second".into()))?;
+    let woken = tokio::time::timeout(Duration::from_secs(5), changes.changed())
+        .await
+        .expect("the watcher is woken")?;
+    assert_eq!(woken, before + 1);
+    assert_eq!(log.get()?, vec!["first".to_owned(), "second".to_owned()]);
+    Ok(())
+}

@@ -7,6 +7,11 @@
 //! listing, watching or clearing shows up as a wrong count or a value that does
 //! not decode.
 
+#![allow(
+    dead_code,
+    reason = "each test file uses its own part of these helpers"
+)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,8 +21,10 @@ use store_core::backend::{Batch, Op};
 use store_core::conformance::Harness;
 use store_core::{Backend, Payload};
 use store_session::ScopeKind;
-use store_session::ScopedBackend;
 use store_session::layout;
+use store_session::{ScopedBackend, SharedWatch};
+
+pub(crate) mod replicas;
 
 /// Keys the conformance cases write; seeded next door as strings.
 const NOISE_KEYS: [&str; 7] = [
@@ -28,14 +35,27 @@ pub(crate) struct ScopedHarness<B> {
     inner: Arc<B>,
     prefixes: Mutex<HashMap<String, String>>,
     next: AtomicUsize,
+    /// Scopes share one watch, as the durable scopes of a registry do; without
+    /// it each scope watches the inner backend itself.
+    shared: Option<tokio::sync::OnceCell<SharedWatch<B>>>,
 }
 
 impl<B: Backend> ScopedHarness<B> {
+    /// Every scope with a watch of its own.
     pub(crate) fn new(inner: B) -> Self {
         ScopedHarness {
             inner: Arc::new(inner),
             prefixes: Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
+            shared: None,
+        }
+    }
+
+    /// Every scope fed by one [`SharedWatch`], as in a registry.
+    pub(crate) fn shared(inner: B) -> Self {
+        ScopedHarness {
+            shared: Some(tokio::sync::OnceCell::new()),
+            ..Self::new(inner)
         }
     }
 
@@ -121,6 +141,16 @@ impl<B: Backend> Harness for ScopedHarness<B> {
         if fresh {
             self.seed_neighbours(scope, &prefix).await;
         }
-        ScopedBackend::new(Arc::clone(&self.inner), prefix)
+        match &self.shared {
+            Some(cell) => cell
+                .get_or_init(|| async {
+                    SharedWatch::start(Arc::clone(&self.inner), "")
+                        .await
+                        .expect("the shared watch starts")
+                })
+                .await
+                .scoped(prefix),
+            None => ScopedBackend::new(Arc::clone(&self.inner), prefix),
+        }
     }
 }

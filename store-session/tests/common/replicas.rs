@@ -1,0 +1,208 @@
+//! Replicas of a session server sharing one durable backend: two registries on
+//! one memory backend, or on two kube backends of one store on the in-process
+//! fake API server, and a wrapper that can hold a replica's watch back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use store_core::backend::{Applied, Batch, Entry, Listing, Outcome, WatchStream};
+use store_core::{Backend, Capabilities, MemoryBackend, Result, Revision};
+use store_kube::KubeBackend;
+use store_kube::testing::FakeApiServer;
+use store_session::Sessions;
+use tokio::sync::{Notify, watch};
+
+/// A backend whose watch events can be held back (the replica's view then
+/// lags the backend), counting the conditional writes it saw refused.
+pub(crate) struct Held<B> {
+    inner: Arc<B>,
+    held: watch::Sender<bool>,
+    conflicts: AtomicUsize,
+    conflicted: Notify,
+    /// Watch events delivered to this replica, every watcher counted.
+    pub(crate) delivered: Arc<AtomicUsize>,
+}
+
+impl<B: Backend> Held<B> {
+    pub(crate) fn new(inner: Arc<B>) -> Self {
+        Held {
+            inner,
+            held: watch::Sender::new(false),
+            conflicts: AtomicUsize::new(0),
+            conflicted: Notify::new(),
+            delivered: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// From now on, watch events wait until [`release`](Self::release).
+    pub(crate) fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    pub(crate) fn release(&self) {
+        self.held.send_replace(false);
+    }
+
+    /// Waits until a conditional write was refused (at most 10 s).
+    pub(crate) async fn conflicted(&self) {
+        let wait = async {
+            loop {
+                let notified = self.conflicted.notified();
+                if self.conflicts.load(Ordering::SeqCst) > 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .expect("a conditional write is refused within 10 s");
+    }
+
+    fn gate(&self, stream: WatchStream) -> WatchStream {
+        let held = self.held.subscribe();
+        let delivered = Arc::clone(&self.delivered);
+        Box::pin(stream.then(move |event| {
+            let mut held = held.clone();
+            let delivered = Arc::clone(&delivered);
+            async move {
+                let _ = held.wait_for(|h| !*h).await;
+                delivered.fetch_add(1, Ordering::SeqCst);
+                event
+            }
+        }))
+    }
+}
+
+impl<B: Backend> Backend for Held<B> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.read(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing> {
+        self.inner.list(prefix).await
+    }
+
+    async fn apply(&self, batch: Batch) -> Result<Applied> {
+        let applied = self.inner.apply(batch).await?;
+        let refused = applied
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Conflict { .. }))
+            .count();
+        if refused > 0 {
+            self.conflicts.fetch_add(refused, Ordering::SeqCst);
+            self.conflicted.notify_waiters();
+        }
+        Ok(applied)
+    }
+
+    async fn watch(&self, from: Revision) -> Result<WatchStream> {
+        Ok(self.gate(self.inner.watch(from).await?))
+    }
+
+    async fn watch_prefix(&self, from: Revision, prefix: &str) -> Result<WatchStream> {
+        Ok(self.gate(self.inner.watch_prefix(from, prefix).await?))
+    }
+}
+
+/// Two replicas' durable backends on one shared store, kept alive with
+/// whatever serves them.
+pub(crate) struct Pair<A, B> {
+    pub(crate) one: Arc<A>,
+    pub(crate) two: Arc<B>,
+    _server: Option<FakeApiServer>,
+}
+
+impl<A: Backend, B: Backend> Pair<A, B> {
+    /// A registry on each backend.
+    pub(crate) fn registries(&self) -> (Sessions, Sessions) {
+        (
+            Sessions::builder()
+                .shared_backend(Arc::clone(&self.one))
+                .timeout(Duration::from_secs(10))
+                .build(),
+            Sessions::builder()
+                .shared_backend(Arc::clone(&self.two))
+                .timeout(Duration::from_secs(10))
+                .build(),
+        )
+    }
+}
+
+/// One memory backend seen by both replicas, the second through [`Held`].
+pub(crate) fn memory_pair() -> Pair<MemoryBackend, Held<MemoryBackend>> {
+    let backend = Arc::new(MemoryBackend::new());
+    Pair {
+        one: Arc::clone(&backend),
+        two: Arc::new(Held::new(backend)),
+        _server: None,
+    }
+}
+
+/// A kube backend on one store of the fake API server.
+pub(crate) async fn kube_backend(server: &FakeApiServer) -> KubeBackend {
+    KubeBackend::builder(server.client().expect("client"), "sessions")
+        .namespace("default")
+        .shards(2)
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .expect("backend starts")
+}
+
+/// Two kube backends (two clients, two watches) on one store of one fake API
+/// server, the second through [`Held`].
+pub(crate) async fn kube_pair() -> Pair<KubeBackend, Held<KubeBackend>> {
+    let server = FakeApiServer::start()
+        .await
+        .expect("fake API server starts");
+    server
+        .apply_crd(&store_kube::resource::store_shard_crd())
+        .expect("CRD applies");
+    let one = kube_backend(&server).await;
+    let two = kube_backend(&server).await;
+    Pair {
+        one: Arc::new(one),
+        two: Arc::new(Held::new(Arc::new(two))),
+        _server: Some(server),
+    }
+}
+
+/// Waits until `check` holds, polling on every scheduler turn, for at most 10 s.
+pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let wait = async {
+        while !check() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{what} within 10 s"));
+}
+
+/// Like [`eventually`], for a check that must await.
+pub(crate) async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let wait = async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{what} within 10 s"));
+}

@@ -1,0 +1,295 @@
+//! Replicas sharing one durable backend are one session everywhere: each case
+//! runs on two registries over one memory backend and on two kube backends of
+//! one store on the in-process fake API server.
+
+mod common;
+
+use common::replicas::{Held, Pair, eventually, eventually_async, kube_pair, memory_pair};
+use store_core::Backend;
+use store_session::{Error, Result, ScopeKind, layout};
+
+/// Replica two loses the race to create `counter`: its view does not show
+/// replica one's value yet when its own create is refused. The handle it gets
+/// must read and update the winner's value, not report it gone.
+async fn the_loser_of_a_create_race_reads_the_winners_value<A: Backend, B: Backend>(
+    pair: Pair<A, Held<B>>,
+) -> Result<()> {
+    let (one, two) = pair.registries();
+    let scope_one = one.open("s-42").await?.global()?.durable().await?;
+    let scope_two = two.open("s-42").await?.global()?.durable().await?;
+    pair.two.hold();
+    let counter = scope_one.use_value("counter", 0_u64).await?;
+    counter.set_and_wait(7).await?;
+    let racing = tokio::spawn(async move { scope_two.use_value("counter", 0_u64).await });
+    pair.two.conflicted().await;
+    // Let every task that can run do so while replica two's view is held back:
+    // a handle handed out now would be one whose view lacks the key.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    pair.two.release();
+    let loser = racing.await.expect("task runs")?;
+    assert_eq!(*loser.get()?, 7, "the loser reads the winner's value");
+    loser.update(|n| *n += 1).await?;
+    assert_eq!(*loser.get()?, 8);
+    Ok(())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_loser_of_a_create_race_reads_the_winners_value_on_memory() -> Result<()> {
+    the_loser_of_a_create_race_reads_the_winners_value(memory_pair()).await
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_loser_of_a_create_race_reads_the_winners_value_on_kube() -> Result<()> {
+    the_loser_of_a_create_race_reads_the_winners_value(kube_pair().await).await
+}
+
+/// The race left to chance, many times: both replicas `use_value` a fresh key
+/// at once, then read and update it. No call may report the key gone.
+async fn racing_replicas_never_see_an_outdated_handle<A: Backend, B: Backend>(
+    pair: Pair<A, B>,
+    rounds: usize,
+) -> Result<()> {
+    let (one, two) = pair.registries();
+    let scope_one = one.open("s-42").await?.global()?.durable().await?;
+    let scope_two = two.open("s-42").await?.global()?.durable().await?;
+    for round in 0..rounds {
+        let key = format!("counter-{round}");
+        let race = |scope: store_session::DurableScope, key: String| async move {
+            let handle = scope.use_value(&key, 0_u64).await?;
+            handle.get()?;
+            handle.update(|n| *n += 1).await?;
+            Ok::<_, Error>(())
+        };
+        let (a, b) = tokio::join!(
+            tokio::spawn(race(scope_one.clone(), key.clone())),
+            tokio::spawn(race(scope_two.clone(), key.clone())),
+        );
+        a.expect("task runs")?;
+        b.expect("task runs")?;
+        let handle = scope_one.use_value(&key, 0_u64).await?;
+        eventually("both increments to be seen", || {
+            handle.get().is_ok_and(|n| *n == 2)
+        })
+        .await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_replicas_never_see_an_outdated_handle_on_memory() -> Result<()> {
+    racing_replicas_never_see_an_outdated_handle(memory_pair(), 200).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_replicas_never_see_an_outdated_handle_on_kube() -> Result<()> {
+    racing_replicas_never_see_an_outdated_handle(kube_pair().await, 60).await
+}
+
+/// Replica one ends `s-42` while replica two has live and durable handles on
+/// it: replica two ends it too, its handles fail with `Outdated`, and a later
+/// life of the id starts empty on both.
+async fn ending_a_session_on_one_replica_ends_it_on_every_replica<A: Backend, B: Backend>(
+    pair: Pair<A, Held<B>>,
+) -> Result<()> {
+    let (one, two) = pair.registries();
+    let on_one = one.open("s-42").await?;
+    let on_two = two.open("s-42").await?;
+    let live = on_two.global()?.use_value("live", 1_u64)?;
+    let mut woken = live.changes();
+    let durable_scope = on_two.global()?.durable().await?;
+    let durable = durable_scope.use_value("durable", 1_u64).await?;
+
+    let ended = on_one.end().await?;
+    assert_eq!(
+        ended.durable_keys, 1,
+        "replica two's durable key is removed"
+    );
+    eventually("replica two to hear of the end", || !two.contains("s-42")).await;
+
+    assert!(on_two.is_ended());
+    assert!(matches!(two.get("s-42"), Err(Error::NotFound { .. })));
+    assert!(matches!(on_two.global(), Err(Error::SessionEnded { .. })));
+    assert!(matches!(live.get(), Err(Error::Outdated { .. })));
+    assert!(matches!(
+        live.update(|n| *n += 1),
+        Err(Error::Outdated { .. })
+    ));
+    assert!(matches!(woken.changed().await, Err(Error::Outdated { .. })));
+    assert!(matches!(durable.get(), Err(Error::Outdated { .. })));
+    assert!(matches!(durable.set(2), Err(Error::Outdated { .. })));
+    assert!(matches!(
+        durable.set_and_wait(2).await,
+        Err(Error::Outdated { .. })
+    ));
+    assert!(matches!(
+        durable_scope.use_value("late", 1_u64).await,
+        Err(Error::Outdated { .. })
+    ));
+
+    // The id starts afresh, the same life on both replicas.
+    let again_one = one.open("s-42").await?;
+    let again_two = two.open("s-42").await?;
+    assert_eq!(again_one.generation()?, again_two.generation()?);
+    let fresh = again_one.global()?.durable().await?;
+    assert!(fresh.keys()?.is_empty());
+    assert_eq!(*fresh.use_value("durable", 0_u64).await?.get()?, 0);
+    assert_eq!(again_two.global()?.use_value("live", 0_u64)?.get()?, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_session_on_one_replica_ends_it_on_every_replica_on_memory() -> Result<()> {
+    ending_a_session_on_one_replica_ends_it_on_every_replica(memory_pair()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_a_session_on_one_replica_ends_it_on_every_replica_on_kube() -> Result<()> {
+    ending_a_session_on_one_replica_ends_it_on_every_replica(kube_pair().await).await
+}
+
+/// Replica one resets `s-42`: replica two moves to the fresh instance, its old
+/// handles fail with `Outdated`, and replica one's teardown still reads what
+/// replica two wrote before.
+async fn resetting_a_session_on_one_replica_resets_it_on_every_replica<A: Backend, B: Backend>(
+    pair: Pair<A, Held<B>>,
+) -> Result<()> {
+    let (one, two) = pair.registries();
+    let on_one = one.open("s-42").await?;
+    let on_two = two.open("s-42").await?;
+    let live = on_two.global()?.use_value("live", 1_u64)?;
+    let durable = on_two
+        .global()?
+        .durable()
+        .await?
+        .use_value("durable", 1_u64)
+        .await?;
+    durable.set_and_wait(5).await?;
+
+    let teardown = on_one.reset().await?;
+    let fresh = on_one.generation()?;
+    eventually("replica two to hear of the reset", || {
+        on_two.generation().is_ok_and(|g| g == fresh)
+    })
+    .await;
+
+    assert!(two.contains("s-42"));
+    assert!(matches!(live.get(), Err(Error::Outdated { .. })));
+    assert!(matches!(live.set(2), Err(Error::Outdated { .. })));
+    assert!(matches!(durable.set(2), Err(Error::Outdated { .. })));
+    assert_eq!(on_two.global()?.use_value("live", 0_u64)?.get()?, 0);
+    let now = on_two.global()?.durable().await?;
+    assert_eq!(*now.use_value("durable", 0_u64).await?.get()?, 0);
+    // Replica one's teardown reads the retired instance, replica two's write included.
+    let retired = teardown.global()?.durable().await?;
+    assert_eq!(*retired.use_value("durable", 0_u64).await?.get()?, 5);
+    let freed = teardown.finish().await?;
+    assert_eq!(freed.durable_keys, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resetting_a_session_on_one_replica_resets_it_on_every_replica_on_memory() -> Result<()> {
+    resetting_a_session_on_one_replica_resets_it_on_every_replica(memory_pair()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resetting_a_session_on_one_replica_resets_it_on_every_replica_on_kube() -> Result<()> {
+    resetting_a_session_on_one_replica_resets_it_on_every_replica(kube_pair().await).await
+}
+
+/// Replica two has not heard of the end yet (its watch is held back) and
+/// writes: the write lands, but in the ended life's keys, which a reopened
+/// session never reads, and replica two removes it once it hears of the end.
+async fn a_write_racing_the_end_never_reaches_a_later_life<A: Backend, B: Backend>(
+    pair: Pair<A, Held<B>>,
+) -> Result<()> {
+    let (one, two) = pair.registries();
+    let on_one = one.open("s-42").await?;
+    let on_two = two.open("s-42").await?;
+    let ended_life = on_two.generation()?;
+    let durable = on_two
+        .global()?
+        .durable()
+        .await?
+        .use_value("durable", 1_u64)
+        .await?;
+
+    pair.two.hold();
+    assert_eq!(on_one.end().await?.durable_keys, 1);
+    // Replica two's view is held back, so only the backend can say the write landed.
+    durable.set(9)?;
+    let late_key = format!(
+        "{}durable",
+        layout::scope_prefix("", "s-42", ended_life, &ScopeKind::Global)
+    );
+    eventually_async("the late write to land", || async {
+        pair.one.read(&late_key).await.is_ok_and(|e| e.is_some())
+    })
+    .await;
+    let again = one.open("s-42").await?;
+    assert_ne!(again.generation()?, ended_life);
+    let fresh = again.global()?.durable().await?;
+    assert!(
+        fresh.keys()?.is_empty(),
+        "the late write is not in the new life"
+    );
+    assert_eq!(*fresh.use_value("durable", 0_u64).await?.get()?, 0);
+
+    pair.two.release();
+    eventually("replica two to hear of the end", || on_two.is_ended()).await;
+    let ended_prefix = layout::generation_prefix("", "s-42", ended_life);
+    eventually_async("the late write to be removed", || async {
+        pair.one
+            .list(&ended_prefix)
+            .await
+            .is_ok_and(|l| l.entries.is_empty())
+    })
+    .await;
+    // Replica two reopens into the same new life.
+    assert_eq!(two.open("s-42").await?.generation()?, again.generation()?);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_racing_the_end_never_reaches_a_later_life_on_memory() -> Result<()> {
+    a_write_racing_the_end_never_reaches_a_later_life(memory_pair()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_racing_the_end_never_reaches_a_later_life_on_kube() -> Result<()> {
+    a_write_racing_the_end_never_reaches_a_later_life(kube_pair().await).await
+}
+
+/// A replica that never opened `s-42` ends it by id (clean-up after a
+/// restart): the replica that has it open ends it too.
+async fn ending_by_id_where_the_session_is_not_open_ends_it_where_it_is<A: Backend, B: Backend>(
+    pair: Pair<A, Held<B>>,
+) -> Result<()> {
+    let (one, two) = pair.registries();
+    let on_two = two.open("s-42").await?;
+    let live = on_two.local("env")?.use_value("live", 1_u64)?;
+    let durable = on_two
+        .local("env")?
+        .durable()
+        .await?
+        .use_value("durable", 1_u64)
+        .await?;
+    assert!(!one.contains("s-42"));
+    assert_eq!(one.end("s-42").await?.durable_keys, 1);
+    eventually("replica two to hear of the end", || !two.contains("s-42")).await;
+    assert!(matches!(live.get(), Err(Error::Outdated { .. })));
+    assert!(matches!(durable.set(2), Err(Error::Outdated { .. })));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_by_id_where_the_session_is_not_open_ends_it_where_it_is_on_memory() -> Result<()> {
+    ending_by_id_where_the_session_is_not_open_ends_it_where_it_is(memory_pair()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_by_id_where_the_session_is_not_open_ends_it_where_it_is_on_kube() -> Result<()> {
+    ending_by_id_where_the_session_is_not_open_ends_it_where_it_is(kube_pair().await).await
+}
