@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use store_core::{Precondition, Store, StoreValue, Subscription, Version};
+use store_core::{PlainKey, Precondition, Store, Subscription, Version};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
@@ -315,9 +315,9 @@ impl DurableScope {
         self.use_with(type_name::<T>(), T::default).await
     }
 
-    /// The value of a [`StoreValue`] type at its own key (`T::KEY`), starting at
-    /// `T::default()`.
-    pub async fn use_typed<T: StoreValue + Clone + Default>(&self) -> Result<DurableHandle<T>> {
+    /// The value of a [`StoreValue`](store_core::StoreValue) type at its own key (`T::KEY`), starting at
+    /// `T::default()`. Only for a type with one key ([`PlainKey`]).
+    pub async fn use_typed<T: PlainKey + Clone + Default>(&self) -> Result<DurableHandle<T>> {
         self.use_with(T::KEY, T::default).await
     }
 

@@ -5,7 +5,7 @@ use std::any::type_name;
 use std::sync::Arc;
 
 use serde::Serialize;
-use store_core::StoreValue;
+use store_core::PlainKey;
 
 use crate::durable::DurableScope;
 use crate::error::Result;
@@ -84,9 +84,11 @@ impl Scope {
         self.use_with(type_name::<T>(), T::default)
     }
 
-    /// The value of a [`StoreValue`] type at its own key (`T::KEY`), starting at
+    /// The value of a [`StoreValue`](store_core::StoreValue) type at its own key (`T::KEY`), starting at
     /// `T::default()`. Shown as JSON in [`Session::snapshot`](crate::Session::snapshot).
-    pub fn use_typed<T: StoreValue + Default>(&self) -> Result<Handle<T>> {
+    /// Only for a type with one key ([`PlainKey`]): a key-family type's
+    /// pattern is not a key.
+    pub fn use_typed<T: PlainKey + Default>(&self) -> Result<Handle<T>> {
         self.live
             .use_with(&self.instance, T::KEY, T::default, Some(json_of::<T>))
     }

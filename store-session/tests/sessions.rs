@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use store_core::{MemoryBackend, StoreValue};
+use store_core::{MemoryBackend, PlainKey, StoreValue};
 use store_session::{Error, QuotaKind, Sessions};
 
 type Result<T = ()> = std::result::Result<T, Error>;
@@ -489,6 +489,8 @@ struct Settings {
 impl StoreValue for Settings {
     const KEY: &'static str = "settings";
 }
+
+impl PlainKey for Settings {}
 
 struct ApiClient;
 
