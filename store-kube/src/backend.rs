@@ -549,6 +549,9 @@ impl Inner {
             .map(|shard| (Base::from_shard(shard), false));
         let mut revision = 0;
         let mut replans = 0;
+        // While a refusal that names no write is being narrowed down: how many
+        // writes the next patch may carry (halved on each such refusal).
+        let mut cap: Option<usize> = None;
         let params = PatchParams {
             field_manager: Some(self.field_manager.clone()),
             ..PatchParams::default()
@@ -568,6 +571,7 @@ impl Inner {
             let plan = {
                 let cache = self.cache();
                 let pending = remaining.make_contiguous();
+                let pending = &pending[..cap.map_or(pending.len(), |c| c.min(pending.len()))];
                 writer::plan(
                     &self.layout,
                     cache.shards.get(name),
@@ -651,6 +655,59 @@ impl Inner {
                 }
                 // Deleted under us: the next round recreates it.
                 Err(e) if error::is_not_found(&e) => requeue(&mut remaining, sent),
+                Err(e) if error::invalid_fields(&e).is_some() => {
+                    // The schema refused the object as patched: a refusal for good.
+                    // Settle the writes it blames; the patch was atomic, so the
+                    // object is as it was and the rest go again at once.
+                    let fields = error::invalid_fields(&e).unwrap_or_default();
+                    let blamed = self.blame(&sent, &fields);
+                    let rejected: Vec<usize> = if !blamed.is_empty() {
+                        blamed
+                    } else if let [(index, ..)] = sent.as_slice() {
+                        vec![*index]
+                    } else {
+                        // Nothing named a write of ours: halve the patch until the
+                        // refused write is alone in one.
+                        cap = Some((sent.len() / 2).max(1));
+                        Vec::new()
+                    };
+                    if !rejected.is_empty() {
+                        cap = None;
+                    }
+                    let reason = fields
+                        .iter()
+                        .map(|(_, reason)| reason.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    tracing::warn!(
+                        object = name,
+                        refused = rejected.len(),
+                        %reason,
+                        "the API server refused writes for good"
+                    );
+                    let mut kept = Vec::new();
+                    for (index, op, stored) in sent {
+                        if rejected.contains(&index) {
+                            let reason = fields
+                                .iter()
+                                .find(|(field, _)| {
+                                    *field == self.layout.field_path(&self.layout.map_key(&op.key))
+                                })
+                                .map_or_else(|| reason.clone(), |(_, r)| r.clone());
+                            outcomes.push((
+                                index,
+                                Outcome::Failed(Error::Rejected {
+                                    key: op.key,
+                                    reason,
+                                }),
+                            ));
+                        } else {
+                            kept.push((index, op, stored));
+                        }
+                    }
+                    requeue(&mut remaining, kept);
+                    base = Some((current, fresh));
+                }
                 Err(e) if error::is_patch_rejected(&e) => {
                     // A precondition failed or the object changed shape: plan again
                     // on the object as it is now.
@@ -692,6 +749,30 @@ impl Inner {
             }
         }
         Ok((outcomes, revision))
+    }
+}
+
+impl Inner {
+    /// The sent writes a schema refusal names: per refused field, the last
+    /// write to that key in the patch (whose value the object would have kept).
+    fn blame(
+        &self,
+        sent: &[(usize, Op, Option<String>)],
+        fields: &[(String, String)],
+    ) -> Vec<usize> {
+        let mut blamed = Vec::new();
+        for (field, _) in fields {
+            let last = sent
+                .iter()
+                .rev()
+                .find(|(_, op, _)| self.layout.field_path(&self.layout.map_key(&op.key)) == *field);
+            if let Some((index, ..)) = last
+                && !blamed.contains(index)
+            {
+                blamed.push(*index);
+            }
+        }
+        blamed
     }
 }
 
