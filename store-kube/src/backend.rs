@@ -50,6 +50,7 @@ pub struct KubeBackendBuilder {
     field_manager: String,
     pepr: Option<(String, String)>,
     other_capabilities: Vec<String>,
+    v1_removal_delay: Duration,
 }
 
 /// A store kept in Kubernetes custom resources, shared by every process that
@@ -98,6 +99,7 @@ impl KubeBackend {
             field_manager: "typed-store".to_owned(),
             pepr: None,
             other_capabilities: Vec::new(),
+            v1_removal_delay: Duration::from_secs(30),
         }
     }
 
@@ -191,14 +193,26 @@ impl KubeBackendBuilder {
     }
 
     /// Other capabilities sharing the Pepr object. The v1-to-v2 migration never
-    /// touches keys that belong to them, even where this capability's name is a
-    /// prefix of theirs.
+    /// touches keys that belong to them: a v1 key belongs to the longest
+    /// capability it starts with, so where this capability's name is a prefix of
+    /// theirs (`hello`, `hello-pepr`), declaring them keeps `hello-pepr-old`
+    /// theirs.
     pub fn pepr_capabilities<I, S>(mut self, capabilities: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
         self.other_capabilities = capabilities.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// How long after start-up the Pepr v1 originals of migrated keys are
+    /// removed (default 30 s). Their v2 copies are made and read at once; the
+    /// originals stay a while so that a TypeScript Pepr pod starting beside
+    /// this one, whose migration patch removes every v1 key it read and fails
+    /// whole if one is gone, still completes its migration of every capability.
+    pub fn pepr_v1_removal_delay(mut self, delay: Duration) -> Self {
+        self.v1_removal_delay = delay;
         self
     }
 
@@ -273,8 +287,16 @@ impl KubeBackendBuilder {
         if let Layout::Pepr { capability, object } = &backend.inner.layout {
             backend
                 .inner
-                .migrate_pepr_v1(object, capability, &self.other_capabilities)
+                .migrate_step(object, capability, &self.other_capabilities, true)
                 .await?;
+            crate::migration::remove_v1_later(
+                Arc::downgrade(&backend.inner),
+                stopped.clone(),
+                object.clone(),
+                capability.clone(),
+                self.other_capabilities.clone(),
+                self.v1_removal_delay,
+            );
         }
         tokio::spawn(feed::run(Arc::downgrade(&backend.inner), stopped));
         Ok(backend)
@@ -295,7 +317,7 @@ fn is_dns_label(name: &str, max: usize) -> bool {
         && !name.ends_with('-')
 }
 
-fn now_millis() -> u128 {
+pub(crate) fn now_millis() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
@@ -310,8 +332,13 @@ impl Inner {
         self.feed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The field manager named on writes.
+    pub(crate) fn field_manager(&self) -> &str {
+        &self.field_manager
+    }
+
     /// Runs one API call under the request timeout.
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         what: &str,
         fut: impl std::future::Future<Output = kube::Result<T>>,
@@ -417,96 +444,6 @@ impl Inner {
             }
         }
         Ok(())
-    }
-
-    /// Moves this capability's Pepr v1 keys (`<capability>-<key>`) to v2
-    /// (`<capability>-v2-<key>`), never touching other capabilities' keys.
-    async fn migrate_pepr_v1(
-        &self,
-        object: &str,
-        capability: &str,
-        others: &[String],
-    ) -> Result<()> {
-        let current = self
-            .call("get", self.api.get(object))
-            .await
-            .map_err(error::from_kube)?;
-        let json = Self::to_json(&current)?;
-        let Some(data) = json.get("data").and_then(serde_json::Value::as_object) else {
-            return Ok(());
-        };
-        let prefix = format!("{capability}-");
-        let belongs_to_other = |map_key: &str| {
-            others
-                .iter()
-                .any(|o| o != capability && map_key.starts_with(&format!("{o}-")))
-        };
-        let mut patch = vec![
-            json!({"op": "test", "path": "/metadata/resourceVersion", "value": current.metadata.resource_version.clone().unwrap_or_default()}),
-        ];
-        let mut moved = 0;
-        for (map_key, value) in data {
-            let Some(rest) = map_key.strip_prefix(&prefix) else {
-                continue;
-            };
-            // `rest` containing `-v2-` is another capability's v2 key (`hello-pepr-v2-x`
-            // for capability `hello`): Pepr's own migration moves those by mistake.
-            if rest.is_empty()
-                || rest.starts_with("v2-")
-                || rest.contains("-v2-")
-                || belongs_to_other(map_key)
-            {
-                continue;
-            }
-            let Some(value) = value.as_str() else {
-                continue;
-            };
-            let v2 = format!("{capability}-v2-{rest}");
-            let from = format!("/data/{}", crate::layout::pointer_segment(map_key));
-            if !data.contains_key(&v2) {
-                let to = format!("/data/{}", crate::layout::pointer_segment(&v2));
-                patch.push(json!({"op": "add", "path": to, "value": value}));
-            }
-            patch.push(json!({"op": "remove", "path": from}));
-            moved += 1;
-        }
-        if moved == 0 {
-            return Ok(());
-        }
-        let stamp = now_millis().to_string();
-        // An object without labels (made by hand) gets the map; a path into a
-        // missing map would fail the patch at every start-up.
-        patch.push(if current.metadata.labels.is_some() {
-            json!({"op": "add", "path": "/metadata/labels/pepr.dev-cacheID", "value": stamp})
-        } else {
-            json!({"op": "add", "path": "/metadata/labels", "value": {"pepr.dev-cacheID": stamp}})
-        });
-        let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(patch))
-            .map_err(|e| Error::backend(NAME, e))?;
-        let params = PatchParams {
-            field_manager: Some(self.field_manager.clone()),
-            ..PatchParams::default()
-        };
-        match self
-            .call(
-                "migrate",
-                self.api.patch(object, &params, &Patch::Json::<()>(patch)),
-            )
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(
-                    object,
-                    capability,
-                    keys = moved,
-                    "migrated Pepr v1 keys to v2"
-                );
-                Ok(())
-            }
-            // Another pod migrated or wrote first; the next start-up finishes the job.
-            Err(e) if error::is_patch_rejected(&e) => Ok(()),
-            Err(e) => Err(error::from_kube(e)),
-        }
     }
 
     fn list_params(&self) -> ListParams {

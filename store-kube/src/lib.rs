@@ -66,6 +66,7 @@ mod cache;
 mod error;
 mod feed;
 pub mod layout;
+mod migration;
 pub mod resource;
 mod writer;
 
