@@ -142,18 +142,24 @@ impl KubeBackendBuilder {
 
     /// Picks the shard count for a store of `bytes` of data. Keys are spread by
     /// hash, so objects fill unevenly: the count aims at 60% of each object's
-    /// budget, which leaves room for the skew of many small values (values near
-    /// the budget's size fill single objects early whatever the count).
+    /// budget (counted as at most 1 MiB, so the count never changes with the
+    /// default budget), which leaves room for the skew of many small values
+    /// (values near the budget's size fill single objects early whatever the
+    /// count).
     pub fn capacity(mut self, bytes: usize) -> Self {
-        let per_object = (self.limits.object_budget * 6 / 10).max(1);
+        // Counted on at most 1 MiB per object, the budget this count was first
+        // defined with: every replica must keep arriving at the same count.
+        let per_object = (self.limits.object_budget.min(1024 * 1024) * 6 / 10).max(1);
         self.shards = u32::try_from(bytes.div_ceil(per_object))
             .unwrap_or(u32::MAX)
             .clamp(1, 10_000);
         self
     }
 
-    /// Bytes one object may grow to, `managedFields` included (default 1 MiB, below
-    /// etcd's 1.5 MiB so other writers' metadata still fits).
+    /// Bytes of JSON one object may grow to, `managedFields` included (default
+    /// 1,568,768: etcd's 1.5 MiB request limit less 4 KiB for the etcd key and
+    /// metadata the server adds). A write that would grow an object past it is
+    /// refused with `StoreFull`.
     pub fn object_budget(mut self, bytes: usize) -> Self {
         self.limits.object_budget = bytes.max(4096);
         self.limits.max_value = self

@@ -32,11 +32,23 @@ pub(crate) struct Limits {
     pub(crate) max_body: usize,
 }
 
+/// etcd's default `--max-request-bytes`: the largest write it takes.
+pub(crate) const ETCD_MAX_REQUEST: usize = 1_572_864;
+
+/// What an object's JSON may not use of [`ETCD_MAX_REQUEST`]. kube-apiserver
+/// 1.20.2 on etcd's defaults took objects of up to 1,572,685 bytes of JSON as
+/// read back and refused the next byte (500 `etcdserver: request is too
+/// large`): the request also carries the etcd key about three times (under
+/// 400 bytes each for the longest names). The rest covers metadata the server
+/// adds on a write (a field manager's first `managedFields` entry).
+pub(crate) const OBJECT_MARGIN: usize = 4 * 1024;
+
 impl Default for Limits {
     fn default() -> Self {
+        let object_budget = ETCD_MAX_REQUEST - OBJECT_MARGIN;
         Limits {
-            object_budget: 1024 * 1024,
-            max_value: 1024 * 1024 - 16 * 1024,
+            object_budget,
+            max_value: object_budget - 16 * 1024,
             max_patch_ops: 9_000,
             max_body: 2 * 1024 * 1024,
         }

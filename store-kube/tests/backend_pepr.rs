@@ -522,3 +522,102 @@ async fn a_pepr_pod_starting_beside_us_completes_its_own_migration_of_every_capa
     );
 }
 on_both_tiers!(a_pepr_pod_starting_beside_us_completes_its_own_migration_of_every_capability);
+
+/// Grows the object with another writer's keys, as a Pepr pod would, until its
+/// JSON is at least `target` bytes (and at most a few dozen more); returns the
+/// size reached.
+async fn fill(module: &Module, target: usize) -> usize {
+    let mut i = 0;
+    loop {
+        let object = within("a read", module.api.get(&module.object()))
+            .await
+            .expect("object");
+        let size = serde_json::to_string(&object).expect("JSON").len();
+        if size >= target {
+            return size;
+        }
+        let value = "f".repeat((target - size).saturating_sub(40).clamp(1, 60_000));
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            { "op": "add", "path": format!("/data/other-v2-fill{i}"), "value": value },
+        ]))
+        .expect("patch");
+        within(
+            "a filling write",
+            module.api.patch(
+                &module.object(),
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            ),
+        )
+        .await
+        .expect("the server takes it");
+        i += 1;
+    }
+}
+
+// A Pepr pod filled its object to 1,127,231 bytes of JSON and went on writing;
+// the server takes about 1.5 MiB, so a small write of ours fits too.
+async fn an_object_another_writer_filled_past_a_mebibyte_still_takes_a_small_key(
+    cluster: &TestCluster,
+) {
+    let module = Module::new(cluster).await;
+    module.seed(&[]).await;
+    let store = module.store("cap", &[], Duration::ZERO).await;
+    let size = fill(&module, 1_127_231).await;
+    let key = "k".repeat(49);
+    within("a small write", store.set_and_wait(key.as_str(), "v"))
+        .await
+        .unwrap_or_else(|e| panic!("refused at {size} bytes: {e}"));
+    assert_eq!(
+        module
+            .data()
+            .await
+            .get(&format!("cap-v2-{key}"))
+            .map(String::as_str),
+        Some("v")
+    );
+}
+on_both_tiers!(an_object_another_writer_filled_past_a_mebibyte_still_takes_a_small_key);
+
+// Near etcd's limit the store still takes what fits, and refuses with
+// `StoreFull`, before sending it, what the server would refuse.
+async fn near_the_limit_only_what_the_server_would_refuse_is_refused(cluster: &TestCluster) {
+    // The default budget: etcd's 1.5 MiB request limit less a 4 KiB margin.
+    const BUDGET: usize = 1_572_864 - 4 * 1024;
+    let module = Module::new(cluster).await;
+    module.seed(&[]).await;
+    let store = module.store("cap", &[], Duration::ZERO).await;
+    let size = fill(&module, BUDGET - 3_000).await;
+    within(
+        "a write that fits",
+        store.set_and_wait("fits", &"a".repeat(500)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("refused at {size} bytes: {e}"));
+    let big = "b".repeat(8_000);
+    let refused = within("a write that cannot fit", store.set_and_wait("big", &big)).await;
+    assert!(
+        matches!(&refused, Err(Error::StoreFull { key, .. }) if key == "big"),
+        "{refused:?}"
+    );
+    // The server would indeed have refused it.
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "add", "path": "/data/cap-v2-big", "value": big },
+    ]))
+    .expect("patch");
+    let sent = within(
+        "the same write sent by hand",
+        module.api.patch(
+            &module.object(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(&sent, Err(kube::Error::Api(status)) if status.code == 500 && status.message.contains("too large")),
+        "{:?}",
+        sent.map(|_| "applied")
+    );
+}
+on_both_tiers!(near_the_limit_only_what_the_server_would_refuse_is_refused);
