@@ -1,6 +1,7 @@
 //! The kube backend in Pepr mode, each case on the fake API server and on a
 //! real control plane: writes the server refuses, keys other writers stored,
-//! and the v1-to-v2 migration beside other writers and beside Pepr's own.
+//! and the v1-to-v2 migration beside other writers and beside Pepr's own; and
+//! the one native-layout case the same server limits call for.
 #![cfg(feature = "testing")]
 
 mod support;
@@ -182,6 +183,43 @@ async fn a_write_the_server_refuses_fails_alone_at_once_and_holds_up_no_other_wr
     assert!(!data.contains_key("cap-v2-r-empty") && !data.contains_key("cap-v2-e"));
 }
 on_both_tiers!(a_write_the_server_refuses_fails_alone_at_once_and_holds_up_no_other_write);
+
+// The server refuses an empty string in the native `spec.data` map too, but
+// the native layout stores JSON text, so an empty string is `""` there.
+async fn an_empty_string_is_stored_in_the_native_layout(cluster: &TestCluster) {
+    cluster
+        .apply_crd(&store_kube::resource::store_shard_crd())
+        .await
+        .expect("CRD");
+    let namespace = cluster.create_namespace("native").await.expect("namespace");
+    let backend = within(
+        "the backend to start",
+        KubeBackend::builder(cluster.client().expect("client"), "empty")
+            .namespace(&namespace)
+            .build(),
+    )
+    .await
+    .expect("backend");
+    let store = within(
+        "the store to open",
+        Store::builder().backend(backend).linked_hooks(false).open(),
+    )
+    .await
+    .expect("store");
+    within("an empty string", store.set_and_wait("e", &String::new()))
+        .await
+        .expect("stored");
+    let shards: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client().expect("client"),
+        &namespace,
+        &store_kube::resource::store_shard_resource(),
+    );
+    let object = within("a read", shards.get("empty-0"))
+        .await
+        .expect("shard");
+    assert_eq!(object.data["spec"]["data"]["e"], json!("\"\""));
+}
+on_both_tiers!(an_empty_string_is_stored_in_the_native_layout);
 
 // Fake only: it narrows the PeprStore CRD, which every test of this binary
 // shares on the real tier. A schema limit on the whole map names no key, so
