@@ -224,7 +224,8 @@ impl KubeBackendBuilder {
 
     /// Checks the configuration, creates the store's objects where missing
     /// (replicas starting together do not race: creation is idempotent), checks
-    /// the shard count, and migrates Pepr v1 keys.
+    /// the shard count, and copies Pepr v1 keys to v2 (retrying refused or
+    /// failed patches for up to a minute, then failing with an error).
     pub async fn build(self) -> Result<KubeBackend> {
         let (layout, resource, default_namespace) = match &self.pepr {
             Some((uuid, capability)) => {
