@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use store_core::{Error, Store};
 use store_kube::KubeBackend;
 use store_kube::resource::{pepr_store_crd, pepr_store_resource};
-use store_kube::testing::{FakeApiServer, TestCluster};
+use store_kube::testing::{ControlPlane, FakeApiServer, TestCluster};
 use support::{DEADLINE, on_both_tiers, unique, within};
 
 const PLACEHOLDER: &str = "__pepr_do_not_delete__";
@@ -221,18 +221,15 @@ async fn an_empty_string_is_stored_in_the_native_layout(cluster: &TestCluster) {
 }
 on_both_tiers!(an_empty_string_is_stored_in_the_native_layout);
 
-// Fake only: it narrows the PeprStore CRD, which every test of this binary
-// shares on the real tier. A schema limit on the whole map names no key, so
-// the patch is halved until each refused write is alone.
-#[tokio::test]
-async fn a_refusal_naming_no_write_is_narrowed_down_to_the_writes_it_blames() {
-    let server = FakeApiServer::start().await.expect("fake API server");
-    let cluster = TestCluster::from_fake(server);
+// A schema limit on the whole map (here `maxProperties`) names no key, so the
+// patch is halved until each refused write is alone. It narrows the PeprStore
+// CRD, so on the real tier it runs on a control plane of its own.
+async fn narrowing_down(cluster: &TestCluster) {
     let mut crd = serde_json::to_value(pepr_store_crd()).expect("CRD");
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["data"]["maxProperties"] =
         json!(4);
     let crd = serde_json::from_value(crd).expect("CRD");
-    let module = Module::with_crd(&cluster, &crd).await;
+    let module = Module::with_crd(cluster, &crd).await;
     let store = module.store("cap", &[], Duration::ZERO).await;
     let started = tokio::time::Instant::now();
     let results = within("five writes", async {
@@ -259,15 +256,42 @@ async fn a_refusal_naming_no_write_is_narrowed_down_to_the_writes_it_blames() {
         4,
         "the placeholder and three keys"
     );
-    let refusals = cluster
-        .fake_server()
-        .expect("the fake")
-        .requests()
-        .iter()
-        .filter(|r| r.method == "PATCH" && r.status == 422)
-        .count();
-    // Two refused alone, and at least one larger patch halved before them.
-    assert!(refusals >= 3, "{refusals} refused patches");
+    if let Some(server) = cluster.fake_server() {
+        let refusals = server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.status == 422)
+            .count();
+        // Two refused alone, and at least one larger patch halved before them.
+        assert!(refusals >= 3, "{refusals} refused patches");
+    }
+}
+
+mod a_refusal_naming_no_write_is_narrowed_down_to_the_writes_it_blames {
+    use super::*;
+
+    #[tokio::test]
+    async fn on_the_fake() {
+        let server = FakeApiServer::start().await.expect("fake API server");
+        narrowing_down(&TestCluster::from_fake(server)).await;
+    }
+
+    #[tokio::test]
+    async fn on_a_real_control_plane_of_its_own() {
+        // Says whether control-plane binaries are provisioned (skipping with a
+        // notice, or failing when they are required).
+        if TestCluster::real()
+            .await
+            .expect("real control plane")
+            .is_none()
+        {
+            return;
+        }
+        let plane = ControlPlane::start()
+            .await
+            .expect("a control plane of its own");
+        narrowing_down(&TestCluster::from_control_plane(Arc::new(plane))).await;
+    }
 }
 
 // Another writer (a Pepr pod) may store keys our key rules refuse; whatever
