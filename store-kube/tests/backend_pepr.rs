@@ -343,10 +343,13 @@ async fn keys_another_writer_stored_that_break_our_key_rules_are_removed_and_cle
         .patch(
             &module.object(),
             &PatchParams::default(),
-            &Patch::Merge(json!({ "data": { long_map_key.clone(): "again" } })),
+            &Patch::Merge(json!({ "data": {
+                long_map_key.clone(): "again",
+                "cap-v2-bell\u{7}key": "again",
+            } })),
         )
         .await
-        .expect("another writer stores it again");
+        .expect("another writer stores them again");
     within("clear", store.clear()).await.expect("cleared");
     let data = module.data().await;
     assert_eq!(
