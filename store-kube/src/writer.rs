@@ -5,9 +5,11 @@
 //! key had at v; "absent" tests the object's resourceVersion, since JSON Patch
 //! cannot test for a missing member. A precondition already false against
 //! what we know is decided here, without a request, so it never sinks the
-//! rest of the batch; when the server rejects a patch (422), the planner runs
-//! again on the object as it is now and only the writes whose preconditions
-//! really failed drop out. Sizes are projected before sending so a full
+//! rest of the batch; when a `test` fails on the server (422 naming no field),
+//! the planner runs again on the object as it is now and only the writes
+//! whose preconditions really failed drop out. A 422 from the schema names
+//! the fields it refuses; the backend settles the writes to those keys as
+//! `Rejected` and plans the rest again. Sizes are projected before sending so a full
 //! object refuses the write that would overflow it, not the whole batch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
