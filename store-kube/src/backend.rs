@@ -58,6 +58,7 @@ pub struct KubeBackendBuilder {
     pepr: Option<(String, String)>,
     other_capabilities: Vec<String>,
     pepr_write_gap: Duration,
+    v1_removal_delay: Duration,
 }
 
 /// A store kept in Kubernetes custom resources, shared by every process that
@@ -109,6 +110,7 @@ impl KubeBackend {
             pepr: None,
             other_capabilities: Vec::new(),
             pepr_write_gap: PEPR_WRITE_GAP,
+            v1_removal_delay: Duration::from_secs(30),
         }
     }
 
@@ -151,18 +153,24 @@ impl KubeBackendBuilder {
 
     /// Picks the shard count for a store of `bytes` of data. Keys are spread by
     /// hash, so objects fill unevenly: the count aims at 60% of each object's
-    /// budget, which leaves room for the skew of many small values (values near
-    /// the budget's size fill single objects early whatever the count).
+    /// budget (counted as at most 1 MiB, so the count never changes with the
+    /// default budget), which leaves room for the skew of many small values
+    /// (values near the budget's size fill single objects early whatever the
+    /// count).
     pub fn capacity(mut self, bytes: usize) -> Self {
-        let per_object = (self.limits.object_budget * 6 / 10).max(1);
+        // Counted on at most 1 MiB per object, the budget this count was first
+        // defined with: every replica must keep arriving at the same count.
+        let per_object = (self.limits.object_budget.min(1024 * 1024) * 6 / 10).max(1);
         self.shards = u32::try_from(bytes.div_ceil(per_object))
             .unwrap_or(u32::MAX)
             .clamp(1, 10_000);
         self
     }
 
-    /// Bytes one object may grow to, `managedFields` included (default 1 MiB, below
-    /// etcd's 1.5 MiB so other writers' metadata still fits).
+    /// Bytes of JSON one object may grow to, `managedFields` included (default
+    /// 1,568,768: etcd's 1.5 MiB request limit less 4 KiB for the etcd key and
+    /// metadata the server adds). A write that would grow an object past it is
+    /// refused with `StoreFull`.
     pub fn object_budget(mut self, bytes: usize) -> Self {
         self.limits.object_budget = bytes.max(4096);
         self.limits.max_value = self
@@ -202,8 +210,10 @@ impl KubeBackendBuilder {
     }
 
     /// Other capabilities sharing the Pepr object. The v1-to-v2 migration never
-    /// touches keys that belong to them, even where this capability's name is a
-    /// prefix of theirs.
+    /// touches keys that belong to them: a v1 key belongs to the longest
+    /// capability it starts with, so where this capability's name is a prefix of
+    /// theirs (`hello`, `hello-pepr`), declaring them keeps `hello-pepr-old`
+    /// theirs.
     pub fn pepr_capabilities<I, S>(mut self, capabilities: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -229,9 +239,20 @@ impl KubeBackendBuilder {
         self
     }
 
+    /// How long after start-up the Pepr v1 originals of migrated keys are
+    /// removed (default 30 s). Their v2 copies are made and read at once; the
+    /// originals stay a while so that a TypeScript Pepr pod starting beside
+    /// this one, whose migration patch removes every v1 key it read and fails
+    /// whole if one is gone, still completes its migration of every capability.
+    pub fn pepr_v1_removal_delay(mut self, delay: Duration) -> Self {
+        self.v1_removal_delay = delay;
+        self
+    }
+
     /// Checks the configuration, creates the store's objects where missing
     /// (replicas starting together do not race: creation is idempotent), checks
-    /// the shard count, and migrates Pepr v1 keys.
+    /// the shard count, and copies Pepr v1 keys to v2 (retrying refused or
+    /// failed patches for up to a minute, then failing with an error).
     pub async fn build(self) -> Result<KubeBackend> {
         let (layout, resource, default_namespace) = match &self.pepr {
             Some((uuid, capability)) => {
@@ -305,8 +326,16 @@ impl KubeBackendBuilder {
         if let Layout::Pepr { capability, object } = &backend.inner.layout {
             backend
                 .inner
-                .migrate_pepr_v1(object, capability, &self.other_capabilities)
+                .migrate_step(object, capability, &self.other_capabilities, true)
                 .await?;
+            crate::migration::remove_v1_later(
+                Arc::downgrade(&backend.inner),
+                stopped.clone(),
+                object.clone(),
+                capability.clone(),
+                self.other_capabilities.clone(),
+                self.v1_removal_delay,
+            );
         }
         tokio::spawn(feed::run(Arc::downgrade(&backend.inner), stopped));
         Ok(backend)
@@ -327,7 +356,7 @@ fn is_dns_label(name: &str, max: usize) -> bool {
         && !name.ends_with('-')
 }
 
-fn now_millis() -> u128 {
+pub(crate) fn now_millis() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
@@ -342,8 +371,13 @@ impl Inner {
         self.feed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The field manager named on writes.
+    pub(crate) fn field_manager(&self) -> &str {
+        &self.field_manager
+    }
+
     /// Runs one API call under the request timeout.
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         what: &str,
         fut: impl std::future::Future<Output = kube::Result<T>>,
@@ -451,96 +485,6 @@ impl Inner {
         Ok(())
     }
 
-    /// Moves this capability's Pepr v1 keys (`<capability>-<key>`) to v2
-    /// (`<capability>-v2-<key>`), never touching other capabilities' keys.
-    async fn migrate_pepr_v1(
-        &self,
-        object: &str,
-        capability: &str,
-        others: &[String],
-    ) -> Result<()> {
-        let current = self
-            .call("get", self.api.get(object))
-            .await
-            .map_err(error::from_kube)?;
-        let json = Self::to_json(&current)?;
-        let Some(data) = json.get("data").and_then(serde_json::Value::as_object) else {
-            return Ok(());
-        };
-        let prefix = format!("{capability}-");
-        let belongs_to_other = |map_key: &str| {
-            others
-                .iter()
-                .any(|o| o != capability && map_key.starts_with(&format!("{o}-")))
-        };
-        let mut patch = vec![
-            json!({"op": "test", "path": "/metadata/resourceVersion", "value": current.metadata.resource_version.clone().unwrap_or_default()}),
-        ];
-        let mut moved = 0;
-        for (map_key, value) in data {
-            let Some(rest) = map_key.strip_prefix(&prefix) else {
-                continue;
-            };
-            // `rest` containing `-v2-` is another capability's v2 key (`hello-pepr-v2-x`
-            // for capability `hello`): Pepr's own migration moves those by mistake.
-            if rest.is_empty()
-                || rest.starts_with("v2-")
-                || rest.contains("-v2-")
-                || belongs_to_other(map_key)
-            {
-                continue;
-            }
-            let Some(value) = value.as_str() else {
-                continue;
-            };
-            let v2 = format!("{capability}-v2-{rest}");
-            let from = format!("/data/{}", crate::layout::pointer_segment(map_key));
-            if !data.contains_key(&v2) {
-                let to = format!("/data/{}", crate::layout::pointer_segment(&v2));
-                patch.push(json!({"op": "add", "path": to, "value": value}));
-            }
-            patch.push(json!({"op": "remove", "path": from}));
-            moved += 1;
-        }
-        if moved == 0 {
-            return Ok(());
-        }
-        let stamp = now_millis().to_string();
-        // An object without labels (made by hand) gets the map; a path into a
-        // missing map would fail the patch at every start-up.
-        patch.push(if current.metadata.labels.is_some() {
-            json!({"op": "add", "path": "/metadata/labels/pepr.dev-cacheID", "value": stamp})
-        } else {
-            json!({"op": "add", "path": "/metadata/labels", "value": {"pepr.dev-cacheID": stamp}})
-        });
-        let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(patch))
-            .map_err(|e| Error::backend(NAME, e))?;
-        let params = PatchParams {
-            field_manager: Some(self.field_manager.clone()),
-            ..PatchParams::default()
-        };
-        match self
-            .call(
-                "migrate",
-                self.api.patch(object, &params, &Patch::Json::<()>(patch)),
-            )
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(
-                    object,
-                    capability,
-                    keys = moved,
-                    "migrated Pepr v1 keys to v2"
-                );
-                Ok(())
-            }
-            // Another pod migrated or wrote first; the next start-up finishes the job.
-            Err(e) if error::is_patch_rejected(&e) => Ok(()),
-            Err(e) => Err(error::from_kube(e)),
-        }
-    }
-
     fn list_params(&self) -> ListParams {
         match &self.layout {
             Layout::Native { store, .. } => {
@@ -581,6 +525,9 @@ impl Inner {
             .map(|shard| (Base::from_shard(shard), false));
         let mut revision = 0;
         let mut replans = 0;
+        // While a refusal that names no write is being narrowed down: how many
+        // writes the next patch may carry (halved on each such refusal).
+        let mut cap: Option<usize> = None;
         let params = PatchParams {
             field_manager: Some(self.field_manager.clone()),
             ..PatchParams::default()
@@ -600,6 +547,7 @@ impl Inner {
             let plan = {
                 let cache = self.cache();
                 let pending = remaining.make_contiguous();
+                let pending = &pending[..cap.map_or(pending.len(), |c| c.min(pending.len()))];
                 writer::plan(
                     &self.layout,
                     cache.shards.get(name),
@@ -683,6 +631,59 @@ impl Inner {
                 }
                 // Deleted under us: the next round recreates it.
                 Err(e) if error::is_not_found(&e) => requeue(&mut remaining, sent),
+                Err(e) if error::invalid_fields(&e).is_some() => {
+                    // The schema refused the object as patched: a refusal for good.
+                    // Settle the writes it blames; the patch was atomic, so the
+                    // object is as it was and the rest go again at once.
+                    let fields = error::invalid_fields(&e).unwrap_or_default();
+                    let blamed = self.blame(&sent, &fields);
+                    let rejected: Vec<usize> = if !blamed.is_empty() {
+                        blamed
+                    } else if let [(index, ..)] = sent.as_slice() {
+                        vec![*index]
+                    } else {
+                        // Nothing named a write of ours: halve the patch until the
+                        // refused write is alone in one.
+                        cap = Some((sent.len() / 2).max(1));
+                        Vec::new()
+                    };
+                    if !rejected.is_empty() {
+                        cap = None;
+                    }
+                    let reason = fields
+                        .iter()
+                        .map(|(_, reason)| reason.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    tracing::warn!(
+                        object = name,
+                        refused = rejected.len(),
+                        %reason,
+                        "the API server refused writes for good"
+                    );
+                    let mut kept = Vec::new();
+                    for (index, op, stored) in sent {
+                        if rejected.contains(&index) {
+                            let reason = fields
+                                .iter()
+                                .find(|(field, _)| {
+                                    *field == self.layout.field_path(&self.layout.map_key(&op.key))
+                                })
+                                .map_or_else(|| reason.clone(), |(_, r)| r.clone());
+                            outcomes.push((
+                                index,
+                                Outcome::Failed(Error::Rejected {
+                                    key: op.key,
+                                    reason,
+                                }),
+                            ));
+                        } else {
+                            kept.push((index, op, stored));
+                        }
+                    }
+                    requeue(&mut remaining, kept);
+                    base = Some((current, fresh));
+                }
                 Err(e) if error::is_patch_rejected(&e) => {
                     // A precondition failed or the object changed shape: plan again
                     // on the object as it is now.
@@ -724,6 +725,30 @@ impl Inner {
             }
         }
         Ok((outcomes, revision))
+    }
+}
+
+impl Inner {
+    /// The sent writes a schema refusal names: per refused field, the last
+    /// write to that key in the patch (whose value the object would have kept).
+    fn blame(
+        &self,
+        sent: &[(usize, Op, Option<String>)],
+        fields: &[(String, String)],
+    ) -> Vec<usize> {
+        let mut blamed = Vec::new();
+        for (field, _) in fields {
+            let last = sent
+                .iter()
+                .rev()
+                .find(|(_, op, _)| self.layout.field_path(&self.layout.map_key(&op.key)) == *field);
+            if let Some((index, ..)) = last
+                && !blamed.contains(index)
+            {
+                blamed.push(*index);
+            }
+        }
+        blamed
     }
 }
 

@@ -119,6 +119,15 @@ impl Layout {
         }
     }
 
+    /// How kube-apiserver names a data-map entry in a validation error's
+    /// `field` (`data.<map key>`, the key raw).
+    pub fn field_path(&self, map_key: &str) -> String {
+        match self {
+            Layout::Native { .. } => format!("spec.data.{map_key}"),
+            Layout::Pepr { .. } => format!("data.{map_key}"),
+        }
+    }
+
     /// The data map of an object's JSON, if it has one.
     pub fn data_of<'a>(
         &self,

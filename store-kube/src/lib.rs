@@ -40,9 +40,15 @@
 //!   tests the object's `resourceVersion` and is re-planned on a fresh read if
 //!   the object changed meanwhile. It is refused only when the server shows the
 //!   key, never on the word of a watch that may lag behind.
-//! - **Size**: each object is kept under a budget (1 MiB by default, counting
-//!   `managedFields`); a value that can never fit is refused at the call with
-//!   `ValueTooLarge`; a write to a full shard fails alone with `StoreFull`.
+//! - **Size**: each object is kept under a budget (by default etcd's 1.5 MiB
+//!   request limit less 4 KiB, counting the object's JSON as the server
+//!   returns it, `managedFields` included); a value that can never fit is
+//!   refused at the call with `ValueTooLarge`; a write to a full shard fails
+//!   alone with `StoreFull`.
+//! - **A write the server refuses for good** (its schema refuses the object
+//!   as patched, e.g. an empty string, which kube-apiserver 1.20 reads as
+//!   `null` in a `data` map) fails alone with `Rejected`, at once, and the
+//!   other writes of the same flush are applied.
 //! - **A deleted object** is recreated at once, empty; its keys read as removed
 //!   and subscribers see the removals.
 //! - **Pepr-compatible mode** ([`KubeBackendBuilder::pepr`]) reads and writes
@@ -61,6 +67,9 @@
 //!   `store_core::MemoryBackend::new().with_kube_limits()` refuses values as
 //!   this backend does with its default limits, so code tested on the memory
 //!   backend meets the limits it will meet here.
+//! - **Pepr v1 keys** are copied to v2 at start-up and their originals removed
+//!   after [`KubeBackendBuilder::pepr_v1_removal_delay`], so a Pepr pod starting
+//!   beside the store completes its own migration.
 //!
 //! # Logs
 //!
@@ -77,6 +86,7 @@ mod cache;
 mod error;
 mod feed;
 pub mod layout;
+mod migration;
 pub mod resource;
 mod writer;
 

@@ -5,9 +5,11 @@
 //! key had at v; "absent" tests the object's resourceVersion, since JSON Patch
 //! cannot test for a missing member. A precondition already false against
 //! what we know is decided here, without a request, so it never sinks the
-//! rest of the batch; when the server rejects a patch (422), the planner runs
-//! again on the object as it is now and only the writes whose preconditions
-//! really failed drop out. Sizes are projected before sending so a full
+//! rest of the batch; when a `test` fails on the server (422 naming no field),
+//! the planner runs again on the object as it is now and only the writes
+//! whose preconditions really failed drop out. A 422 from the schema names
+//! the fields it refuses; the backend settles the writes to those keys as
+//! `Rejected` and plans the rest again. Sizes are projected before sending so a full
 //! object refuses the write that would overflow it, not the whole batch.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,11 +34,23 @@ pub(crate) struct Limits {
     pub(crate) max_body: usize,
 }
 
+/// etcd's default `--max-request-bytes`: the largest write it takes.
+pub(crate) const ETCD_MAX_REQUEST: usize = 1_572_864;
+
+/// What an object's JSON may not use of [`ETCD_MAX_REQUEST`]. kube-apiserver
+/// 1.20.2 on etcd's defaults took objects of up to 1,572,685 bytes of JSON as
+/// read back and refused the next byte (500 `etcdserver: request is too
+/// large`): the request also carries the etcd key about three times (under
+/// 400 bytes each for the longest names). The rest covers metadata the server
+/// adds on a write (a field manager's first `managedFields` entry).
+pub(crate) const OBJECT_MARGIN: usize = 4 * 1024;
+
 impl Default for Limits {
     fn default() -> Self {
+        let object_budget = ETCD_MAX_REQUEST - OBJECT_MARGIN;
         Limits {
-            object_budget: 1024 * 1024,
-            max_value: 1024 * 1024 - 16 * 1024,
+            object_budget,
+            max_value: object_budget - 16 * 1024,
             max_patch_ops: 9_000,
             max_body: 2 * 1024 * 1024,
         }

@@ -408,6 +408,7 @@ async fn the_pepr_layout_is_read_migrated_and_written_as_pepr_does() {
     let backend = KubeBackend::builder(client.clone(), "unused")
         .pepr("static-test", "hello")
         .pepr_capabilities(["hello-pepr"])
+        .pepr_v1_removal_delay(Duration::ZERO)
         .build()
         .await
         .expect("backend");
@@ -460,7 +461,18 @@ async fn the_pepr_layout_is_read_migrated_and_written_as_pepr_does() {
         data.get("hello-v2-legacy").map(String::as_str),
         Some("from-v1")
     );
-    assert!(!data.contains_key("hello-legacy"), "v1 key migrated");
+    let gone = || async {
+        let object = api.get("pepr-static-test-store").await.expect("get");
+        object.data["data"].get("hello-legacy").is_none()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !gone().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the v1 original is removed after the delay"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(!data.contains_key("hello-v2-a~b"));
     assert_eq!(
         data.get("hello-pepr-v2-x").map(String::as_str),

@@ -1292,6 +1292,7 @@ fn checked_crd() -> (CustomResourceDefinition, ApiResource) {
                                 "replicas": { "type": "integer", "default": 1, "maximum": 5 },
                                 "mode": { "type": "string", "enum": ["fast", "safe"] },
                                 "label": { "type": "string", "maxLength": 5 },
+                                "note": { "type": "string", "nullable": true },
                                 "free": { "type": "object", "x-kubernetes-preserve-unknown-fields": true },
                             },
                         },
@@ -1360,6 +1361,67 @@ async fn the_schema_prunes_unknown_fields_and_fills_defaults(cluster: &TestClust
     );
 }
 on_both_tiers!(the_schema_prunes_unknown_fields_and_fills_defaults);
+
+// kube-apiserver 1.20.2 reads an empty string in a non-nullable string field
+// as `null`, whatever the write: create, JSON patch, merge patch.
+async fn an_empty_string_is_refused_as_null_where_the_schema_says_string(cluster: &TestCluster) {
+    let f = setup(cluster).await;
+    let (crd, resource) = checked_crd();
+    cluster.apply_crd(&crd).await.expect("CRD");
+    let checks: Api<DynamicObject> =
+        Api::namespaced_with(f.client.clone(), &f.namespace, &resource);
+    let expected = format!(
+        "Check.{} \"e\" is invalid: spec.label: Invalid value: \"null\": spec.label in body must be of type string: \"null\"",
+        resource.group
+    );
+    let mut empty = DynamicObject::new("e", &resource);
+    empty.data = json!({ "spec": { "label": "" } });
+    let error = api_error(checks.create(&PostParams::default(), &empty).await);
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (422, expected.as_str())
+    );
+    let causes = error.details.map(|d| d.causes).unwrap_or_default();
+    assert_eq!(causes.len(), 1);
+    assert_eq!(
+        (causes[0].field.as_str(), causes[0].reason.as_str()),
+        ("spec.label", "FieldValueInvalid")
+    );
+
+    empty.data = json!({ "spec": { "label": "x", "note": "", "free": { "blank": "" } } });
+    let created = checks
+        .create(&PostParams::default(), &empty)
+        .await
+        .expect("a nullable or schemaless empty string is taken");
+    assert_eq!(created.data["spec"]["note"], json!(""));
+    assert_eq!(created.data["spec"]["free"]["blank"], json!(""));
+    let patch: json_patch::Patch =
+        serde_json::from_value(json!([{ "op": "replace", "path": "/spec/label", "value": "" }]))
+            .expect("patch");
+    let error = api_error(
+        checks
+            .patch("e", &PatchParams::default(), &Patch::Json::<()>(patch))
+            .await,
+    );
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (422, expected.as_str())
+    );
+    let error = api_error(
+        checks
+            .patch(
+                "e",
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "label": "" } })),
+            )
+            .await,
+    );
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (422, expected.as_str())
+    );
+}
+on_both_tiers!(an_empty_string_is_refused_as_null_where_the_schema_says_string);
 
 async fn objects_that_break_the_schema_get_422_with_a_cause_per_field(cluster: &TestCluster) {
     let f = setup(cluster).await;

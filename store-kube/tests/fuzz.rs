@@ -451,7 +451,13 @@ fn any_text_another_pepr_pod_leaves_reads_as_a_value_or_a_decode_error_naming_th
     let case = std::cell::Cell::new(0_u32);
     runner
         .run(
-            &prop::collection::btree_map(tricky(8), tricky(24), 1..8),
+            // No empty text: kube-apiserver refuses it in a `data` map (as null),
+            // so no other pod can leave it there.
+            &prop::collection::btree_map(
+                tricky(8),
+                tricky(24).prop_filter("not empty", |v| !v.is_empty()),
+                1..8,
+            ),
             |entries| {
                 case.set(case.get() + 1);
                 let prefix = format!("k/{}/", case.get());

@@ -1150,6 +1150,7 @@ async fn migrating_v1_keys_moves_only_this_capabilitys_keys() {
     let backend = KubeBackend::builder(client.clone(), "unused")
         .pepr("security", "hello")
         .pepr_capabilities(["hello-pepr"])
+        .pepr_v1_removal_delay(Duration::ZERO)
         .build()
         .await
         .expect("backend");
@@ -1157,17 +1158,25 @@ async fn migrating_v1_keys_moves_only_this_capabilitys_keys() {
     let mut keys = store.keys();
     keys.sort();
     assert_eq!(keys, ["a/b", "~1"]);
-    let data = objects(&server, PEPR_NAMESPACE, &pepr_store_resource()).await["pepr-security-store"]["data"].clone();
-    assert_eq!(
-        data,
-        json!({
-            PEPR_PLACEHOLDER: "k-thx-bye",
-            "hello-v2-a/b": "mine",
-            "hello-v2-~1": "mine too",
-            "hello-pepr-x": "hello-pepr's v1 key",
-            "hello-pepr-v2-y": "hello-pepr's v2 key",
-        })
-    );
+    let expected = json!({
+        PEPR_PLACEHOLDER: "k-thx-bye",
+        "hello-v2-a/b": "mine",
+        "hello-v2-~1": "mine too",
+        "hello-pepr-x": "hello-pepr's v1 key",
+        "hello-pepr-v2-y": "hello-pepr's v2 key",
+    });
+    // The originals go after the (here zero) removal delay, in the background.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let data = objects(&server, PEPR_NAMESPACE, &pepr_store_resource()).await
+            ["pepr-security-store"]["data"]
+            .clone();
+        if data == expected {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{data}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

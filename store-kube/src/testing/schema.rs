@@ -7,6 +7,9 @@
 //!
 //! At the root, `apiVersion`, `kind` and `metadata` are the server's and
 //! are neither pruned nor validated here.
+//!
+//! As kube-apiserver 1.20 does, an empty string in a non-nullable `string`
+//! field is refused as if it were `null`.
 
 use serde_json::{Map, Value, json};
 
@@ -171,7 +174,14 @@ fn invalid(out: &mut Vec<Violation>, path: &str, value: &Value, message: String)
 
 fn validate_value(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violation>) {
     let shown = if path.is_empty() { "body" } else { path };
-    if value.is_null() {
+    // kube-apiserver 1.20's validator takes a Go zero value for `null`, so an
+    // empty string in a non-nullable string field is refused as `null`, on
+    // every write (create, update, every patch kind, apply).
+    if value.is_null()
+        || (value.as_str() == Some("")
+            && !nullable(schema)
+            && schema.get("type").and_then(Value::as_str) == Some("string"))
+    {
         if !nullable(schema)
             && let Some(expected) = schema.get("type").and_then(Value::as_str)
         {
@@ -412,6 +422,23 @@ mod tests {
         let missing = validate(&schema(), &json!({ "spec": {} }));
         assert_eq!(missing[0].field, "spec.size");
         assert_eq!(missing[0].detail, "Required value");
+        // kube-apiserver 1.20.2 answers exactly this for `""` in a map of strings.
+        let empty = validate(
+            &schema(),
+            &json!({ "spec": { "size": 1, "tags": { "a": "" } } }),
+        );
+        assert_eq!(empty[0].field, "spec.tags.a");
+        assert_eq!(
+            empty[0].detail,
+            "Invalid value: \"null\": spec.tags.a in body must be of type string: \"null\""
+        );
+        let nullable = json!({ "spec": { "size": 1, "color": "" } });
+        assert!(
+            validate(&schema(), &nullable)
+                .iter()
+                .all(|v| !v.detail.contains("type string")),
+            "a nullable string may be empty"
+        );
         let bounded = validate(&schema(), &json!({ "spec": { "size": 11 } }));
         assert_eq!(
             bounded[0].detail,
