@@ -28,7 +28,7 @@ pub const DEFAULT_HISTORY: usize = 10_000;
 /// in bytes of the value's JSON text once written into the custom resource as
 /// a JSON string (quotes and escapes counted). See
 /// [`MemoryBackend::with_kube_limits`].
-pub const KUBE_MAX_VALUE_SIZE: usize = 1024 * 1024 - 16 * 1024;
+pub const KUBE_MAX_VALUE_SIZE: usize = 1_572_864 - 4096 - 16 * 1024;
 
 const NAME: &str = "memory";
 

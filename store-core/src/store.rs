@@ -612,6 +612,17 @@ impl Store {
             });
         }
         let payload = value::encode(key, value, self.shared.max_value_size)?;
+        if self.shared.caps.text_values && payload.as_str() == "\"\"" {
+            // Empty text is no value in a text store: Pepr reads it as missing,
+            // and the Kubernetes API server refuses it (it arrives as null).
+            return Err(Error::Rejected {
+                key: key.to_owned(),
+                reason: format!(
+                    "the {} backend keeps values as text and cannot hold an empty string",
+                    self.shared.backend.name()
+                ),
+            });
+        }
         Ok(writes::put(payload, ttl))
     }
 

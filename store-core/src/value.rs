@@ -64,7 +64,7 @@ pub trait StoreValue: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// impl StoreValue for Admissions {
     ///     const KEY: &'static str = "ns/{namespace}/admissions";
     /// }
-    /// let key = Admissions::key(); // error: `Admissions` has a key family, not a single key
+    /// let key = Admissions::key(); // error: `Admissions` has no single key
     /// ```
     fn key() -> Key<Self>
     where
@@ -87,9 +87,9 @@ pub trait StoreValue: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// a hand-written `StoreValue` impl with a plain key adds `impl PlainKey for
 /// T {}`.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` has a key family, not a single key",
-    label = "`{Self}::key()` needs one key",
-    note = "name one member of the family with `{Self}::family().key(..)` (or the derived `{Self}::key_for(..)`); a type with a plain key implements `PlainKey` (`#[derive(StoreValue)]` does it)"
+    message = "`{Self}` has no single key",
+    label = "`{Self}::key()` needs a type with one key (`PlainKey`)",
+    note = "a key-family type names one member with `{Self}::family().key(..)` (or the derived `{Self}::key_for(..)`); a type with one key implements `PlainKey`: `#[derive(StoreValue)]` does it, a hand-written `StoreValue` impl adds `impl PlainKey for {Self} {}`"
 )]
 pub trait PlainKey: StoreValue {}
 

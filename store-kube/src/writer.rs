@@ -305,6 +305,11 @@ pub(crate) fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_backend_twin_refuses_what_this_backend_refuses() {
+        assert_eq!(Limits::default().max_value, store_core::KUBE_MAX_VALUE_SIZE);
+    }
     use store_core::Payload;
 
     fn layout() -> Layout {

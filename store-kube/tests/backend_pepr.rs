@@ -14,7 +14,8 @@ use std::time::Duration;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
-use store_core::{Error, Store};
+use store_core::backend::{Batch, Op, Outcome};
+use store_core::{Backend, Error, Payload, Store};
 use store_kube::KubeBackend;
 use store_kube::resource::{pepr_store_crd, pepr_store_resource};
 use store_kube::testing::{ControlPlane, FakeApiServer, TestCluster};
@@ -139,40 +140,57 @@ async fn a_write_the_server_refuses_fails_alone_at_once_and_holds_up_no_other_wr
 ) {
     let module = Module::new(cluster).await;
     let store = module.store("cap", &[], Duration::ZERO).await;
-    let started = tokio::time::Instant::now();
-    let refused = within(
-        "the refused write",
-        store.set_and_wait("r-empty", &String::new()),
-    )
-    .await;
+    // No write form stores an empty string in Pepr's `data` map, so the store
+    // refuses it at the call, before any request.
+    let refused = store.set_and_wait("r-empty", &String::new()).await;
     let (key, reason) = rejected_key(&refused).unwrap_or_else(|| panic!("{refused:?}"));
     assert_eq!(key, "r-empty");
-    assert!(
-        reason.contains("data.cap-v2-r-empty"),
-        "the reason names the field: {reason}"
-    );
+    assert!(reason.contains("empty string"), "{reason}");
+    within("a later write", store.set_and_wait("r-after", "after"))
+        .await
+        .expect("a later write goes through");
+
+    // Sent anyway (by a backend user), the server refuses it; the backend fails
+    // that write alone, at once, naming the field, and applies the others of
+    // the same patch.
+    let backend = module.backend("cap", &[], Duration::ZERO).await;
+    let started = tokio::time::Instant::now();
+    let applied = within(
+        "three writes in one batch",
+        backend.apply(Batch {
+            ops: vec![
+                Op::put("a", Payload::from("\"1\"")),
+                Op::put("e", Payload::from("\"\"")),
+                Op::put("b", Payload::from("\"2\"")),
+            ],
+            atomic: false,
+        }),
+    )
+    .await
+    .expect("the batch is answered");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "refused at once, not after retries: {:?}",
         started.elapsed()
     );
-    within("a later write", store.set_and_wait("r-after", "after"))
-        .await
-        .expect("a later write goes through");
-
-    // Writes sharing a patch with a refused one are applied all the same.
-    let (a, empty, b) = within("three writes", async {
-        tokio::join!(
-            store.set_and_wait("a", "1"),
-            store.set_and_wait("e", ""),
-            store.set_and_wait("b", "2"),
-        )
-    })
-    .await;
-    a.expect("a applied");
-    b.expect("b applied");
-    assert_eq!(rejected_key(&empty).map(|(k, _)| k), Some("e"), "{empty:?}");
-    assert_eq!(store.get::<String>("r-empty").expect("get"), None);
+    assert!(
+        matches!(applied.outcomes[0], Outcome::Applied(_)),
+        "{applied:?}"
+    );
+    assert!(
+        matches!(applied.outcomes[2], Outcome::Applied(_)),
+        "{applied:?}"
+    );
+    match &applied.outcomes[1] {
+        Outcome::Failed(Error::Rejected { key, reason }) => {
+            assert_eq!(key, "e");
+            assert!(
+                reason.contains("data.cap-v2-e"),
+                "the reason names the field: {reason}"
+            );
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
     let data = module.data().await;
     assert_eq!(
         data.get("cap-v2-r-after").map(String::as_str),

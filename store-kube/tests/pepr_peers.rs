@@ -400,3 +400,73 @@ async fn a_real_pepr_pod_and_a_busy_rust_replica_share_one_store() {
     peer.wait_for("cap", "busy", |v| v == Some("99")).await;
     assert_eq!(text(&store, "ts-during").as_deref(), Some("x"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_pepr_pod_starting_beside_a_rust_store_migrates_every_capability() {
+    let Some(cluster) = TestCluster::real().await.expect("control plane") else {
+        return;
+    };
+    cluster.apply_crd(&pepr_store_crd()).await.expect("CRD");
+    pepr_system(&cluster).await;
+    let uuid = unique("migrate");
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client().expect("client"),
+        "pepr-system",
+        &pepr_store_resource(),
+    );
+    // v1 keys of two capabilities, as an older Pepr left them.
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "pepr.dev/v1",
+        "kind": "PeprStore",
+        "metadata": {
+            "name": format!("pepr-{uuid}-store"),
+            "namespace": "pepr-system",
+            "labels": { "pepr.dev-cacheID": "1" }
+        },
+        "data": {
+            "__pepr_do_not_delete__": "k-thx-bye",
+            "holdout-a": "from-v1",
+            "other-k": "other's"
+        }
+    }))
+    .expect("object");
+    api.create(&PostParams::default(), &object)
+        .await
+        .expect("create");
+
+    // A Rust `holdout` store and a Pepr pod with both capabilities start together.
+    let rust = async {
+        let backend = KubeBackend::builder(cluster.client().expect("client"), "unused")
+            .pepr(&uuid, "holdout")
+            .pepr_capabilities(["other"])
+            .namespace("pepr-system")
+            .build()
+            .await
+            .expect("backend starts");
+        Store::builder()
+            .backend(backend)
+            .linked_hooks(false)
+            .open()
+            .await
+            .expect("store opens")
+    };
+    let (store, peer) = tokio::join!(
+        rust,
+        PeprPeer::start(&cluster, &uuid, &["holdout", "other"])
+    );
+    let Some(mut peer) = peer else {
+        return;
+    };
+    assert_eq!(text(&store, "a").as_deref(), Some("from-v1"));
+    peer.wait_for("other", "k", |v| v == Some("other's")).await;
+    peer.wait_for("holdout", "a", |v| v == Some("from-v1"))
+        .await;
+    let data = api
+        .get(&format!("pepr-{uuid}-store"))
+        .await
+        .expect("get")
+        .data["data"]
+        .clone();
+    assert_eq!(data["other-v2-k"], "other's", "{data}");
+    assert_eq!(data["holdout-v2-a"], "from-v1", "{data}");
+}
