@@ -89,7 +89,7 @@ pub trait StoreValue: Serialize + DeserializeOwned + Send + Sync + 'static {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` has no single key",
     label = "`{Self}::key()` needs a type with one key (`PlainKey`)",
-    note = "a key-family type names one member with `{Self}::family().key(..)` (or the derived `{Self}::key_for(..)`); a type with one key implements `PlainKey`: `#[derive(StoreValue)]` does it, a hand-written `StoreValue` impl adds `impl PlainKey for {Self} {}`"
+    note = "a key-family type names one member with `{Self}::family().key(..)` (or the derived `{Self}::key_for(..)`); a type with one key implements `PlainKey`: `#[derive(StoreValue)]` does it, a hand-written `StoreValue` impl adds an empty `impl PlainKey for {Self}`"
 )]
 pub trait PlainKey: StoreValue {}
 

@@ -41,6 +41,38 @@ async fn pepr_store(cluster: &TestCluster, namespace: &str, uuid: &str) -> Store
         .expect("store opens")
 }
 
+/// Creates module `uuid`'s `PeprStore` object as a Pepr pod leaves it: the
+/// placeholder and `data`.
+async fn create_pepr_object(
+    cluster: &TestCluster,
+    namespace: &str,
+    uuid: &str,
+    data: serde_json::Value,
+) -> Api<DynamicObject> {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client().expect("client"),
+        namespace,
+        &pepr_store_resource(),
+    );
+    let mut data = data;
+    data["__pepr_do_not_delete__"] = json!("k-thx-bye");
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "pepr.dev/v1",
+        "kind": "PeprStore",
+        "metadata": {
+            "name": format!("pepr-{uuid}-store"),
+            "namespace": namespace,
+            "labels": { "pepr.dev-cacheID": "1" }
+        },
+        "data": data,
+    }))
+    .expect("object");
+    api.create(&PostParams::default(), &object)
+        .await
+        .expect("create");
+    api
+}
+
 fn text(store: &Store, key: &str) -> Option<String> {
     store
         .get::<String>(key)
@@ -52,28 +84,19 @@ async fn strings_read_back_exactly_as_stored(cluster: &TestCluster) {
     cluster.apply_crd(&pepr_store_crd()).await.expect("CRD");
     let namespace = cluster.create_namespace("pepr").await.expect("namespace");
     let uuid = unique("values");
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        cluster.client().expect("client"),
-        &namespace,
-        &pepr_store_resource(),
-    );
     // What a TypeScript `setItem` leaves: every value a string.
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "pepr.dev/v1",
-        "kind": "PeprStore",
-        "metadata": { "name": format!("pepr-{uuid}-store"), "namespace": namespace },
-        "data": {
-            "__pepr_do_not_delete__": "k-thx-bye",
+    let api = create_pepr_object(
+        cluster,
+        &namespace,
+        &uuid,
+        json!({
             "cap-v2-object": "{\"a\":1}",
             "cap-v2-number": "42",
             "cap-v2-quoted": "\"q\"",
             "cap-v2-plain": "yep"
-        }
-    }))
-    .expect("object");
-    api.create(&PostParams::default(), &object)
-        .await
-        .expect("create");
+        }),
+    )
+    .await;
 
     let store = pepr_store(cluster, &namespace, &uuid).await;
     assert_eq!(text(&store, "object").as_deref(), Some("{\"a\":1}"));
@@ -409,30 +432,14 @@ async fn a_real_pepr_pod_starting_beside_a_rust_store_migrates_every_capability(
     cluster.apply_crd(&pepr_store_crd()).await.expect("CRD");
     pepr_system(&cluster).await;
     let uuid = unique("migrate");
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        cluster.client().expect("client"),
-        "pepr-system",
-        &pepr_store_resource(),
-    );
     // v1 keys of two capabilities, as an older Pepr left them.
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "pepr.dev/v1",
-        "kind": "PeprStore",
-        "metadata": {
-            "name": format!("pepr-{uuid}-store"),
-            "namespace": "pepr-system",
-            "labels": { "pepr.dev-cacheID": "1" }
-        },
-        "data": {
-            "__pepr_do_not_delete__": "k-thx-bye",
-            "holdout-a": "from-v1",
-            "other-k": "other's"
-        }
-    }))
-    .expect("object");
-    api.create(&PostParams::default(), &object)
-        .await
-        .expect("create");
+    let api = create_pepr_object(
+        &cluster,
+        "pepr-system",
+        &uuid,
+        json!({"holdout-a": "from-v1", "other-k": "other's"}),
+    )
+    .await;
 
     // A Rust `holdout` store and a Pepr pod with both capabilities start together.
     let rust = async {
