@@ -277,7 +277,7 @@ pub struct Capabilities {
     /// exactly; a read of any other type that does not take a string decodes
     /// the text as JSON (so `"42"` reads as `42u32` and `{"a":1}` as a struct).
     /// An empty string is refused at the call with
-    /// [`Error::Rejected`](crate::Error::Rejected): such a store cannot hold it
+    /// [`Error::Rejected`]: such a store cannot hold it
     /// (Pepr reads empty text as no value, and the API server refuses it).
     pub text_values: bool,
     /// The quiet time this backend asks for between two batches of one store:
