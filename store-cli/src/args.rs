@@ -138,6 +138,25 @@ pub enum Command {
         #[arg(long)]
         keep_existing: bool,
     },
+    /// Each object of the store: keys, JSON size, fill against the object
+    /// budget, resource version; then totals.
+    Stat,
+    /// What Pepr's v1-to-v2 key migration of the capability would move (a dry
+    /// run); with `--apply`, does it.
+    MigratePepr {
+        /// The other capabilities of the module (a v1 key belongs to the
+        /// longest capability it starts with).
+        #[arg(long, value_delimiter = ',')]
+        others: Vec<String>,
+        /// Migrate: copy now, remove the originals after `--removal-delay`,
+        /// and wait until that is done.
+        #[arg(long)]
+        apply: bool,
+        /// How long the v1 originals stay after their copies are made, so a
+        /// Pepr pod starting meanwhile still completes its own migration.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        removal_delay: Duration,
+    },
     /// Shell completions for `store` on standard output.
     Completions {
         /// The shell.

@@ -7,6 +7,7 @@
 //! $ store --store my-operator -n ops get exempt-namespaces --show-values
 //! ["kube-system","team-b"]
 //! $ store --pepr 7d3c... --capability hello ls -o jsonl
+//! $ store --pepr 7d3c... --capability hello migrate-pepr --others hello-pepr
 //! ```
 //!
 //! The binary is also installed as `kubectl-store`, so `kubectl store ...`
@@ -29,6 +30,7 @@
 mod args;
 mod commands;
 mod failure;
+mod inspect;
 mod open;
 mod output;
 mod transfer;
@@ -49,6 +51,20 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), Failure> 
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "store", out);
         return Ok(());
+    }
+    if let Command::MigratePepr {
+        others,
+        apply,
+        removal_delay,
+    } = &cli.command
+    {
+        let mut printer = output::Printer {
+            out,
+            format: cli.output,
+            show_values: cli.show_values,
+        };
+        return inspect::migrate_pepr(&cli.target, others, *apply, *removal_delay, &mut printer)
+            .await;
     }
     let opened = open::open(&cli.target).await?;
     let result = dispatch(&cli, &opened, out).await;
@@ -82,6 +98,7 @@ async fn dispatch(
     };
     match &cli.command {
         Command::Ls { prefix } => commands::ls(opened, prefix, &mut printer),
+        Command::Stat => inspect::stat(opened, &mut printer).await,
         Command::Get { key } => commands::get(opened, key, &mut printer),
         Command::Set {
             key,
@@ -111,7 +128,10 @@ async fn dispatch(
                 &[serde_json::json!({"written": written, "kept": kept})],
             )
         }
-        Command::Watch { .. } | Command::Dump { .. } | Command::Completions { .. } => Ok(()),
+        Command::Watch { .. }
+        | Command::Dump { .. }
+        | Command::Completions { .. }
+        | Command::MigratePepr { .. } => Ok(()),
     }
 }
 

@@ -382,6 +382,122 @@ async fn a_pepr_store_reads_as_its_text(cluster: &TestCluster) {
     assert_eq!(jsonl(&text)[0]["value"], "yep");
 }
 
+async fn stat_shows_each_object_against_its_budget(cluster: &TestCluster) {
+    cluster.apply_crd(&store_shard_crd()).await.expect("CRD");
+    let ns = cluster.create_namespace("cli").await.expect("namespace");
+    let _app = app_store(cluster, &ns, "stats").await;
+    let rows = jsonl(
+        &store_cmd(
+            cluster,
+            &["-n", ns.as_str(), "--store", "stats", "stat", "-o", "jsonl"],
+        )
+        .await
+        .expect("stat"),
+    );
+    assert_eq!(rows.len(), 4, "three shards and the total: {rows:?}");
+    for (i, row) in rows[..3].iter().enumerate() {
+        assert_eq!(row["object"], format!("stats-{i}"));
+        assert!(row["bytes"].as_u64().expect("bytes") > 100, "{row}");
+        assert!(row["fill"].as_str().expect("fill").ends_with('%'), "{row}");
+    }
+    let total = &rows[3];
+    assert_eq!(total["object"], "total");
+    assert_eq!(total["keys"], 3);
+    let shard_keys: u64 = rows[..3]
+        .iter()
+        .map(|r| r["keys"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(shard_keys, 3);
+    let table = store_cmd(cluster, &["-n", ns.as_str(), "--store", "stats", "stat"])
+        .await
+        .expect("stat");
+    assert!(table.starts_with("OBJECT"), "{table}");
+}
+
+async fn migrate_pepr_shows_then_moves_only_the_capabilitys_v1_keys(cluster: &TestCluster) {
+    cluster.apply_crd(&pepr_store_crd()).await.expect("CRD");
+    let ns = cluster.create_namespace("cli").await.expect("namespace");
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client().expect("client"),
+        &ns,
+        &pepr_store_resource(),
+    );
+    let object: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "pepr.dev/v1",
+        "kind": "PeprStore",
+        "metadata": { "name": "pepr-mig-store", "namespace": ns, "labels": { "pepr.dev-cacheID": "1" } },
+        "data": {
+            "__pepr_do_not_delete__": "k-thx-bye",
+            "hello-old": "v1 of hello",
+            "hello-pepr-mine": "v1 of hello-pepr",
+            "other-x": "v1 of other"
+        }
+    }))
+    .expect("object");
+    api.create(&PostParams::default(), &object)
+        .await
+        .expect("create");
+    let target = ["-n", ns.as_str(), "--pepr", "mig", "--capability", "hello"];
+    let data = || async { api.get("pepr-mig-store").await.expect("get").data["data"].clone() };
+
+    let dry = jsonl(
+        &store_cmd(
+            cluster,
+            &[
+                &target[..],
+                &["migrate-pepr", "--others", "hello-pepr", "-o", "jsonl"],
+            ]
+            .concat(),
+        )
+        .await
+        .expect("dry run"),
+    );
+    assert_eq!(dry.len(), 1, "{dry:?}");
+    assert_eq!(dry[0]["v1"], "hello-old");
+    assert_eq!(dry[0]["v2"], "hello-v2-old");
+    assert_eq!(dry[0]["action"], "copy, then remove the original");
+    let before = data().await;
+    assert!(
+        before.get("hello-v2-old").is_none(),
+        "a dry run changes nothing"
+    );
+
+    let applied = jsonl(
+        &store_cmd(
+            cluster,
+            &[
+                &target[..],
+                &[
+                    "migrate-pepr",
+                    "--others",
+                    "hello-pepr",
+                    "--apply",
+                    "--removal-delay",
+                    "0s",
+                    "-o",
+                    "jsonl",
+                ],
+            ]
+            .concat(),
+        )
+        .await
+        .expect("apply"),
+    );
+    assert_eq!(applied[0]["action"], "migrated");
+    let after = data().await;
+    assert_eq!(after["hello-v2-old"], "v1 of hello");
+    assert!(after.get("hello-old").is_none(), "{after}");
+    assert_eq!(after["hello-pepr-mine"], "v1 of hello-pepr", "not hello's");
+    assert_eq!(after["other-x"], "v1 of other");
+
+    let native = store_cmd(
+        cluster,
+        &["-n", ns.as_str(), "--store", "nope", "migrate-pepr"],
+    )
+    .await;
+    assert!(matches!(native, Err(Failure::NotFound(_))), "{native:?}");
+}
+
 macro_rules! on_both_tiers {
     ($case:ident) => {
         mod $case {
@@ -411,6 +527,8 @@ on_both_tiers!(a_store_written_by_an_application_can_be_read_and_changed);
 on_both_tiers!(dump_and_restore_round_trip_and_restore_is_idempotent);
 on_both_tiers!(watch_prints_changes_as_they_happen);
 on_both_tiers!(a_pepr_store_reads_as_its_text);
+on_both_tiers!(stat_shows_each_object_against_its_budget);
+on_both_tiers!(migrate_pepr_shows_then_moves_only_the_capabilitys_v1_keys);
 
 /// The binary itself: one line on standard error and the documented exit code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,6 +91,8 @@ pub mod resource;
 mod writer;
 
 pub use backend::{KubeBackend, KubeBackendBuilder, PEPR_NAMESPACE, PEPR_WRITE_GAP};
+pub use migration::{PeprV1Key, pepr_v1_keys};
+pub use writer::DEFAULT_OBJECT_BUDGET;
 
 // Test harness: fake API server, real control plane and the switch between
 // them. Documented inside the module, where its intra-doc links resolve.

@@ -50,13 +50,27 @@ pub(crate) fn v1_key<'a>(map_key: &'a str, capability: &str, others: &[String]) 
 /// `copy`: every v1 key of ours with no v2 key yet gets one (`test` of the v1
 /// value, `add` of the copy). Otherwise (removal): every v1 key of ours goes
 /// (`test` of its value, `remove`).
-fn step_patch(
+/// A Pepr v1 key of one capability, and where the migration puts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeprV1Key {
+    /// The v1 data-map key, `<capability>-<key>`.
+    pub v1: String,
+    /// Its v2 key, `<capability>-v2-<key>`.
+    pub v2: String,
+    /// Whether the v2 copy exists already (only the original's removal is left).
+    pub copied: bool,
+}
+
+/// What the v1-to-v2 migration of `capability` finds in a `PeprStore`'s
+/// `data`: each v1 key it owns (the longest of `capability`, `others` and the
+/// capabilities seen in v2 keys that it starts with must be `capability`),
+/// its v2 key, and whether the copy is made already. Values that are not
+/// strings are not Pepr's and are left out.
+pub fn pepr_v1_keys(
     data: &Map<String, Value>,
-    has_labels: bool,
     capability: &str,
     others: &[String],
-    copy: bool,
-) -> Option<(Vec<Value>, usize)> {
+) -> Vec<PeprV1Key> {
     // Capabilities our name prefixes that nobody declared show in their v2
     // keys (`hello-pepr-v2-x`): their v1 keys are theirs too.
     let mut owners = others.to_vec();
@@ -68,24 +82,40 @@ fn step_patch(
             owners.push(format!("{prefix}{}", &rest[..at]));
         }
     }
+    data.iter()
+        .filter(|(_, value)| value.is_string())
+        .filter_map(|(map_key, _)| {
+            let rest = v1_key(map_key, capability, &owners)?;
+            let v2 = format!("{capability}-v2-{rest}");
+            Some(PeprV1Key {
+                v1: map_key.clone(),
+                copied: data.contains_key(&v2),
+                v2,
+            })
+        })
+        .collect()
+}
+
+fn step_patch(
+    data: &Map<String, Value>,
+    has_labels: bool,
+    capability: &str,
+    others: &[String],
+    copy: bool,
+) -> Option<(Vec<Value>, usize)> {
     let mut patch = Vec::new();
     let mut keys = 0;
-    for (map_key, value) in data {
-        let Some(rest) = v1_key(map_key, capability, &owners) else {
+    for key in pepr_v1_keys(data, capability, others) {
+        let Some(text) = data.get(&key.v1).and_then(Value::as_str) else {
             continue;
         };
-        // Not a string: nothing Pepr wrote; left alone.
-        let Some(text) = value.as_str() else {
-            continue;
-        };
-        let v2 = format!("{capability}-v2-{rest}");
-        let from = format!("/data/{}", pointer_segment(map_key));
+        let from = format!("/data/{}", pointer_segment(&key.v1));
         if copy {
-            if data.contains_key(&v2) {
+            if key.copied {
                 continue;
             }
             patch.push(json!({"op": "test", "path": from, "value": text}));
-            let to = format!("/data/{}", pointer_segment(&v2));
+            let to = format!("/data/{}", pointer_segment(&key.v2));
             patch.push(json!({"op": "add", "path": to, "value": text}));
         } else {
             patch.push(json!({"op": "test", "path": from, "value": text}));

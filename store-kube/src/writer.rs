@@ -45,9 +45,14 @@ pub(crate) const ETCD_MAX_REQUEST: usize = 1_572_864;
 /// adds on a write (a field manager's first `managedFields` entry).
 pub(crate) const OBJECT_MARGIN: usize = 4 * 1024;
 
+/// The JSON size a write may grow one store object to by default: etcd's
+/// request limit less a margin, as measured on kube-apiserver 1.20.2 with
+/// etcd (see [`KubeBackendBuilder::object_budget`](crate::KubeBackendBuilder::object_budget)).
+pub const DEFAULT_OBJECT_BUDGET: usize = ETCD_MAX_REQUEST - OBJECT_MARGIN;
+
 impl Default for Limits {
     fn default() -> Self {
-        let object_budget = ETCD_MAX_REQUEST - OBJECT_MARGIN;
+        let object_budget = DEFAULT_OBJECT_BUDGET;
         Limits {
             object_budget,
             max_value: object_budget - 16 * 1024,
