@@ -335,7 +335,13 @@ async fn watch_prints_changes_as_they_happen(cluster: &TestCluster) {
     assert!(lines[0]["revision"].as_u64() < lines[1]["revision"].as_u64());
 }
 
-async fn a_pepr_store_reads_as_its_text(cluster: &TestCluster) {
+/// Module `uuid`'s `PeprStore` object in a fresh namespace, as a Pepr pod
+/// leaves it: the placeholder and `data`. Returns the namespace and the API.
+async fn pepr_object(
+    cluster: &TestCluster,
+    uuid: &str,
+    data: Value,
+) -> (String, Api<DynamicObject>) {
     cluster.apply_crd(&pepr_store_crd()).await.expect("CRD");
     let ns = cluster.create_namespace("cli").await.expect("namespace");
     let api: Api<DynamicObject> = Api::namespaced_with(
@@ -343,21 +349,36 @@ async fn a_pepr_store_reads_as_its_text(cluster: &TestCluster) {
         &ns,
         &pepr_store_resource(),
     );
+    let mut data = data;
+    data["__pepr_do_not_delete__"] = json!("k-thx-bye");
     let object: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "pepr.dev/v1",
         "kind": "PeprStore",
-        "metadata": { "name": "pepr-cli-store", "namespace": ns },
-        "data": {
-            "__pepr_do_not_delete__": "k-thx-bye",
-            "hello-v2-json": "{\"n\":1}",
-            "hello-v2-text": "yep",
-            "other-v2-x": "not hello's"
-        }
+        "metadata": {
+            "name": format!("pepr-{uuid}-store"),
+            "namespace": ns,
+            "labels": { "pepr.dev-cacheID": "1" }
+        },
+        "data": data,
     }))
     .expect("object");
     api.create(&PostParams::default(), &object)
         .await
         .expect("create");
+    (ns, api)
+}
+
+async fn a_pepr_store_reads_as_its_text(cluster: &TestCluster) {
+    let (ns, _) = pepr_object(
+        cluster,
+        "cli",
+        json!({
+            "hello-v2-json": "{\"n\":1}",
+            "hello-v2-text": "yep",
+            "other-v2-x": "not hello's"
+        }),
+    )
+    .await;
     let target = ["-n", ns.as_str(), "--pepr", "cli", "--capability", "hello"];
     let ls = jsonl(
         &store_cmd(cluster, &[&target[..], &["ls", "-o", "jsonl"]].concat())
@@ -415,28 +436,16 @@ async fn stat_shows_each_object_against_its_budget(cluster: &TestCluster) {
 }
 
 async fn migrate_pepr_shows_then_moves_only_the_capabilitys_v1_keys(cluster: &TestCluster) {
-    cluster.apply_crd(&pepr_store_crd()).await.expect("CRD");
-    let ns = cluster.create_namespace("cli").await.expect("namespace");
-    let api: Api<DynamicObject> = Api::namespaced_with(
-        cluster.client().expect("client"),
-        &ns,
-        &pepr_store_resource(),
-    );
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "pepr.dev/v1",
-        "kind": "PeprStore",
-        "metadata": { "name": "pepr-mig-store", "namespace": ns, "labels": { "pepr.dev-cacheID": "1" } },
-        "data": {
-            "__pepr_do_not_delete__": "k-thx-bye",
+    let (ns, api) = pepr_object(
+        cluster,
+        "mig",
+        json!({
             "hello-old": "v1 of hello",
             "hello-pepr-mine": "v1 of hello-pepr",
             "other-x": "v1 of other"
-        }
-    }))
-    .expect("object");
-    api.create(&PostParams::default(), &object)
-        .await
-        .expect("create");
+        }),
+    )
+    .await;
     let target = ["-n", ns.as_str(), "--pepr", "mig", "--capability", "hello"];
     let data = || async { api.get("pepr-mig-store").await.expect("get").data["data"].clone() };
 

@@ -348,6 +348,15 @@ impl Drop for PeprPeer {
     }
 }
 
+/// The real control plane with Pepr's CRD and namespace, or `None` when it is
+/// not provisioned (a notice says so; a failure under `STORE_KUBE_REQUIRE_REAL=1`).
+async fn real_pepr_cluster() -> Option<TestCluster> {
+    let cluster = TestCluster::real().await.expect("control plane")?;
+    cluster.apply_crd(&pepr_store_crd()).await.expect("CRD");
+    pepr_system(&cluster).await;
+    Some(cluster)
+}
+
 /// Pepr's namespace, created once per control plane.
 async fn pepr_system(cluster: &TestCluster) {
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> =
@@ -363,11 +372,9 @@ async fn pepr_system(cluster: &TestCluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_pepr_pod_and_a_busy_rust_replica_share_one_store() {
-    let Some(cluster) = TestCluster::real().await.expect("control plane") else {
+    let Some(cluster) = real_pepr_cluster().await else {
         return;
     };
-    cluster.apply_crd(&pepr_store_crd()).await.expect("CRD");
-    pepr_system(&cluster).await;
     let uuid = unique("peer");
     let store = pepr_store(&cluster, "pepr-system", &uuid).await;
     let Some(mut peer) = PeprPeer::start(&cluster, &uuid, &["cap"]).await else {
@@ -426,11 +433,9 @@ async fn a_real_pepr_pod_and_a_busy_rust_replica_share_one_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_pepr_pod_starting_beside_a_rust_store_migrates_every_capability() {
-    let Some(cluster) = TestCluster::real().await.expect("control plane") else {
+    let Some(cluster) = real_pepr_cluster().await else {
         return;
     };
-    cluster.apply_crd(&pepr_store_crd()).await.expect("CRD");
-    pepr_system(&cluster).await;
     let uuid = unique("migrate");
     // v1 keys of two capabilities, as an older Pepr left them.
     let api = create_pepr_object(

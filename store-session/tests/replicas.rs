@@ -8,6 +8,32 @@ use common::replicas::{Held, Pair, eventually, eventually_async, kube_pair, memo
 use store_core::Backend;
 use store_session::{Error, Result, ScopeKind, layout};
 
+/// One case on two registries over one memory backend (`on_memory`) and on
+/// two kube backends on the fake API server (`on_kube`).
+macro_rules! on_memory_and_kube {
+    ($case:ident) => {
+        on_memory_and_kube!($case, flavor = "multi_thread", worker_threads = 2);
+    };
+    ($case:ident, current_thread) => {
+        on_memory_and_kube!($case, flavor = "current_thread");
+    };
+    ($case:ident, $($flavor:tt)+) => {
+        mod $case {
+            use super::*;
+
+            #[tokio::test($($flavor)+)]
+            async fn on_memory() -> Result<()> {
+                super::$case(memory_pair()).await
+            }
+
+            #[tokio::test($($flavor)+)]
+            async fn on_kube() -> Result<()> {
+                super::$case(kube_pair().await).await
+            }
+        }
+    };
+}
+
 /// Replica two loses the race to create `counter`: its view does not show
 /// replica one's value yet when its own create is refused. The handle it gets
 /// must read and update the winner's value, not report it gone.
@@ -35,15 +61,10 @@ async fn the_loser_of_a_create_race_reads_the_winners_value<A: Backend, B: Backe
     Ok(())
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn the_loser_of_a_create_race_reads_the_winners_value_on_memory() -> Result<()> {
-    the_loser_of_a_create_race_reads_the_winners_value(memory_pair()).await
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn the_loser_of_a_create_race_reads_the_winners_value_on_kube() -> Result<()> {
-    the_loser_of_a_create_race_reads_the_winners_value(kube_pair().await).await
-}
+on_memory_and_kube!(
+    the_loser_of_a_create_race_reads_the_winners_value,
+    current_thread
+);
 
 /// The race left to chance, many times: both replicas `use_value` a fresh key
 /// at once, then read and update it. No call may report the key gone.
@@ -139,15 +160,7 @@ async fn ending_a_session_on_one_replica_ends_it_on_every_replica<A: Backend, B:
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ending_a_session_on_one_replica_ends_it_on_every_replica_on_memory() -> Result<()> {
-    ending_a_session_on_one_replica_ends_it_on_every_replica(memory_pair()).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ending_a_session_on_one_replica_ends_it_on_every_replica_on_kube() -> Result<()> {
-    ending_a_session_on_one_replica_ends_it_on_every_replica(kube_pair().await).await
-}
+on_memory_and_kube!(ending_a_session_on_one_replica_ends_it_on_every_replica);
 
 /// Replica one resets `s-42`: replica two moves to the fresh instance, its old
 /// handles fail with `Outdated`, and replica one's teardown still reads what
@@ -189,15 +202,7 @@ async fn resetting_a_session_on_one_replica_resets_it_on_every_replica<A: Backen
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resetting_a_session_on_one_replica_resets_it_on_every_replica_on_memory() -> Result<()> {
-    resetting_a_session_on_one_replica_resets_it_on_every_replica(memory_pair()).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resetting_a_session_on_one_replica_resets_it_on_every_replica_on_kube() -> Result<()> {
-    resetting_a_session_on_one_replica_resets_it_on_every_replica(kube_pair().await).await
-}
+on_memory_and_kube!(resetting_a_session_on_one_replica_resets_it_on_every_replica);
 
 /// Replica two has not heard of the end yet (its watch is held back) and
 /// writes: the write lands, but in the ended life's keys, which a reopened
@@ -252,15 +257,7 @@ async fn a_write_racing_the_end_never_reaches_a_later_life<A: Backend, B: Backen
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_racing_the_end_never_reaches_a_later_life_on_memory() -> Result<()> {
-    a_write_racing_the_end_never_reaches_a_later_life(memory_pair()).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_racing_the_end_never_reaches_a_later_life_on_kube() -> Result<()> {
-    a_write_racing_the_end_never_reaches_a_later_life(kube_pair().await).await
-}
+on_memory_and_kube!(a_write_racing_the_end_never_reaches_a_later_life);
 
 /// A replica that never opened `s-42` ends it by id (clean-up after a
 /// restart): the replica that has it open ends it too.
@@ -284,12 +281,4 @@ async fn ending_by_id_where_the_session_is_not_open_ends_it_where_it_is<A: Backe
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ending_by_id_where_the_session_is_not_open_ends_it_where_it_is_on_memory() -> Result<()> {
-    ending_by_id_where_the_session_is_not_open_ends_it_where_it_is(memory_pair()).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ending_by_id_where_the_session_is_not_open_ends_it_where_it_is_on_kube() -> Result<()> {
-    ending_by_id_where_the_session_is_not_open_ends_it_where_it_is(kube_pair().await).await
-}
+on_memory_and_kube!(ending_by_id_where_the_session_is_not_open_ends_it_where_it_is);
