@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use store_core::{Error, Result, Store, StoreBuilder};
 use store_kube::KubeBackend;
-use store_kube::testing::FakeApiServer;
+use store_kube_testing::FakeApiServer;
 
 /// How long a wait in this example may take.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -139,7 +139,7 @@ async fn kube_backend(client: kube::Client, namespace: Option<&str>) -> Result<K
 }
 
 async fn on_fake() -> Result<()> {
-    let failed = |e: store_kube::testing::Error| Error::backend("fake", e);
+    let failed = |e: store_kube_testing::Error| Error::backend("fake", e);
     let server = FakeApiServer::start().await.map_err(failed)?;
     server
         .apply_crd(&store_kube::resource::store_shard_crd())

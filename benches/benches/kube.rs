@@ -25,7 +25,7 @@ use store_benches::{Samples, repetitions, report, runtime, selected, size};
 use store_core::Store;
 use store_kube::KubeBackend;
 use store_kube::resource::{store_shard_crd, store_shard_resource};
-use store_kube::testing::{FakeApiServer, Verb};
+use store_kube_testing::{FakeApiServer, Verb};
 use tokio::sync::Notify;
 
 /// Every allocation is counted, so B9 reads the live heap a replica holds.

@@ -12,7 +12,7 @@ use store_cli::{Cli, Failure};
 use store_core::Store;
 use store_kube::KubeBackend;
 use store_kube::resource::{pepr_store_crd, pepr_store_resource, store_shard_crd};
-use store_kube::testing::TestCluster;
+use store_kube_testing::{TestCluster, on_both_tiers};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -507,37 +507,21 @@ async fn migrate_pepr_shows_then_moves_only_the_capabilitys_v1_keys(cluster: &Te
     assert!(matches!(native, Err(Failure::NotFound(_))), "{native:?}");
 }
 
-macro_rules! on_both_tiers {
-    ($case:ident) => {
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn on_the_fake() {
-                let cluster = store_kube::testing::TestCluster::fake()
-                    .await
-                    .expect("fake API server");
-                super::$case(&cluster).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn on_a_real_control_plane() {
-                let Some(cluster) = store_kube::testing::TestCluster::real()
-                    .await
-                    .expect("real control plane")
-                else {
-                    return;
-                };
-                super::$case(&cluster).await;
-            }
-        }
-    };
-}
-
-on_both_tiers!(a_store_written_by_an_application_can_be_read_and_changed);
-on_both_tiers!(dump_and_restore_round_trip_and_restore_is_idempotent);
-on_both_tiers!(watch_prints_changes_as_they_happen);
-on_both_tiers!(a_pepr_store_reads_as_its_text);
-on_both_tiers!(stat_shows_each_object_against_its_budget);
-on_both_tiers!(migrate_pepr_shows_then_moves_only_the_capabilitys_v1_keys);
+on_both_tiers!(
+    a_store_written_by_an_application_can_be_read_and_changed,
+    multi_thread
+);
+on_both_tiers!(
+    dump_and_restore_round_trip_and_restore_is_idempotent,
+    multi_thread
+);
+on_both_tiers!(watch_prints_changes_as_they_happen, multi_thread);
+on_both_tiers!(a_pepr_store_reads_as_its_text, multi_thread);
+on_both_tiers!(stat_shows_each_object_against_its_budget, multi_thread);
+on_both_tiers!(
+    migrate_pepr_shows_then_moves_only_the_capabilitys_v1_keys,
+    multi_thread
+);
 
 /// The binary itself: one line on standard error and the documented exit code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

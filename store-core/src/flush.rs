@@ -22,37 +22,10 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::backend::{Applied, Batch, OpKind, Outcome, Revision, Version};
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
-use crate::store::{RetryPolicy, Shared};
+use crate::shared::Shared;
 use crate::writes::{Ack, Slot};
-
-/// Exponential backoff with full jitter.
-pub(crate) struct Backoff {
-    policy: RetryPolicy,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub(crate) fn new(policy: RetryPolicy) -> Self {
-        Backoff { policy, attempt: 0 }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    /// The next delay; at least what the backend asked for, when it asked.
-    pub(crate) fn next_delay(&mut self, asked: Option<Duration>) -> Duration {
-        let ceiling = self
-            .policy
-            .initial
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.policy.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let jittered = ceiling.mul_f64(fastrand::f64());
-        asked.map_or(jittered, |a| a.max(jittered))
-    }
-}
 
 /// When batches may leave.
 #[derive(Debug, Clone, Copy)]

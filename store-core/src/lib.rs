@@ -65,32 +65,33 @@
 //! `store-kube` keeps a store in Kubernetes custom resources. The memory backend
 //! has no value-size limit by default; [`MemoryBackend::with_kube_limits`]
 //! makes it refuse what the kube backend refuses, so tests on memory meet
-//! production's limits. With the
-//! `conformance` feature, [`conformance`] checks a backend against every
-//! promise above.
+//! production's limits. The `store-conformance` crate checks a backend
+//! against every promise above.
 //!
 //! # Features
 //!
 //! - `derive`: `#[derive(StoreValue)]` and `#[on_ready]`.
-//! - `conformance`: the conformance suite for backend authors.
+//! - `schema`: `#[store(schema)]` checks stored values against the type's
+//!   `schemars` schema on reads.
+//!
+//! The conformance suite for backend authors, the fault layer and the
+//! model-based runner are in the `store-conformance` crate, a dev-dependency.
 
 pub mod backend;
+mod backoff;
 mod error;
 mod flush;
 pub mod hooks;
 pub mod key;
 mod memory;
+mod readiness;
+mod shared;
 mod store;
 mod subscribe;
 mod sync;
 mod value;
 mod view;
 mod writes;
-
-#[cfg(feature = "conformance")]
-pub mod conformance;
-#[cfg(feature = "conformance")]
-pub mod model;
 
 pub use backend::{Backend, Capabilities, Payload, Precondition, Revision, Version};
 pub use error::{BoxError, Error, Result, SharedError};

@@ -3,9 +3,9 @@
 //! Every capability is honoured: compare-and-set, atomic batches, TTL, and
 //! sharing between stores (clones of one [`MemoryBackend`] are one store).
 //! History is kept for a bounded number of revisions; a watch from before
-//! that window gets [`WatchEvent::Gap`], as a real backend's would. Faults
-//! can be injected so tests can see how a store behaves when its backend
-//! fails.
+//! that window gets [`WatchEvent::Gap`], as a real backend's would. To make
+//! it fail, hold writes back or forget its history in a test, wrap it in
+//! `store_conformance::Gated`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -51,13 +51,7 @@ struct State {
     compacted: Revision,
     history_limit: usize,
     events: broadcast::Sender<Event>,
-    faults: Faults,
     reaper: bool,
-}
-
-#[derive(Default)]
-struct Faults {
-    fail_applies: usize,
 }
 
 /// An in-process backend with every capability. Clones share one store.
@@ -104,7 +98,6 @@ impl MemoryBackend {
                 compacted: Revision(0),
                 history_limit: revisions.max(1),
                 events,
-                faults: Faults::default(),
                 reaper: false,
             })),
             max_value_size: None,
@@ -167,23 +160,6 @@ impl MemoryBackend {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Makes the next `n` batches fail with a transient [`Error::Unavailable`]
-    /// without applying anything.
-    pub fn fail_next_applies(&self, n: usize) {
-        self.lock().faults.fail_applies = n;
-    }
-
-    /// Forgets all history: every open watch and every watch from an older revision
-    /// sees a [`WatchEvent::Gap`] and must re-list.
-    pub fn compact(&self) {
-        let mut state = self.lock();
-        state.history.clear();
-        state.compacted = state.revision;
-        // Replacing the channel ends every open watch's receiver.
-        let (events, _) = broadcast::channel(1024);
-        state.events = events;
     }
 
     /// The current revision.
@@ -341,10 +317,6 @@ impl Backend for MemoryBackend {
     async fn apply(&self, batch: Batch) -> Result<Applied> {
         check_batch(NAME, &self.capabilities(), &batch)?;
         let mut state = self.lock();
-        if state.faults.fail_applies > 0 {
-            state.faults.fail_applies -= 1;
-            return Err(Error::unavailable(NAME, "injected failure"));
-        }
         let now = Instant::now();
         state.expire(now);
         if batch.atomic
@@ -675,17 +647,6 @@ mod tests {
                 ..
             })
         ));
-    }
-
-    #[tokio::test]
-    async fn compaction_ends_open_watches_with_a_gap() {
-        let backend = MemoryBackend::new();
-        let mut watch = backend.watch(Revision(0)).await.expect("watch");
-        backend.compact();
-        assert_eq!(
-            watch.next().await.and_then(Result::ok),
-            Some(WatchEvent::Gap)
-        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,7 +10,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::backend::{Payload, Revision};
 use crate::error::{Error, Result};
-use crate::store::Readiness;
+use crate::readiness::Readiness;
 use crate::value;
 
 /// One key's confirmed change.

@@ -13,8 +13,8 @@ use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 
 use crate::backend::{Change, Listing, Revision, Version, WatchEvent};
-use crate::flush::Backoff;
-use crate::store::{Shared, write};
+use crate::backoff::Backoff;
+use crate::shared::{Shared, write};
 use crate::subscribe::ChangeEvent;
 
 pub(crate) async fn run(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
@@ -65,7 +65,7 @@ pub(crate) async fn run(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
                 match event {
                     Some(Ok(WatchEvent::Changes { revision, changes })) => {
                         backoff.reset();
-                        apply_changes(&shared, revision, changes);
+                        fold_changes(&shared, revision, changes);
                     }
                     Some(Ok(WatchEvent::Progress(revision))) => advance(&shared, revision),
                     Some(Ok(WatchEvent::Gap)) => {
@@ -123,7 +123,7 @@ fn replace_view(shared: &Shared, listing: Listing) {
                 .is_none_or(|e| e.cell.payload != entry.value || e.version != entry.version);
             if changed {
                 view.entries.remove(entry.key.as_str());
-                view.apply(&entry.key, Some(&entry.value), entry.version);
+                view.record(&entry.key, Some(&entry.value), entry.version);
                 events.push(ChangeEvent::new(
                     Arc::from(entry.key.as_str()),
                     Some(entry.value.clone()),
@@ -134,10 +134,10 @@ fn replace_view(shared: &Shared, listing: Listing) {
         }
         view.revision = view.revision.max(revision);
     }
-    publish(shared, revision, events);
+    view_moved(shared, revision, events);
 }
 
-fn apply_changes(shared: &Shared, revision: Revision, changes: Vec<Change>) {
+fn fold_changes(shared: &Shared, revision: Revision, changes: Vec<Change>) {
     let text = shared.caps.text_values;
     let mut events = Vec::with_capacity(changes.len());
     {
@@ -147,7 +147,7 @@ fn apply_changes(shared: &Shared, revision: Revision, changes: Vec<Change>) {
             return;
         }
         for change in changes {
-            if view.apply(&change.key, change.value.as_ref(), Version(revision.0)) {
+            if view.record(&change.key, change.value.as_ref(), Version(revision.0)) {
                 events.push(ChangeEvent::new(
                     Arc::from(change.key),
                     change.value,
@@ -158,7 +158,7 @@ fn apply_changes(shared: &Shared, revision: Revision, changes: Vec<Change>) {
         }
         view.revision = revision;
     }
-    publish(shared, revision, events);
+    view_moved(shared, revision, events);
 }
 
 fn advance(shared: &Shared, revision: Revision) {
@@ -169,15 +169,15 @@ fn advance(shared: &Shared, revision: Revision) {
         }
         view.revision = revision;
     }
-    publish(shared, revision, Vec::new());
+    view_moved(shared, revision, Vec::new());
 }
 
 /// After the view moved to `revision`: retire covered overlay entries, tell
 /// subscribers, then wake waiters — in that order, so a subscription made
 /// after a wait returns never receives the change that ended the wait.
-fn publish(shared: &Shared, revision: Revision, events: Vec<ChangeEvent>) {
+fn view_moved(shared: &Shared, revision: Revision, events: Vec<ChangeEvent>) {
     let revision = shared.view_revision().max(revision);
     shared.with_writes(|w| w.view_reached(revision));
-    shared.publish(events);
+    shared.deliver(events);
     shared.revision.send_replace(revision);
 }

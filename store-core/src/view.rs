@@ -71,7 +71,7 @@ pub(crate) struct View {
 
 impl View {
     /// Applies one change; returns whether the view changed.
-    pub(crate) fn apply(&mut self, key: &str, value: Option<&Payload>, version: Version) -> bool {
+    pub(crate) fn record(&mut self, key: &str, value: Option<&Payload>, version: Version) -> bool {
         match value {
             Some(payload) => {
                 if let Some(existing) = self.entries.get_mut(key) {

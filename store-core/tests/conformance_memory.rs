@@ -1,10 +1,9 @@
 //! The memory backend against the conformance suite.
-#![cfg(feature = "conformance")]
 
-use store_core::conformance::MemoryHarness;
+use store_conformance::MemoryHarness;
 
 async fn harness() -> MemoryHarness {
     MemoryHarness::default()
 }
 
-store_core::conformance_tests!(harness);
+store_conformance::conformance_tests!(harness);

@@ -5,11 +5,10 @@
 //! `update`, `compare_and_set`, `clear`, or a `flush` or `close` that returned
 //! `Ok` after the write was queued. A store whose last handle is dropped gives
 //! its queued writes one attempt in the background and no more.
-#![cfg(feature = "conformance")]
 
 use std::time::Duration;
 
-use store_core::conformance::Gated;
+use store_conformance::Gated;
 use store_core::{Backend, Error, MemoryBackend, Store};
 
 async fn open(backend: impl Backend) -> Store {

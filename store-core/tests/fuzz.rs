@@ -9,26 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use store_conformance::support::proptest_config as config;
 use store_core::backend::{Batch, Op};
 use store_core::key::{KeyError, MAX_KEY_LEN, check, validate};
 use store_core::{Backend, Error, KeyFamily, MemoryBackend, Payload, Store};
-
-/// `default` cases, or more when `PROPTEST_CASES` asks for more.
-fn config(default: u32) -> Config {
-    let requested = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Config {
-        cases: default.max(requested),
-        // Failures print the minimal input; nothing is written into the tree.
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
 
 /// Characters that stress key handling: separators and escapes, every kind of
 /// control character, multi-byte text, and anything else.

@@ -1,15 +1,14 @@
 //! Model-based test of the memory backend: random calls from three replicas
 //! on one backend, with injected failures, held batches and compacted
-//! history, checked against `store_core::model`.
+//! history, checked against `store_conformance::model`.
 //!
 //! `STORE_MODEL_CASES` sets the number of cases (default 64) and
 //! `PROPTEST_RNG_SEED` repeats a run; the summary line starts with `model:`.
-#![cfg(feature = "conformance")]
 
 use proptest::collection::vec;
 use proptest::prelude::any;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
-use store_core::model::{self, MAX_STEPS, MemoryModel, RawStep, Runner};
+use store_conformance::model::{self, MAX_STEPS, MemoryModel, RawStep, Runner};
 
 #[test]
 fn memory_replicas_agree_with_the_model_under_faults() {
@@ -150,6 +149,7 @@ mod deviations {
     use store_core::{Backend, Error, Precondition, Store};
 
     use super::scripted::Scripted;
+    use store_conformance::support::eventually;
 
     async fn open(backend: &Scripted) -> Store {
         Store::builder()
@@ -160,17 +160,6 @@ mod deviations {
             .open()
             .await
             .expect("store starts")
-    }
-
-    async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !check() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
     }
 
     /// Seen by the model as `misreported_conflict`. A conditional write whose

@@ -3,72 +3,21 @@
 //! process is captured at TRACE while a store on the memory backend writes,
 //! reads, fails and retries, then the captured text is searched for the values.
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use store_conformance::Gated;
+use store_conformance::support::LogCapture;
 use store_core::backend::{Applied, Batch, Change, Entry, Listing, Op, Outcome, WatchEvent};
 use store_core::{Backend, Error, MemoryBackend, Payload, Precondition, Revision, Store, Version};
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::FmtSpan;
 
-/// Everything every thread logs, at every level, spans included.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-struct CapturedWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = CapturedWriter;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        CapturedWriter(Arc::clone(&self.0))
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-/// The process-wide capture, installed once for every test of this binary.
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_span_events(FmtSpan::FULL)
-            .with_writer(captured.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
-        captured
-    })
+fn logs() -> &'static LogCapture {
+    LogCapture::global()
 }
 
 fn assert_not_logged(secret: &str) {
-    let text = logs().text();
-    if let Some(at) = text.find(secret) {
-        let start = text[..at].rfind('\n').map_or(0, |n| n + 1);
-        let end = text[at..].find('\n').map_or(text.len(), |n| at + n);
-        panic!("a value reached the log: {}", &text[start..end]);
-    }
+    logs().assert_not_logged(secret);
 }
 
 /// A value that looks like what people keep in a store.
@@ -78,7 +27,7 @@ struct Credentials {
     token: String,
 }
 
-async fn open(backend: MemoryBackend, max_value_size: Option<usize>) -> Store {
+async fn open(backend: impl Backend, max_value_size: Option<usize>) -> Store {
     let mut builder = Store::builder()
         .backend(backend)
         .name("secrets")
@@ -102,9 +51,9 @@ fn assert_debug_clean(secret: &str, what: &str, debug: &str) {
 async fn the_capture_sees_trace_events_and_the_stores_own_spans() {
     let logs = logs();
     tracing::trace!(marker = "capture-canary-7f3a", "canary");
-    let backend = MemoryBackend::new();
+    let backend = Gated::new(MemoryBackend::new());
     let store = open(backend.clone(), None).await;
-    backend.fail_next_applies(1);
+    backend.fail_next(1);
     store.set_and_wait("canary", &1).await.expect("set");
     let text = logs.text();
     assert!(
@@ -129,7 +78,7 @@ async fn values_never_reach_the_log_whatever_the_store_does_with_them() {
         user: "ops".to_owned(),
         token: secret.to_owned(),
     };
-    let backend = MemoryBackend::new();
+    let backend = Gated::new(MemoryBackend::new());
     let store = open(backend.clone(), Some(4096)).await;
     let mut changes = store.subscribe();
 
@@ -158,7 +107,7 @@ async fn values_never_reach_the_log_whatever_the_store_does_with_them() {
         .expect("compare_and_set");
 
     // Transient failures are logged and retried.
-    backend.fail_next_applies(3);
+    backend.fail_next(3);
     store
         .set_and_wait("retried", &vec![secret; 3])
         .await

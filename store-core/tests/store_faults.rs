@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use store_conformance::Gated;
+use store_conformance::support::eventually;
 use store_core::backend::{Applied, Batch, Entry, Listing, Outcome, WatchStream};
 use store_core::{Backend, Capabilities, Error, MemoryBackend, Result, Revision, Store};
 
@@ -21,28 +23,18 @@ async fn open(backend: impl Backend) -> Store {
         .expect("store starts")
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_history_makes_the_store_relist_and_tell_subscribers() {
     let backend = MemoryBackend::with_history(4);
-    let reader = open(backend.clone()).await;
+    let compacting = Gated::new(backend.clone());
+    let reader = open(compacting.clone()).await;
     let writer = open(backend.clone()).await;
     writer.set_and_wait("kept", &1).await.expect("set");
     writer.set_and_wait("removed", &1).await.expect("set");
     eventually("the reader to see both keys", || reader.len() == 2).await;
     let mut changes = reader.subscribe();
 
-    backend.compact();
+    compacting.compact().await.expect("compact");
     writer.remove_and_wait("removed").await.expect("remove");
     writer.set_and_wait("added", &2).await.expect("set");
 

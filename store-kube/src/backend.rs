@@ -7,32 +7,25 @@
 //!
 //! A store object deleted by someone else is noticed on the watch: the store
 //! is told to re-list (so its keys read as removed and subscribers see the
-//! removals) and the object is recreated empty at once, so service goes on.
+//! removals), the feed reports the deletion and the backend recreates the
+//! object empty at once, so service goes on.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::Notify;
-
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::core::ApiResource;
-use kube::runtime::watcher;
-use serde_json::json;
+use kube::api::Api;
 use store_core::backend::{Applied, Batch, Entry, Listing, Op, Outcome, WatchStream, check_batch};
-use store_core::{Backend, Capabilities, Error, Precondition, Result, Revision, Version};
-use tracing::Instrument;
+use store_core::{Backend, Capabilities, Error, Result, Revision, Version};
+use tokio::sync::mpsc;
 
-use crate::cache::{Cache, parse_object, parse_revision};
+use crate::cache::{parse_object, parse_revision, to_json};
+use crate::config::ConfigError;
 use crate::error::{self, NAME};
-use crate::feed::{self, Feed};
-use crate::layout::{Layout, PEPR_PLACEHOLDER};
-use crate::resource::{STORE_LABEL, pepr_store_resource, store_shard_resource};
-use crate::writer::{self, Base, Limits};
-
-/// How many times one object's writes are re-planned after the server rejected a
-/// patch before the batch is handed back to be retried later.
-const MAX_REPLANS: usize = 16;
+use crate::feed::{self, FeedState};
+use crate::layout::Layout;
+use crate::resource::{pepr_store_resource, store_shard_resource};
+use crate::shared::Shared;
+use crate::writer::Limits;
 
 /// The default namespace of a Pepr-compatible store.
 pub const PEPR_NAMESPACE: &str = "pepr-system";
@@ -65,25 +58,7 @@ pub struct KubeBackendBuilder {
 /// opens the same store name in the same namespace.
 #[derive(Clone)]
 pub struct KubeBackend {
-    inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) api: Api<DynamicObject>,
-    resource: ApiResource,
-    pub(crate) namespace: String,
-    pub(crate) layout: Layout,
-    limits: Limits,
-    request_timeout: Duration,
-    field_manager: String,
-    /// Asked of the store between batches (Pepr mode).
-    write_gap: Option<Duration>,
-    cache: Mutex<Cache>,
-    feed: Mutex<Feed>,
-    /// Woken whenever the feed moved, for listings waiting on it.
-    pub(crate) advanced: Notify,
-    /// Dropped with the backend, which stops the feed's watcher.
-    _stop: tokio::sync::watch::Sender<()>,
+    inner: Arc<Shared>,
 }
 
 impl std::fmt::Debug for KubeBackend {
@@ -257,17 +232,18 @@ impl KubeBackendBuilder {
         let (layout, resource, default_namespace) = match &self.pepr {
             Some((uuid, capability)) => {
                 if capability.is_empty() {
-                    return Err(config_error("the Pepr capability name must not be empty"));
+                    return Err(ConfigError::EmptyCapability.into());
                 }
                 let named = std::iter::once(capability).chain(&self.other_capabilities);
                 for name in named {
                     let overlap = crate::layout::pepr_capability_overlap(name)
                         .filter(|other| name == capability || *other == capability.as_str());
                     if let Some(other) = overlap {
-                        return Err(config_error(format!(
-                            "Pepr capabilities {name:?} and {other:?} would share keys \
-                             (`{name}-v2-<key>` is also a key of {other:?}); rename one"
-                        )));
+                        return Err(ConfigError::OverlappingCapabilities {
+                            name: name.clone(),
+                            other: other.to_owned(),
+                        }
+                        .into());
                     }
                 }
                 (
@@ -281,10 +257,10 @@ impl KubeBackendBuilder {
             }
             None => {
                 if !is_dns_label(&self.store, 50) {
-                    return Err(config_error(format!(
-                        "store name {:?} must be a DNS label of at most 50 characters",
-                        self.store
-                    )));
+                    return Err(ConfigError::InvalidStoreName {
+                        name: self.store.clone(),
+                    }
+                    .into());
                 }
                 (
                     Layout::Native {
@@ -300,10 +276,11 @@ impl KubeBackendBuilder {
         let api = Api::namespaced_with(self.client, &namespace, &resource);
         let (stop, stopped) = tokio::sync::watch::channel(());
         let backend = KubeBackend {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Shared {
                 api,
                 resource,
                 namespace,
+                feed: Arc::new(FeedState::new(layout.clone())),
                 layout,
                 limits: self.limits,
                 request_timeout: self.request_timeout,
@@ -313,9 +290,6 @@ impl KubeBackendBuilder {
                     .is_some()
                     .then_some(self.pepr_write_gap)
                     .filter(|gap| !gap.is_zero()),
-                cache: Mutex::new(Cache::default()),
-                feed: Mutex::new(Feed::default()),
-                advanced: Notify::new(),
                 _stop: stop,
             }),
         };
@@ -337,13 +311,17 @@ impl KubeBackendBuilder {
                 self.v1_removal_delay,
             );
         }
-        tokio::spawn(feed::run(Arc::downgrade(&backend.inner), stopped));
+        let (deleted, recreate) = mpsc::unbounded_channel();
+        tokio::spawn(feed::run(
+            Arc::downgrade(&backend.inner.feed),
+            backend.inner.api.clone(),
+            backend.inner.watcher_config(),
+            stopped,
+            deleted,
+        ));
+        tokio::spawn(recreate_deleted(Arc::downgrade(&backend.inner), recreate));
         Ok(backend)
     }
-}
-
-fn config_error(message: impl Into<String>) -> Error {
-    Error::backend(NAME, message.into())
 }
 
 fn is_dns_label(name: &str, max: usize) -> bool {
@@ -356,399 +334,17 @@ fn is_dns_label(name: &str, max: usize) -> bool {
         && !name.ends_with('-')
 }
 
-pub(crate) fn now_millis() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-}
-
-impl Inner {
-    pub(crate) fn cache(&self) -> MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn feed(&self) -> MutexGuard<'_, Feed> {
-        self.feed.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The field manager named on writes.
-    pub(crate) fn field_manager(&self) -> &str {
-        &self.field_manager
-    }
-
-    /// Runs one API call under the request timeout.
-    pub(crate) async fn call<T>(
-        &self,
-        what: &str,
-        fut: impl std::future::Future<Output = kube::Result<T>>,
-    ) -> std::result::Result<T, kube::Error> {
-        match tokio::time::timeout(self.request_timeout, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(kube::Error::Service(
-                format!("{what} timed out after {:?}", self.request_timeout).into(),
-            )),
-        }
-    }
-
-    pub(crate) fn to_json(object: &DynamicObject) -> Result<serde_json::Value> {
-        serde_json::to_value(object).map_err(|e| Error::backend(NAME, e))
-    }
-
-    /// The object as a new, empty one of this layout.
-    fn empty_object(&self, name: &str) -> serde_json::Value {
-        match &self.layout {
-            Layout::Native { store, shards } => {
-                let shard: u32 = name
-                    .rsplit('-')
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                json!({
-                    "apiVersion": self.resource.api_version,
-                    "kind": self.resource.kind,
-                    "metadata": {
-                        "name": name,
-                        "namespace": self.namespace,
-                        "labels": { STORE_LABEL: store },
-                    },
-                    "spec": { "store": store, "shard": shard, "shards": shards, "keys": 0, "bytes": 0, "data": {} },
-                })
-            }
-            Layout::Pepr { .. } => json!({
-                "apiVersion": self.resource.api_version,
-                "kind": self.resource.kind,
-                "metadata": {
-                    "name": name,
-                    "namespace": self.namespace,
-                    "labels": { "pepr.dev-cacheID": now_millis().to_string() },
-                },
-                "data": { PEPR_PLACEHOLDER: "k-thx-bye" },
-            }),
-        }
-    }
-
-    /// Gets the object, creating it when missing. Creation is idempotent: a
-    /// replica that loses the race to create reads the winner's object.
-    pub(crate) async fn ensure_object(&self, name: &str) -> Result<serde_json::Value> {
-        match self.call("get", self.api.get(name)).await {
-            Ok(object) => return Self::to_json(&object),
-            Err(e) if error::is_not_found(&e) => {}
-            Err(e) => return Err(error::from_kube(e)),
-        }
-        let body: DynamicObject =
-            serde_json::from_value(self.empty_object(name)).map_err(|e| Error::backend(NAME, e))?;
-        let created = match &self.layout {
-            // Pepr creates its store with server-side apply as the `pepr` manager; do the same
-            // so both kinds of pod own the same fields.
-            Layout::Pepr { .. } => {
-                let params = PatchParams::apply("pepr");
-                self.call("apply", self.api.patch(name, &params, &Patch::Apply(&body)))
-                    .await
-            }
-            Layout::Native { .. } => {
-                let params = PostParams {
-                    field_manager: Some(self.field_manager.clone()),
-                    ..PostParams::default()
-                };
-                self.call("create", self.api.create(&params, &body)).await
-            }
+/// Recreates, empty, each store object the watcher saw deleted, so the store
+/// goes on; its keys already read as removed. Ends with the watcher.
+async fn recreate_deleted(shared: Weak<Shared>, mut deleted: mpsc::UnboundedReceiver<String>) {
+    while let Some(name) = deleted.recv().await {
+        let Some(shared) = shared.upgrade() else {
+            return;
         };
-        match created {
-            Ok(object) => {
-                tracing::info!(object = name, namespace = %self.namespace, "created store object");
-                Self::to_json(&object)
-            }
-            Err(e) if error::is_already_exists(&e) => {
-                let object = self
-                    .call("get", self.api.get(name))
-                    .await
-                    .map_err(error::from_kube)?;
-                Self::to_json(&object)
-            }
-            Err(e) => Err(error::from_kube(e)),
+        tracing::warn!(object = %name, namespace = %shared.namespace, "store object deleted; recreating it");
+        if let Err(error) = shared.ensure_object(&name).await {
+            tracing::error!(object = %name, %error, "could not recreate store object");
         }
-    }
-
-    fn check_shard_count(&self, object: &serde_json::Value) -> Result<()> {
-        if let Layout::Native { store, shards } = &self.layout {
-            let found = object
-                .pointer("/spec/shards")
-                .and_then(serde_json::Value::as_u64);
-            if let Some(found) = found
-                && found != u64::from(*shards)
-            {
-                return Err(config_error(format!(
-                    "store {store:?} was created with {found} shards; this replica asks for {shards}"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn list_params(&self) -> ListParams {
-        match &self.layout {
-            Layout::Native { store, .. } => {
-                ListParams::default().labels(&format!("{STORE_LABEL}={store}"))
-            }
-            Layout::Pepr { object, .. } => {
-                ListParams::default().fields(&format!("metadata.name={object}"))
-            }
-        }
-    }
-
-    pub(crate) fn watcher_config(&self) -> watcher::Config {
-        match &self.layout {
-            Layout::Native { store, .. } => {
-                watcher::Config::default().labels(&format!("{STORE_LABEL}={store}"))
-            }
-            Layout::Pepr { object, .. } => {
-                watcher::Config::default().fields(&format!("metadata.name={object}"))
-            }
-        }
-    }
-
-    /// Writes to one object; every write gets an outcome. `Err` only for failures
-    /// worth retrying the whole batch for.
-    async fn write_object(
-        &self,
-        name: &str,
-        writes: Vec<(usize, Op)>,
-    ) -> Result<(Vec<(usize, Outcome)>, u64)> {
-        let mut outcomes = Vec::with_capacity(writes.len());
-        let mut remaining: VecDeque<(usize, Op)> = writes.into();
-        // The base to plan on, and whether it came from the server (a GET or a
-        // patch's answer) rather than the watch, which may lag behind.
-        let mut base = self
-            .cache()
-            .shards
-            .get(name)
-            .map(|shard| (Base::from_shard(shard), false));
-        let mut revision = 0;
-        let mut replans = 0;
-        // While a refusal that names no write is being narrowed down: how many
-        // writes the next patch may carry (halved on each such refusal).
-        let mut cap: Option<usize> = None;
-        let params = PatchParams {
-            field_manager: Some(self.field_manager.clone()),
-            ..PatchParams::default()
-        };
-        while !remaining.is_empty() {
-            let (current, fresh) = match base.take() {
-                Some(base) => base,
-                None => (
-                    Base::from_seen(parse_object(
-                        &self.layout,
-                        &self.ensure_object(name).await?,
-                    )?),
-                    true,
-                ),
-            };
-            revision = revision.max(current.revision);
-            let plan = {
-                let cache = self.cache();
-                let pending = remaining.make_contiguous();
-                let pending = &pending[..cap.map_or(pending.len(), |c| c.min(pending.len()))];
-                writer::plan(
-                    &self.layout,
-                    cache.shards.get(name),
-                    &current,
-                    pending,
-                    &self.limits,
-                    now_millis(),
-                )
-            };
-            // The watch may lag the server: a key it still shows may be gone, a
-            // shard it shows full may have been emptied. Refuse a write
-            // conditional on absence, or one that would not fit, only on the
-            // server's word.
-            let refused_on_hearsay = !fresh
-                && plan.decided.iter().any(|(index, outcome)| match outcome {
-                    Outcome::Conflict { .. } => remaining
-                        .iter()
-                        .any(|(i, op)| i == index && op.precondition == Some(Precondition::Absent)),
-                    Outcome::Failed(Error::StoreFull { .. }) => true,
-                    _ => false,
-                });
-            if refused_on_hearsay {
-                continue;
-            }
-            outcomes.extend(plan.decided);
-            let covered: Vec<(usize, Op)> = remaining.drain(..plan.covered).collect();
-            if plan.patch.is_empty() {
-                base = Some((current, fresh));
-                continue;
-            }
-            let sent: Vec<(usize, Op, Option<String>)> = plan
-                .sent
-                .into_iter()
-                .filter_map(|(index, stored)| {
-                    covered
-                        .iter()
-                        .find(|(i, _)| *i == index)
-                        .map(|(_, op)| (index, op.clone(), stored))
-                })
-                .collect();
-            let patch: json_patch::Patch =
-                serde_json::from_value(serde_json::Value::Array(plan.patch))
-                    .map_err(|e| Error::backend(NAME, e))?;
-            let result = self
-                .call(
-                    "patch",
-                    self.api.patch(name, &params, &Patch::Json::<()>(patch)),
-                )
-                .instrument(tracing::debug_span!(
-                    "patch",
-                    object = name,
-                    writes = sent.len()
-                ))
-                .await;
-            let requeue = |remaining: &mut VecDeque<(usize, Op)>,
-                           sent: Vec<(usize, Op, Option<String>)>| {
-                for (index, op, _) in sent.into_iter().rev() {
-                    remaining.push_front((index, op));
-                }
-            };
-            match result {
-                Ok(object) => {
-                    let seen = parse_object(&self.layout, &Self::to_json(&object)?)?;
-                    revision = revision.max(seen.revision);
-                    let cache = self.cache();
-                    let watched = cache.shards.get(name);
-                    for (index, op, stored) in sent {
-                        let unchanged =
-                            stored.is_some() && current.data.get(&op.key) == stored.as_ref();
-                        let version = if seen.revision == current.revision || unchanged {
-                            watched
-                                .and_then(|s| s.version(&op.key))
-                                .unwrap_or(Version(current.revision))
-                        } else {
-                            Version(seen.revision)
-                        };
-                        outcomes.push((index, Outcome::Applied(version)));
-                    }
-                    drop(cache);
-                    base = Some((Base::from_seen(seen), true));
-                }
-                // Deleted under us: the next round recreates it.
-                Err(e) if error::is_not_found(&e) => requeue(&mut remaining, sent),
-                Err(e) if error::invalid_fields(&e).is_some() => {
-                    // The schema refused the object as patched: a refusal for good.
-                    // Settle the writes it blames; the patch was atomic, so the
-                    // object is as it was and the rest go again at once.
-                    let fields = error::invalid_fields(&e).unwrap_or_default();
-                    let blamed = self.blame(&sent, &fields);
-                    let rejected: Vec<usize> = if !blamed.is_empty() {
-                        blamed
-                    } else if let [(index, ..)] = sent.as_slice() {
-                        vec![*index]
-                    } else {
-                        // Nothing named a write of ours: halve the patch until the
-                        // refused write is alone in one.
-                        cap = Some((sent.len() / 2).max(1));
-                        Vec::new()
-                    };
-                    if !rejected.is_empty() {
-                        cap = None;
-                    }
-                    let reason = fields
-                        .iter()
-                        .map(|(_, reason)| reason.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ");
-                    tracing::warn!(
-                        object = name,
-                        refused = rejected.len(),
-                        %reason,
-                        "the API server refused writes for good"
-                    );
-                    let mut kept = Vec::new();
-                    for (index, op, stored) in sent {
-                        if rejected.contains(&index) {
-                            let reason = fields
-                                .iter()
-                                .find(|(field, _)| {
-                                    *field == self.layout.field_path(&self.layout.map_key(&op.key))
-                                })
-                                .map_or_else(|| reason.clone(), |(_, r)| r.clone());
-                            outcomes.push((
-                                index,
-                                Outcome::Failed(Error::Rejected {
-                                    key: op.key,
-                                    reason,
-                                }),
-                            ));
-                        } else {
-                            kept.push((index, op, stored));
-                        }
-                    }
-                    requeue(&mut remaining, kept);
-                    base = Some((current, fresh));
-                }
-                Err(e) if error::is_patch_rejected(&e) => {
-                    // A precondition failed or the object changed shape: plan again
-                    // on the object as it is now.
-                    replans += 1;
-                    if replans > MAX_REPLANS {
-                        return Err(Error::unavailable(
-                            NAME,
-                            format!("patches to {name} kept being rejected: {e}"),
-                        ));
-                    }
-                    tracing::debug!(
-                        object = name,
-                        replans,
-                        "patch rejected; planning again on a fresh read"
-                    );
-                    requeue(&mut remaining, sent);
-                }
-                Err(e) if error::is_too_large(&e) => {
-                    tracing::warn!(
-                        object = name,
-                        "object over the API size limit; refusing this patch's puts"
-                    );
-                    let (puts, deletes): (Vec<_>, Vec<_>) = sent
-                        .into_iter()
-                        .partition(|(_, _, stored)| stored.is_some());
-                    for (index, op, stored) in puts {
-                        outcomes.push((
-                            index,
-                            Outcome::Failed(Error::StoreFull {
-                                key: op.key,
-                                needed: stored.map_or(0, |s| s.len()),
-                                available: 0,
-                            }),
-                        ));
-                    }
-                    requeue(&mut remaining, deletes);
-                }
-                Err(e) => return Err(error::from_kube(e)),
-            }
-        }
-        Ok((outcomes, revision))
-    }
-}
-
-impl Inner {
-    /// The sent writes a schema refusal names: per refused field, the last
-    /// write to that key in the patch (whose value the object would have kept).
-    fn blame(
-        &self,
-        sent: &[(usize, Op, Option<String>)],
-        fields: &[(String, String)],
-    ) -> Vec<usize> {
-        let mut blamed = Vec::new();
-        for (field, _) in fields {
-            let last = sent
-                .iter()
-                .rev()
-                .find(|(_, op, _)| self.layout.field_path(&self.layout.map_key(&op.key)) == *field);
-            if let Some((index, ..)) = last
-                && !blamed.contains(index)
-            {
-                blamed.push(*index);
-            }
-        }
-        blamed
     }
 }
 
@@ -780,7 +376,7 @@ impl Backend for KubeBackend {
             Err(e) if error::is_not_found(&e) => return Ok(None),
             Err(e) => return Err(error::from_kube(e)),
         };
-        let seen = parse_object(&inner.layout, &Inner::to_json(&object)?)?;
+        let seen = parse_object(&inner.layout, &to_json(&object)?)?;
         let cache = inner.cache();
         Ok(seen.data.get(key).map(|stored| {
             let watched = cache
@@ -819,7 +415,7 @@ impl Backend for KubeBackend {
             .collect::<Result<Vec<_>>>()?;
         let deadline = tokio::time::Instant::now() + inner.request_timeout * 3;
         loop {
-            let notified = inner.advanced.notified();
+            let notified = inner.feed.advanced.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {

@@ -44,6 +44,11 @@ pub(crate) struct Seen {
     pub(crate) has_labels: bool,
 }
 
+/// An object as JSON, to parse.
+pub(crate) fn to_json(object: &kube::api::DynamicObject) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(object).map_err(|e| Error::backend(NAME, e))
+}
+
 /// Parses a `resourceVersion`. Kubernetes calls it opaque; every API server in use
 /// (etcd-backed) makes it the decimal etcd revision, which ordering relies on.
 pub(crate) fn parse_revision(resource_version: Option<&str>) -> Result<u64, Error> {
@@ -110,7 +115,7 @@ pub(crate) struct Cache {
 impl Cache {
     /// Replaces one object's copy; returns the changes, with keys whose value
     /// changed taking the object's revision as their version.
-    pub(crate) fn apply(&mut self, layout: &Layout, seen: Seen) -> Vec<Change> {
+    pub(crate) fn observe(&mut self, layout: &Layout, seen: Seen) -> Vec<Change> {
         let shard = self.shards.entry(seen.name.clone()).or_default();
         let mut changes = Vec::new();
         let mut versions = HashMap::with_capacity(seen.data.len());
@@ -197,10 +202,10 @@ mod tests {
         let mut cache = Cache::default();
         let first = parse_object(&layout, &object(5, serde_json::json!({"a": "1", "b": "2"})))
             .expect("parses");
-        assert_eq!(cache.apply(&layout, first).len(), 2);
+        assert_eq!(cache.observe(&layout, first).len(), 2);
         let second = parse_object(&layout, &object(9, serde_json::json!({"a": "1", "c": "3"})))
             .expect("parses");
-        let changes = cache.apply(&layout, second);
+        let changes = cache.observe(&layout, second);
         let summary: Vec<_> = changes
             .iter()
             .map(|c| (c.key.as_str(), c.value.is_some()))

@@ -9,17 +9,17 @@
 //! all end in a `Gap`, and the store re-lists.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use futures_util::StreamExt;
-use kube::api::DynamicObject;
+use kube::api::{Api, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use store_core::Revision;
 use store_core::backend::{Change, WatchEvent, WatchStream};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast, mpsc};
 
-use crate::backend::Inner;
-use crate::cache::parse_object;
+use crate::cache::{Cache, parse_object, to_json};
+use crate::layout::Layout;
 
 /// Revisions kept for stores that watch from an older revision.
 const HISTORY: usize = 10_000;
@@ -140,12 +140,47 @@ impl Feed {
     }
 }
 
-/// Runs the backend's watcher until the backend is dropped.
-pub(crate) async fn run(inner: Weak<Inner>, mut stop: tokio::sync::watch::Receiver<()>) {
-    let (api, config) = match inner.upgrade() {
-        Some(inner) => (inner.api.clone(), inner.watcher_config()),
-        None => return,
-    };
+/// What the watcher task keeps: the local view of the store's objects and
+/// the history of changes stores replay. The backend reads both; only the
+/// task writes them.
+pub(crate) struct FeedState {
+    pub(crate) layout: Layout,
+    cache: Mutex<Cache>,
+    history: Mutex<Feed>,
+    /// Woken whenever the feed moved, for listings waiting on it.
+    pub(crate) advanced: Notify,
+}
+
+impl FeedState {
+    pub(crate) fn new(layout: Layout) -> Self {
+        FeedState {
+            layout,
+            cache: Mutex::new(Cache::default()),
+            history: Mutex::new(Feed::default()),
+            advanced: Notify::new(),
+        }
+    }
+
+    pub(crate) fn cache(&self) -> MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn history(&self) -> MutexGuard<'_, Feed> {
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Runs the backend's watcher until the backend is dropped (`stop` ends) or
+/// its state goes. An object deleted by someone else is dropped from the view
+/// (stores re-list) and its name reported on `deleted`: what to do about it
+/// is the backend's call.
+pub(crate) async fn run(
+    state: Weak<FeedState>,
+    api: Api<DynamicObject>,
+    config: watcher::Config,
+    mut stop: tokio::sync::watch::Receiver<()>,
+    deleted: mpsc::UnboundedSender<String>,
+) {
     let mut events = std::pin::pin!(watcher(api, config).default_backoff());
     let mut buffer: Option<Vec<DynamicObject>> = None;
     loop {
@@ -155,7 +190,7 @@ pub(crate) async fn run(inner: Weak<Inner>, mut stop: tokio::sync::watch::Receiv
             _ = stop.changed() => return,
         };
         let Some(event) = event else { return };
-        let Some(inner) = inner.upgrade() else { return };
+        let Some(state) = state.upgrade() else { return };
         match event {
             Ok(watcher::Event::Init) => buffer = Some(Vec::new()),
             Ok(watcher::Event::InitApply(object)) => {
@@ -165,31 +200,35 @@ pub(crate) async fn run(inner: Weak<Inner>, mut stop: tokio::sync::watch::Receiv
             }
             Ok(watcher::Event::InitDone) => {
                 let listed = buffer.take().unwrap_or_default();
-                init_done(&inner, &listed);
+                init_done(&state, &listed);
             }
-            Ok(watcher::Event::Apply(object)) => applied(&inner, &object),
-            Ok(watcher::Event::Delete(object)) => deleted(&inner, &object),
+            Ok(watcher::Event::Apply(object)) => applied(&state, &object),
+            Ok(watcher::Event::Delete(object)) => {
+                let name = gone(&state, &object);
+                // No receiver: the backend is going away.
+                let _ = deleted.send(name);
+            }
             Err(error) => {
                 // The watcher backs off and resumes by itself.
                 tracing::warn!(%error, "watch failed; backing off");
             }
         }
-        inner.advanced.notify_waiters();
+        state.advanced.notify_waiters();
     }
 }
 
 /// A complete listing from the watcher: diff every object against the cache.
-fn init_done(inner: &Inner, listed: &[DynamicObject]) {
+fn init_done(state: &FeedState, listed: &[DynamicObject]) {
     let mut seen = Vec::with_capacity(listed.len());
     for object in listed {
-        match Inner::to_json(object).and_then(|json| parse_object(&inner.layout, &json)) {
+        match to_json(object).and_then(|json| parse_object(&state.layout, &json)) {
             Ok(parsed) => seen.push(parsed),
             Err(error) => tracing::warn!(%error, "skipping an object that does not parse"),
         }
     }
     seen.sort_by_key(|s| s.revision);
-    let mut cache = inner.cache();
-    let mut feed = inner.feed();
+    let mut cache = state.cache();
+    let mut feed = state.history();
     let vanished = cache
         .shards
         .keys()
@@ -200,7 +239,7 @@ fn init_done(inner: &Inner, listed: &[DynamicObject]) {
     for object in seen {
         let revision = Revision(object.revision);
         latest = latest.max(revision);
-        let changes = cache.apply(&inner.layout, object);
+        let changes = cache.observe(&state.layout, object);
         if changes.is_empty() {
             continue;
         }
@@ -228,8 +267,8 @@ fn init_done(inner: &Inner, listed: &[DynamicObject]) {
     feed.push(Item::Progress(latest));
 }
 
-fn applied(inner: &Inner, object: &DynamicObject) {
-    let seen = match Inner::to_json(object).and_then(|json| parse_object(&inner.layout, &json)) {
+fn applied(state: &FeedState, object: &DynamicObject) {
+    let seen = match to_json(object).and_then(|json| parse_object(&state.layout, &json)) {
         Ok(seen) => seen,
         Err(error) => {
             tracing::warn!(%error, "skipping an object that does not parse");
@@ -237,7 +276,7 @@ fn applied(inner: &Inner, object: &DynamicObject) {
         }
     };
     let revision = Revision(seen.revision);
-    let mut cache = inner.cache();
+    let mut cache = state.cache();
     let stale = cache
         .shards
         .get(&seen.name)
@@ -245,8 +284,8 @@ fn applied(inner: &Inner, object: &DynamicObject) {
     if stale {
         return;
     }
-    let changes = cache.apply(&inner.layout, seen);
-    let mut feed = inner.feed();
+    let changes = cache.observe(&state.layout, seen);
+    let mut feed = state.history();
     if changes.is_empty() {
         feed.push(Item::Progress(revision));
     } else {
@@ -254,16 +293,11 @@ fn applied(inner: &Inner, object: &DynamicObject) {
     }
 }
 
-fn deleted(inner: &Arc<Inner>, object: &DynamicObject) {
+/// Drops a deleted object from the view; stores re-list, so its keys read as
+/// removed and subscribers see it. Returns its name.
+fn gone(state: &FeedState, object: &DynamicObject) -> String {
     let name = object.metadata.name.clone().unwrap_or_default();
-    tracing::warn!(object = %name, namespace = %inner.namespace, "store object deleted; recreating it");
-    inner.cache().remove(&name);
-    // Stores re-list: the object's keys read as removed, subscribers see it.
-    inner.feed().push(Item::Gap);
-    let inner = Arc::clone(inner);
-    tokio::spawn(async move {
-        if let Err(error) = inner.ensure_object(&name).await {
-            tracing::error!(object = %name, %error, "could not recreate store object");
-        }
-    });
+    state.cache().remove(&name);
+    state.history().push(Item::Gap);
+    name
 }

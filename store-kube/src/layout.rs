@@ -466,7 +466,7 @@ mod fuzz_tests {
                             continue;
                         }
                         highest = highest.max(seen.revision);
-                        let changes = cache.apply(&layout, seen.clone());
+                        let changes = cache.observe(&layout, seen.clone());
                         for change in &changes {
                             if let Some(payload) = &change.value {
                                 // Every value handed on is this layout's reading of the stored text.
@@ -477,7 +477,7 @@ mod fuzz_tests {
                             }
                         }
                         // The same object again changes nothing.
-                        prop_assert!(cache.apply(&layout, seen.clone()).is_empty());
+                        prop_assert!(cache.observe(&layout, seen.clone()).is_empty());
                         last = Some(seen);
                     }
                     let entries = cache.entries(&layout, "");

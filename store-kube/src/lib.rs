@@ -83,18 +83,16 @@
 
 mod backend;
 mod cache;
+mod config;
 mod error;
 mod feed;
 pub mod layout;
 mod migration;
 pub mod resource;
+mod shared;
 mod writer;
 
 pub use backend::{KubeBackend, KubeBackendBuilder, PEPR_NAMESPACE, PEPR_WRITE_GAP};
+pub use config::ConfigError;
 pub use migration::{PeprV1Key, pepr_v1_keys};
 pub use writer::DEFAULT_OBJECT_BUDGET;
-
-// Test harness: fake API server, real control plane and the switch between
-// them. Documented inside the module, where its intra-doc links resolve.
-#[cfg(feature = "testing")]
-pub mod testing;

@@ -21,9 +21,9 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Map, Value, json};
 use store_core::{Error, Result};
 
-use crate::backend::{Inner, now_millis};
 use crate::error::{self, NAME};
 use crate::layout::pointer_segment;
+use crate::shared::{Shared, now_millis};
 
 /// How long one migration step keeps retrying refused or failed patches.
 const STEP_DEADLINE: Duration = Duration::from_secs(60);
@@ -137,7 +137,7 @@ fn step_patch(
     Some((patch, keys))
 }
 
-impl Inner {
+impl Shared {
     /// Runs one migration step until it is done: a patch refused because a v1
     /// key changed or went meanwhile is planned again on a fresh read;
     /// transient failures back off. Gives up with an error after
@@ -163,7 +163,7 @@ impl Inner {
                     .call("get", self.api.get(object))
                     .await
                     .map_err(error::from_kube)?;
-                let json = Self::to_json(&current)?;
+                let json = crate::cache::to_json(&current)?;
                 let Some(data) = json.get("data").and_then(Value::as_object) else {
                     return Ok(Some(0));
                 };
@@ -252,7 +252,7 @@ impl Inner {
 /// meanwhile time to send its own migration patch. Stops when the backend is
 /// dropped.
 pub(crate) fn remove_v1_later(
-    inner: Weak<Inner>,
+    inner: Weak<Shared>,
     mut stop: tokio::sync::watch::Receiver<()>,
     object: String,
     capability: String,

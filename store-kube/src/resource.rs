@@ -56,6 +56,12 @@ pub struct StoreShardSpec {
     pub data: BTreeMap<String, String>,
 }
 
+/// The CRDs of both kinds a store can live in ([`store_shard_crd`] and
+/// [`pepr_store_crd`]), for a test cluster to serve.
+pub fn crds() -> [CustomResourceDefinition; 2] {
+    [store_shard_crd(), pepr_store_crd()]
+}
+
 /// The CRD of the native kind.
 pub fn store_shard_crd() -> CustomResourceDefinition {
     StoreShard::crd()

@@ -1,26 +1,27 @@
 //! The kube backend on the in-process fake API server: the conformance suite,
 //! then what only a Kubernetes backend has to get right (request counts,
 //! faults, deleted objects, size, Pepr's layout, hand-edited data).
-#![cfg(feature = "testing")]
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
+use store_conformance::support::eventually;
 use store_core::{Error, Precondition, Store, Version};
 use store_kube::KubeBackend;
-use store_kube::resource::{
-    pepr_store_crd, pepr_store_resource, store_shard_crd, store_shard_resource,
-};
-use store_kube::testing::{FakeApiServer, Fault, Verb};
+use store_kube::resource::{pepr_store_resource, store_shard_resource};
+use store_kube_testing::{FakeApiServer, Fault, Verb};
+use support::fake_server;
 
 /// Opens backends on one fake API server; each scope is a store.
 struct FakeHarness {
     server: FakeApiServer,
 }
 
-impl store_core::conformance::Harness for FakeHarness {
+impl store_conformance::Harness for FakeHarness {
     type Backend = KubeBackend;
 
     async fn open(&self, scope: &str) -> KubeBackend {
@@ -30,20 +31,11 @@ impl store_core::conformance::Harness for FakeHarness {
 
 async fn harness() -> FakeHarness {
     FakeHarness {
-        server: server().await,
+        server: fake_server().await,
     }
 }
 
-store_core::conformance_tests!(harness);
-
-async fn server() -> FakeApiServer {
-    let server = FakeApiServer::start()
-        .await
-        .expect("fake API server starts");
-    server.apply_crd(&store_shard_crd()).expect("CRD applies");
-    server.apply_crd(&pepr_store_crd()).expect("CRD applies");
-    server
-}
+store_conformance::conformance_tests!(harness);
 
 async fn backend(server: &FakeApiServer, store: &str, shards: u32) -> KubeBackend {
     KubeBackend::builder(server.client().expect("client"), store)
@@ -66,17 +58,6 @@ async fn store_on(backend: KubeBackend) -> Store {
         .expect("store starts")
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn patches(server: &FakeApiServer) -> usize {
     server
         .requests()
@@ -87,7 +68,7 @@ fn patches(server: &FakeApiServer) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_sets_on_a_thousand_keys_take_a_handful_of_patches() {
-    let server = server().await;
+    let server = fake_server().await;
     let store = store_on(backend(&server, "coalesce", 1).await).await;
     server.set_latency(Duration::from_millis(1));
     server.clear_requests();
@@ -110,7 +91,7 @@ async fn ten_thousand_sets_on_a_thousand_keys_take_a_handful_of_patches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_waiting_writes_share_patches_instead_of_one_each() {
-    let server = server().await;
+    let server = fake_server().await;
     let store = store_on(backend(&server, "group-commit", 1).await).await;
     server.set_latency(Duration::from_millis(50));
     server.clear_requests();
@@ -134,7 +115,7 @@ async fn concurrent_waiting_writes_share_patches_instead_of_one_each() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_precondition_fails_only_its_own_write() {
-    let server = server().await;
+    let server = fake_server().await;
     let store = store_on(backend(&server, "isolation", 1).await).await;
     let v1 = store.set_and_wait("guarded", &1).await.expect("set");
     store.set_and_wait("guarded", &2).await.expect("set");
@@ -172,7 +153,7 @@ async fn a_failed_precondition_fails_only_its_own_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_kind_is_survived_without_losing_an_acknowledged_write() {
-    let server = server().await;
+    let server = fake_server().await;
     let store = store_on(backend(&server, "faults", 2).await).await;
     let other = store_on(backend(&server, "faults", 2).await).await;
     let faults = [
@@ -213,7 +194,7 @@ async fn every_fault_kind_is_survived_without_losing_an_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_store_object_is_recreated_and_its_keys_read_as_removed() {
-    let server = server().await;
+    let server = fake_server().await;
     let backend = backend(&server, "deleted", 1).await;
     let store = store_on(backend).await;
     store.set_and_wait("k", &1).await.expect("set");
@@ -246,7 +227,7 @@ async fn a_deleted_store_object_is_recreated_and_its_keys_read_as_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_updating_one_counter_lose_no_increment() {
-    let server = server().await;
+    let server = fake_server().await;
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(store_on(backend(&server, "counter", 2).await).await);
@@ -278,7 +259,7 @@ async fn three_replicas_updating_one_counter_lose_no_increment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_mebibytes_fit_over_shards() {
-    let server = server().await;
+    let server = fake_server().await;
     let backend = KubeBackend::builder(server.client().expect("client"), "big")
         .namespace("default")
         .capacity(64 * 1024 * 1024)
@@ -312,7 +293,7 @@ async fn fifty_mebibytes_fit_over_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_that_can_never_fit_is_refused_at_the_call() {
-    let server = server().await;
+    let server = fake_server().await;
     let store = store_on(backend(&server, "too-large", 1).await).await;
     store.set_and_wait("kept", &1).await.expect("set");
     let err = store
@@ -328,7 +309,7 @@ async fn a_value_that_can_never_fit_is_refused_at_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_edited_by_hand_give_a_decode_error_for_that_key_only() {
-    let server = server().await;
+    let server = fake_server().await;
     let store = store_on(backend(&server, "hand-edited", 1).await).await;
     store.set_and_wait("good", &1u32).await.expect("set");
     store.set_and_wait("bad", &2u32).await.expect("set");
@@ -373,7 +354,7 @@ async fn values_edited_by_hand_give_a_decode_error_for_that_key_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pepr_layout_is_read_migrated_and_written_as_pepr_does() {
-    let server = server().await;
+    let server = fake_server().await;
     let client = server.client().expect("client");
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let namespace =
@@ -499,7 +480,7 @@ async fn the_pepr_layout_is_read_migrated_and_written_as_pepr_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_asking_for_another_shard_count_is_refused() {
-    let server = server().await;
+    let server = fake_server().await;
     let _first = backend(&server, "shards", 4).await;
     let err = KubeBackend::builder(server.client().expect("client"), "shards")
         .namespace("default")
@@ -512,7 +493,7 @@ async fn a_replica_asking_for_another_shard_count_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_and_wait_returns_once_acknowledged_not_after_a_debounce() {
-    let server = server().await;
+    let server = fake_server().await;
     let store = store_on(backend(&server, "latency", 1).await).await;
     let started = std::time::Instant::now();
     let version = store.set_and_wait("k", &1).await.expect("set");

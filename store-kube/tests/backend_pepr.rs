@@ -2,9 +2,6 @@
 //! real control plane: writes the server refuses, keys other writers stored,
 //! and the v1-to-v2 migration beside other writers and beside Pepr's own; and
 //! the one native-layout case the same server limits call for.
-#![cfg(feature = "testing")]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,8 +15,10 @@ use store_core::backend::{Batch, Op, Outcome};
 use store_core::{Backend, Error, Payload, Store};
 use store_kube::KubeBackend;
 use store_kube::resource::{pepr_store_crd, pepr_store_resource};
-use store_kube::testing::{ControlPlane, FakeApiServer, TestCluster};
-use support::{DEADLINE, on_both_tiers, unique, within};
+use store_kube_testing::{ControlPlane, FakeApiServer, TestCluster};
+use store_kube_testing::{
+    DEFAULT_DEADLINE as DEADLINE, on_both_tiers, unique_name as unique, within,
+};
 
 const PLACEHOLDER: &str = "__pepr_do_not_delete__";
 
@@ -295,16 +294,11 @@ mod a_refusal_naming_no_write_is_narrowed_down_to_the_writes_it_blames {
     }
 
     #[tokio::test]
+    #[cfg_attr(
+        not(real_control_plane),
+        ignore = "no control plane found at build time: run `cargo xtask envtest`"
+    )]
     async fn on_a_real_control_plane_of_its_own() {
-        // Says whether control-plane binaries are provisioned (skipping with a
-        // notice, or failing when they are required).
-        if TestCluster::real()
-            .await
-            .expect("real control plane")
-            .is_none()
-        {
-            return;
-        }
         let plane = ControlPlane::start()
             .await
             .expect("a control plane of its own");

@@ -2,25 +2,18 @@
 //! every write acknowledged (by `set_and_wait`, or a `flush` that returned
 //! `Ok` after it was queued) is on the server afterwards, as a fresh replica
 //! reads it; a write only queued may be lost; nothing else appears.
-#![cfg(feature = "testing")]
+
+mod support;
 
 use std::time::Duration;
 
 use store_core::Store;
 use store_kube::KubeBackend;
 use store_kube::layout::Layout;
-use store_kube::resource::store_shard_crd;
-use store_kube::testing::{FakeApiServer, Fault, FaultRule, Verb};
+use store_kube_testing::{FakeApiServer, Fault, FaultRule, Verb};
+use support::fake_server;
 
 const SHARDS: u32 = 2;
-
-async fn server() -> FakeApiServer {
-    let server = FakeApiServer::start()
-        .await
-        .expect("fake API server starts");
-    server.apply_crd(&store_shard_crd()).expect("CRD applies");
-    server
-}
 
 /// A replica with a client of its own.
 async fn replica(server: &FakeApiServer, store: &str) -> Store {
@@ -70,7 +63,7 @@ fn key_in_shard(store: &str, shard: usize, stem: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_held_by_a_paused_api_that_restarts_land_once_it_is_back() {
-    let server = server().await;
+    let server = fake_server().await;
     let store = replica(&server, "paused").await;
     store
         .set_and_wait("before", &1)
@@ -124,7 +117,7 @@ async fn writes_held_by_a_paused_api_that_restarts_land_once_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_half_applied_when_the_api_restarts_is_completed_once_it_is_back() {
-    let server = server().await;
+    let server = fake_server().await;
     let store = replica(&server, "halves").await;
     let observer = replica(&server, "halves").await;
     let first = key_in_shard("halves", 0, "first");
@@ -167,7 +160,7 @@ async fn a_batch_half_applied_when_the_api_restarts_is_completed_once_it_is_back
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_stops_mid_flush_loses_only_what_was_never_acknowledged() {
-    let server = server().await;
+    let server = fake_server().await;
     let store = replica(&server, "stopped").await;
     store
         .set_and_wait("waited", &1)

@@ -1,24 +1,23 @@
 //! Model-based test of the kube backend on the fake API server: random calls
 //! from three replicas (each its own client and backend) on one store, with
 //! dropped watches, 409/429/500 answers, hung requests, latency and API
-//! restarts between them, checked against `store_core::model`. One promise the
+//! restarts between them, checked against `store_conformance::model`. One promise the
 //! model checks is also replayed step by step: a write conditional on absence
 //! is not refused on the word of a lagging watch.
 //!
 //! `STORE_MODEL_CASES` sets the number of cases (default 12) and
 //! `PROPTEST_RNG_SEED` repeats a run; the summary line starts with `model:`.
-#![cfg(feature = "testing")]
 
 use std::time::Duration;
 
 use proptest::collection::vec;
 use proptest::prelude::any;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use store_conformance::model::{self, MAX_STEPS, ModelCase, ModelHarness, RawStep, Runner};
 use store_core::Store;
-use store_core::model::{self, MAX_STEPS, ModelCase, ModelHarness, RawStep, Runner};
 use store_kube::KubeBackend;
 use store_kube::resource::store_shard_crd;
-use store_kube::testing::{FakeApiServer, Fault};
+use store_kube_testing::{FakeApiServer, Fault};
 
 /// Faults, in `inject`'s numbering.
 const FAULTS: &[&str] = &[
@@ -143,7 +142,7 @@ fn kube_replicas_on_the_fake_agree_with_the_model_under_faults() {
 async fn a_write_conditional_on_absence_is_decided_by_the_server_not_a_stale_watch() {
     use store_core::backend::{Batch, Op};
     use store_core::{Backend, Precondition};
-    use store_kube::testing::{FaultRule, Verb};
+    use store_kube_testing::{FaultRule, Verb};
 
     let server = FakeApiServer::start()
         .await

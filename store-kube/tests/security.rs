@@ -8,10 +8,10 @@
 //!   write, fail, retry and recover, and searched for the values.
 //! - Keys cannot escape: whatever its text, a key is one entry of one data
 //!   map, in the shard its hash names, under its own capability.
-#![cfg(feature = "testing")]
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -20,92 +20,34 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
+use store_conformance::support::{LogCapture, eventually};
 use store_core::key::MAX_KEY_LEN;
 use store_core::{Error, Precondition, Store};
 use store_kube::layout::{Layout, PEPR_PLACEHOLDER};
 use store_kube::resource::{
-    GROUP, STORE_LABEL, pepr_store_crd, pepr_store_resource, store_shard_crd, store_shard_resource,
+    GROUP, STORE_LABEL, pepr_store_resource, store_shard_crd, store_shard_resource,
 };
-use store_kube::testing::{FakeApiServer, Fault, FaultRule, Verb};
 use store_kube::{KubeBackend, PEPR_NAMESPACE};
+use store_kube_testing::{FakeApiServer, Fault, FaultRule, Verb};
+use support::fake_server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::FmtSpan;
 
 // ---------------------------------------------------------------------------
 // Log capture
 // ---------------------------------------------------------------------------
 
-/// Everything every thread logs, at every level, spans included.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-struct CapturedWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = CapturedWriter;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        CapturedWriter(Arc::clone(&self.0))
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-/// The process-wide capture, installed once for every test of this binary.
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_span_events(FmtSpan::FULL)
-            .with_writer(captured.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
-        captured
-    })
+fn logs() -> &'static LogCapture {
+    LogCapture::global()
 }
 
 /// The first captured line holding `secret`, if any.
 fn logged_line(secret: &str) -> Option<String> {
-    let text = logs().text();
-    let at = text.find(secret)?;
-    let start = text[..at].rfind('\n').map_or(0, |n| n + 1);
-    let end = text[at..].find('\n').map_or(text.len(), |n| at + n);
-    Some(text[start..end].to_owned())
+    logs().line_with(secret)
 }
 
 // ---------------------------------------------------------------------------
 // Shared set-up
 // ---------------------------------------------------------------------------
-
-async fn fake_server() -> FakeApiServer {
-    let server = FakeApiServer::start()
-        .await
-        .expect("fake API server starts");
-    server.apply_crd(&store_shard_crd()).expect("CRD");
-    server.apply_crd(&pepr_store_crd()).expect("CRD");
-    server
-}
 
 async fn create_namespace(client: &kube::Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -147,17 +89,6 @@ async fn open(backend: KubeBackend) -> Store {
         .open()
         .await
         .expect("store opens")
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// The store objects' JSON, by name.

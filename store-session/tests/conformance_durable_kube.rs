@@ -12,7 +12,7 @@ use common::ScopedHarness;
 use store_core::backend::{Applied, Batch, Entry, Listing, WatchStream};
 use store_core::{Backend, Capabilities, Result, Revision};
 use store_kube::KubeBackend;
-use store_kube::testing::FakeApiServer;
+use store_kube_testing::FakeApiServer;
 
 /// The kube backend together with the fake API server it talks to, so the
 /// server lives as long as the harness.
@@ -62,4 +62,4 @@ async fn harness() -> ScopedHarness<OnFakeServer> {
     })
 }
 
-store_core::conformance_tests!(harness);
+store_conformance::conformance_tests!(harness);

@@ -11,7 +11,7 @@ async fn harness() -> ScopedHarness<MemoryBackend> {
     ScopedHarness::new(MemoryBackend::new())
 }
 
-store_core::conformance_tests!(harness);
+store_conformance::conformance_tests!(harness);
 
 mod shared_watch {
     use super::common::ScopedHarness;
@@ -21,5 +21,5 @@ mod shared_watch {
         ScopedHarness::shared(MemoryBackend::new())
     }
 
-    store_core::conformance_tests!(harness);
+    store_conformance::conformance_tests!(harness);
 }

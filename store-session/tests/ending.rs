@@ -212,7 +212,7 @@ async fn one_sessions_writes_cost_no_watch_events_in_other_sessions_on_memory() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_sessions_writes_cost_no_watch_events_in_other_sessions_on_kube() -> Result<(), Error> {
-    let server = store_kube::testing::FakeApiServer::start()
+    let server = store_kube_testing::FakeApiServer::start()
         .await
         .expect("fake API server starts");
     server

@@ -2,7 +2,7 @@
 //! (each a store on a [`ScopedBackend`] of the scope's prefix, over its own
 //! connection to one inner backend), with faults of the inner backend, failed
 //! and held batches per replica, and writes to the same keys in neighbouring
-//! scopes between the calls, checked against `store_core::model`. A key
+//! scopes between the calls, checked against `store_conformance::model`. A key
 //! leaking in from a neighbour shows as a value the model rules out.
 //!
 //! Runs over the memory backend and over the kube backend on the fake API
@@ -18,13 +18,13 @@ use std::time::Duration;
 use proptest::collection::vec;
 use proptest::prelude::any;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use store_conformance::Gated;
+use store_conformance::model::{self, KEYS, MAX_STEPS, ModelCase, ModelHarness, RawStep, Runner};
 use store_core::backend::{Batch, Op};
-use store_core::conformance::Gated;
-use store_core::model::{self, KEYS, MAX_STEPS, ModelCase, ModelHarness, RawStep, Runner};
 use store_core::{Backend, MemoryBackend, Payload, Store};
 use store_kube::KubeBackend;
 use store_kube::resource::store_shard_crd;
-use store_kube::testing::{FakeApiServer, Fault};
+use store_kube_testing::{FakeApiServer, Fault};
 use store_session::{ScopeKind, ScopedBackend, layout};
 
 /// The inner backend of one case: how to reach it and how to make it fail.
@@ -50,31 +50,31 @@ trait Inner: Sized {
 /// Faults every inner backend gets, numbered first.
 const COMMON_FAULTS: &[&str] = &["replica_failures", "replica_held", "neighbour_writes"];
 
-struct OnMemory(MemoryBackend);
+struct OnMemory(Gated<MemoryBackend>);
 
 impl Inner for OnMemory {
-    type Backend = MemoryBackend;
+    type Backend = Gated<MemoryBackend>;
     const NAME: &'static str = "durable-memory";
     const FAULTS: &'static [&'static str] = &["apply_failures", "history_compacted"];
     const TIMEOUT: Duration = Duration::from_millis(150);
 
     async fn start() -> Self {
-        OnMemory(MemoryBackend::new())
+        OnMemory(Gated::new(MemoryBackend::new()))
     }
 
-    async fn connect(&self) -> MemoryBackend {
+    async fn connect(&self) -> Gated<MemoryBackend> {
         self.0.clone()
     }
 
     async fn inject(&self, fault: usize, arg: u8) {
         match fault {
-            0 => self.0.fail_next_applies(1 + usize::from(arg % 3)),
-            _ => self.0.compact(),
+            0 => self.0.fail_next(1 + usize::from(arg % 3)),
+            _ => self.0.compact().await.expect("the memory backend lists"),
         }
     }
 
     fn heal(&self) {
-        self.0.fail_next_applies(0);
+        self.0.fail_next(0);
     }
 }
 

@@ -11,22 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
+use store_conformance::support::proptest_config as config;
 use store_core::key::MAX_KEY_LEN;
 use store_core::{Backend, MemoryBackend};
 use store_session::{Error, ScopeKind, Sessions, layout};
-
-fn config(default: u32) -> Config {
-    let requested = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Config {
-        cases: default.max(requested),
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
 
 fn fail(what: impl std::fmt::Display) -> TestCaseError {
     TestCaseError::fail(what.to_string())
@@ -347,7 +336,7 @@ async fn live_values_stay_in_their_scope() {
 async fn durable_keys_on_the_kube_backend_are_exactly_their_scope_prefix_and_key() {
     use store_kube::KubeBackend;
     use store_kube::resource::store_shard_crd;
-    use store_kube::testing::FakeApiServer;
+    use store_kube_testing::FakeApiServer;
 
     let server = FakeApiServer::start().await.expect("fake API server");
     server.apply_crd(&store_shard_crd()).expect("CRD");

@@ -16,6 +16,7 @@
 mod bench;
 mod envtest;
 mod soak;
+mod tally;
 
 use std::env;
 use std::io::Read;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("test") => test(),
         Some("manifests") => manifests(args.get(1).is_some_and(|a| a == "--check")),
         Some("envtest") => envtest::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
@@ -51,6 +53,7 @@ fn print_help() {
         "cargo xtask <task>\n\n\
          tasks:\n  \
          ci                   rustfmt check, clippy (warnings denied), all tests, docs (warnings denied),\n                       manifests --check, examples\n  \
+         test                 every test and doc test, then how many ran per crate and tier\n  \
          manifests [--check]  write the CRDs and RBAC into deploy/ (or fail if they are stale)\n  \
          envtest              provision etcd + kube-apiserver (Debian packages); prints KUBEBUILDER_ASSETS\n  \
          bench [--quick] [--only B1,B7] [--no-save]\n                       \
@@ -101,22 +104,42 @@ fn ci() -> Result<(), String> {
             "warnings",
         ]),
     )?;
-    run(
-        "tests",
-        cargo(&["test", "--workspace", "--all-targets", "--all-features"]),
-    )?;
-    run(
-        "doc tests",
-        cargo(&["test", "--workspace", "--all-features", "--doc"]),
-    )?;
+    let mut tally = tally::Tally::default();
+    if let Err(failed) = run_tests(&mut tally) {
+        tally.print();
+        return Err(failed);
+    }
     let mut doc = cargo(&["doc", "--workspace", "--all-features", "--no-deps"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
     run("docs", doc)?;
     // Smoke run: fails only if a benchmark crashes, not on a missed target.
     bench::run(&["--quick".to_owned(), "--no-save".to_owned()])?;
     examples()?;
+    tally.print();
     eprintln!("xtask: ci passed");
     Ok(())
+}
+
+/// Runs every test and doc test of the workspace, then prints how many ran,
+/// per crate and per tier (memory, fake, real, doc).
+fn test() -> Result<(), String> {
+    let mut tally = tally::Tally::default();
+    let result = run_tests(&mut tally);
+    tally.print();
+    result
+}
+
+fn run_tests(tally: &mut tally::Tally) -> Result<(), String> {
+    tally::run_tests(
+        "tests",
+        &["test", "--workspace", "--all-targets", "--all-features"],
+        tally,
+    )?;
+    tally::run_tests(
+        "doc tests",
+        &["test", "--workspace", "--all-features", "--doc"],
+        tally,
+    )
 }
 
 /// Writes the deploy manifests into `deploy/` (the store's CRDs and RBAC) and

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use store_conformance::Harness;
 use store_core::backend::{Batch, Op};
-use store_core::conformance::Harness;
 use store_core::{Backend, Payload};
 use store_session::ScopeKind;
 use store_session::layout;

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use store_core::backend::{Applied, Batch, Entry, Listing, Outcome, WatchStream};
 use store_core::{Backend, Capabilities, MemoryBackend, Result, Revision};
 use store_kube::KubeBackend;
-use store_kube::testing::FakeApiServer;
+use store_kube_testing::FakeApiServer;
 use store_session::Sessions;
 use tokio::sync::{Notify, watch};
 
@@ -179,30 +179,5 @@ pub(crate) async fn kube_pair() -> Pair<KubeBackend, Held<KubeBackend>> {
     }
 }
 
-/// Waits until `check` holds, polling on every scheduler turn, for at most 10 s.
-pub(crate) async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let wait = async {
-        while !check() {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .unwrap_or_else(|_| panic!("{what} within 10 s"));
-}
-
-/// Like [`eventually`], for a check that must await.
-pub(crate) async fn eventually_async<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let wait = async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), wait)
-        .await
-        .unwrap_or_else(|_| panic!("{what} within 10 s"));
-}
+#[allow(unused_imports, reason = "each test binary uses a different subset")]
+pub(crate) use store_conformance::support::{eventually, eventually_async};

@@ -1,0 +1,105 @@
+//! The admission handler.
+
+use super::*;
+
+/// A decision and why.
+pub(crate) enum Decision {
+    Admit(String),
+    Deny(String),
+}
+
+pub(crate) fn decide(store: &Store, request: &AdmissionRequest<Pod>) -> Result<Decision> {
+    let namespace = request.namespace.as_deref().unwrap_or_default();
+    if store
+        .get(ExemptNamespaces::key())?
+        .is_some_and(|exempt| exempt.namespaces.contains_key(namespace))
+    {
+        return Ok(Decision::Admit("exempt".to_owned()));
+    }
+    let policy = store.get(Policy::key())?.unwrap_or_default();
+    let Some(spec) = request.object.as_ref().and_then(|pod| pod.spec.as_ref()) else {
+        return Ok(Decision::Admit("no pod spec".to_owned()));
+    };
+    let containers = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers);
+    for container in containers {
+        let image = container.image.as_deref().unwrap_or_default();
+        if let Some(tag) = policy.denied_tag(image) {
+            return Ok(Decision::Deny(format!(
+                "container {}: image {image} has the denied tag {tag}",
+                container.name
+            )));
+        }
+    }
+    Ok(Decision::Admit("no denied tag".to_owned()))
+}
+
+/// Answers one admission review for a Pod from the store's local view. A
+/// store that cannot be read denies (fail closed), saying why.
+pub(crate) fn review(
+    store: &Store,
+    incoming: AdmissionReview<Pod>,
+) -> AdmissionReview<DynamicObject> {
+    let request: AdmissionRequest<Pod> = match incoming.try_into() {
+        Ok(request) => request,
+        Err(e) => return AdmissionResponse::invalid(e).into_review(),
+    };
+    let mut response = AdmissionResponse::from(&request);
+    match decide(store, &request) {
+        Ok(Decision::Admit(reason)) => {
+            response
+                .audit_annotations
+                .insert(REASON_ANNOTATION.to_owned(), reason);
+        }
+        Ok(Decision::Deny(reason)) => response = response.deny(reason),
+        Err(e) => response = response.deny(format!("the exemptions could not be read: {e}")),
+    }
+    response.into_review()
+}
+
+/// The body kube-apiserver sends a validating webhook when a one-container
+/// Pod is created.
+pub(crate) fn pod_review(uid: &str, pod: &str, namespace: &str, image: &str) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": { "group": "", "version": "v1", "kind": "Pod" },
+            "resource": { "group": "", "version": "v1", "resource": "pods" },
+            "name": pod,
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": { "username": "demo" },
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": { "name": pod, "namespace": namespace },
+                "spec": { "containers": [{ "name": pod, "image": image }] },
+            },
+            "dryRun": false,
+        },
+    })
+}
+
+/// Runs a review body through the handler and returns whether it admitted
+/// the Pod and why (the audit annotation, or the denial's message).
+pub(crate) fn ask(store: &Store, body: Value) -> Result<(bool, String)> {
+    let request = serde_json::from_value(body).map_err(|e| Error::backend("admission", e))?;
+    let answer = review(store, request)
+        .response
+        .ok_or_else(|| Error::backend("admission", "the review has no response"))?;
+    let reason = if answer.allowed {
+        answer
+            .audit_annotations
+            .get(REASON_ANNOTATION)
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        answer.result.message
+    };
+    Ok((answer.allowed, reason))
+}

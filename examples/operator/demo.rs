@@ -1,0 +1,285 @@
+//! The demonstration: several replicas in one process.
+
+use super::*;
+
+/// One replica, as one pod of the Deployment would run it: its own client,
+/// backend, store, controller and sweeper.
+pub(crate) struct Replica {
+    pub(crate) name: String,
+    pub(crate) store: Store,
+    pub(crate) reconciled: watch::Receiver<BTreeMap<String, String>>,
+    pub(crate) tasks: Vec<JoinHandle<()>>,
+}
+
+impl Replica {
+    pub(crate) async fn start(index: usize, client: kube::Client) -> Result<Self> {
+        let name = format!("replica {index}");
+        let store = open_store(client.clone(), Some(NAME), &format!("operator-{index}")).await?;
+        let (reconciled, watching) = watch::channel(BTreeMap::new());
+        let context = Arc::new(Context {
+            store: store.clone(),
+            reconciled,
+        });
+        let namespaces: Api<Namespace> = Api::all(client);
+        let tasks = vec![
+            tokio::spawn(run_controller(namespaces.clone(), context, false)),
+            tokio::spawn(sweep_every(store.clone(), namespaces, DEMO_SWEEP_EVERY)),
+        ];
+        Ok(Self {
+            name,
+            store,
+            reconciled: watching,
+            tasks,
+        })
+    }
+
+    /// Asks this replica's handler about a one-container Pod; returns the
+    /// answer as one line, and the decision for comparing replicas.
+    pub(crate) fn ask(
+        &self,
+        pod: &str,
+        namespace: &str,
+        image: &str,
+    ) -> Result<(String, (bool, String))> {
+        let uid = format!("{}-{pod}-{namespace}", self.name.replace(' ', "-"));
+        let (allowed, reason) = ask(&self.store, pod_review(&uid, pod, namespace, image))?;
+        let line = if allowed {
+            format!("{} admits pod {pod} in {namespace} ({reason})", self.name)
+        } else {
+            format!("{} denies pod {pod} in {namespace}: {reason}", self.name)
+        };
+        Ok((line, (allowed, reason)))
+    }
+
+    pub(crate) async fn stop(self) -> Result<()> {
+        for task in &self.tasks {
+            task.abort();
+        }
+        // Aborted tasks end at their next await; waiting for that drops their
+        // watches before the API server goes away.
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.store.close().await
+    }
+}
+
+/// Asks every replica the same question, prints the answers and checks they agree.
+pub(crate) fn ask_all(replicas: &[Replica], pod: &str, namespace: &str, image: &str) -> Result<()> {
+    let mut answers = BTreeSet::new();
+    for replica in replicas {
+        let (line, decision) = replica.ask(pod, namespace, image)?;
+        println!("{line}");
+        answers.insert(decision);
+    }
+    if answers.len() > 1 {
+        return Err(demo_error(format!(
+            "replicas disagree on pod {pod} in {namespace}"
+        )));
+    }
+    Ok(())
+}
+
+/// Waits until every replica's controller reconciled the namespaces at these
+/// versions (so no older write is still in flight), then until every
+/// replica's view shows `exempt`.
+pub(crate) async fn converge(
+    replicas: &[Replica],
+    versions: &BTreeMap<String, String>,
+    exempt: &[&str],
+) -> Result<()> {
+    for replica in replicas {
+        let mut reconciled = replica.reconciled.clone();
+        let caught_up = reconciled.wait_for(|seen| {
+            versions
+                .iter()
+                .all(|(name, version)| seen.get(name) == Some(version))
+        });
+        match tokio::time::timeout(DEADLINE, caught_up).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(Error::Closed),
+            Err(_) => {
+                return Err(Error::Timeout {
+                    waiting_for: format!("{} to reconcile every namespace", replica.name),
+                    timeout: DEADLINE,
+                });
+            }
+        }
+    }
+    let wanted: BTreeSet<String> = exempt.iter().map(|name| (*name).to_owned()).collect();
+    for replica in replicas {
+        let what = format!("{} to see the exemptions", replica.name);
+        until(&replica.store, &what, |store| {
+            Ok(ExemptNamespaces::names(store)? == wanted)
+        })
+        .await?;
+    }
+    for replica in replicas {
+        if ExemptNamespaces::names(&replica.store)? != wanted {
+            return Err(demo_error(format!("{} moved on", replica.name)));
+        }
+    }
+    let agree = if replicas.len() == 1 {
+        "1 replica agrees".to_owned()
+    } else {
+        format!("{} replicas agree", replicas.len())
+    };
+    let plural = if wanted.len() == 1 { "" } else { "s" };
+    println!(
+        "converged: {agree} on {} exempt namespace{plural}: {}",
+        wanted.len(),
+        list(&wanted)
+    );
+    Ok(())
+}
+
+/// Waits until `check` holds on the store's local view, with a deadline.
+pub(crate) async fn until(
+    store: &Store,
+    what: &str,
+    check: impl Fn(&Store) -> Result<bool>,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut changes = store.subscribe();
+    loop {
+        if check(store)? {
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline, changes.next())
+            .await
+            .is_err()
+        {
+            return Err(Error::Timeout {
+                waiting_for: what.to_owned(),
+                timeout: DEADLINE,
+            });
+        }
+    }
+}
+
+/// A cluster admin's hand: creates, relabels and deletes namespaces.
+pub(crate) struct Admin {
+    pub(crate) namespaces: Api<Namespace>,
+}
+
+impl Admin {
+    pub(crate) async fn create(&self, name: &str, exempt: bool) -> Result<String> {
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(name.to_owned());
+        if exempt {
+            namespace.metadata.labels = Some(BTreeMap::from([(
+                EXEMPT_LABEL.to_owned(),
+                "true".to_owned(),
+            )]));
+        }
+        let created = self
+            .namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .map_err(kube_error)?;
+        Ok(created.resource_version().unwrap_or_default())
+    }
+
+    pub(crate) async fn label(&self, name: &str, exempt: bool) -> Result<String> {
+        let value = if exempt { json!("true") } else { Value::Null };
+        let patch = json!({ "metadata": { "labels": { EXEMPT_LABEL: value } } });
+        let patched = self
+            .namespaces
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_error)?;
+        Ok(patched.resource_version().unwrap_or_default())
+    }
+
+    pub(crate) async fn delete(&self, name: &str) -> Result<()> {
+        self.namespaces
+            .delete(name, &DeleteParams::default())
+            .await
+            .map_err(kube_error)?;
+        Ok(())
+    }
+}
+
+pub(crate) async fn demo(cluster: &TestCluster, count: usize) -> Result<()> {
+    let failed = |e: store_kube_testing::Error| Error::backend("test cluster", e);
+    cluster
+        .apply_crd(&store_kube::resource::store_shard_crd())
+        .await
+        .map_err(failed)?;
+    let admin = Admin {
+        namespaces: Api::all(cluster.client().map_err(failed)?),
+    };
+    admin.create(NAME, false).await?;
+    let mut replicas = Vec::with_capacity(count);
+    for index in 0..count {
+        replicas.push(Replica::start(index, cluster.client().map_err(failed)?).await?);
+        println!("replica {index} ready: store `{STORE}` in namespace {NAME}");
+    }
+
+    let mut versions = BTreeMap::new();
+    for (name, exempt) in [("team-a", true), ("team-b", false), ("team-c", true)] {
+        versions.insert(name.to_owned(), admin.create(name, exempt).await?);
+    }
+    println!("created namespaces team-a (exempt), team-b, team-c (exempt)");
+    converge(&replicas, &versions, &["team-a", "team-c"]).await?;
+    ask_all(&replicas, "web", "team-a", "nginx:latest")?;
+    ask_all(&replicas, "web", "team-b", "nginx:latest")?;
+
+    versions.insert("team-a".to_owned(), admin.label("team-a", false).await?);
+    versions.insert("team-b".to_owned(), admin.label("team-b", true).await?);
+    println!("relabelled: team-a no longer exempt, team-b exempt");
+    converge(&replicas, &versions, &["team-b", "team-c"]).await?;
+    ask_all(&replicas, "web", "team-a", "nginx:latest")?;
+    ask_all(&replicas, "web", "team-b", "nginx:latest")?;
+
+    admin.delete("team-c").await?;
+    println!("deleted namespace team-c");
+    converge(&replicas, &BTreeMap::new(), &["team-b"]).await?;
+
+    let (first, last) = match (replicas.first(), replicas.last()) {
+        (Some(first), Some(last)) => (first, last),
+        _ => return Err(demo_error("no replicas")),
+    };
+    println!(
+        "{}",
+        last.ask("api", "team-a", "registry.example/api:edge")?.0
+    );
+    let written = first
+        .store
+        .update(Policy::key(), |current| {
+            let mut next = current.cloned().unwrap_or_default();
+            next.denied_tags.insert("edge".to_owned());
+            next
+        })
+        .await?;
+    println!(
+        "{} writes the policy: {}",
+        first.name,
+        written.value.describe()
+    );
+    until(
+        &last.store,
+        "the policy to reach the last replica",
+        |store| Ok(store.get(Policy::key())?.as_deref() == Some(&*written.value)),
+    )
+    .await?;
+    println!(
+        "{} sees the policy written on {}: {}",
+        last.name,
+        first.name,
+        written.value.describe()
+    );
+    println!(
+        "{}",
+        last.ask("api", "team-a", "registry.example/api:edge")?.0
+    );
+
+    for replica in replicas {
+        replica.stop().await?;
+    }
+    println!(
+        "stopped {count} replica{}",
+        if count == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
