@@ -342,7 +342,7 @@ fn owns_slot(node: &RedisServer, slot: u16) -> bool {
 }
 
 /// A backend on `url` for `store`, with short timeouts so faults show quickly.
-pub async fn backend(url: &str, store: &str) -> RedisBackend {
+pub(crate) async fn backend(url: &str, store: &str) -> RedisBackend {
     RedisBackend::builder(url, store)
         .prefix("test")
         .request_timeout(Duration::from_millis(1500))
@@ -352,7 +352,7 @@ pub async fn backend(url: &str, store: &str) -> RedisBackend {
 }
 
 /// Waits until `check` holds, polling, failing the test after [`DEADLINE`].
-pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let limit = deadline(DEADLINE);
     let started = Instant::now();
     while !check().await {
