@@ -205,10 +205,7 @@ impl RedisBackendBuilder {
         });
         // One request up front: a server that cannot run the scripts (or
         // refuses the credentials) fails here, not at the first write.
-        let revision = shared
-            .current_revision()
-            .await
-            .map_err(connect_error)?;
+        let revision = shared.current_revision().await.map_err(connect_error)?;
         shared.saw(revision.0);
         tracing::debug!(store = %shared.store, endpoint = %shared.endpoint, %revision, "redis backend ready");
         Ok(RedisBackend {
@@ -422,17 +419,15 @@ async fn feed(shared: Arc<Shared>) {
     loop {
         let current = match conn.as_mut() {
             Some(conn) => conn,
-            None => {
-                match Conn::connect(&shared.endpoint, None, shared.connect_timeout).await {
-                    Ok(fresh) => conn.insert(fresh),
-                    Err(error) => {
-                        tracing::debug!(store = %shared.store, error = %RedisStoreError::from(error), "change-log connection failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(1));
-                        continue;
-                    }
+            None => match Conn::connect(&shared.endpoint, None, shared.connect_timeout).await {
+                Ok(fresh) => conn.insert(fresh),
+                Err(error) => {
+                    tracing::debug!(store = %shared.store, error = %RedisStoreError::from(error), "change-log connection failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                    continue;
                 }
-            }
+            },
         };
         let after = *shared.latest.borrow();
         let mut cmd = redis::cmd("XREAD");
@@ -551,7 +546,10 @@ fn parse_since(reply: Value) -> Result<(Revision, Since)> {
         Some("gap") => Since::Gap,
         Some("ok") => {
             let entries = match parts.get(2) {
-                Some(Value::Array(entries)) => entries.iter().map(parse_entry).collect::<Result<Vec<_>>>()?,
+                Some(Value::Array(entries)) => entries
+                    .iter()
+                    .map(parse_entry)
+                    .collect::<Result<Vec<_>>>()?,
                 None | Some(Value::Nil) => Vec::new(),
                 Some(_) => return Err(bad_reply("the log's entries are not an array")),
             };
@@ -578,7 +576,7 @@ fn parse_entry(entry: &Value) -> Result<(Revision, Vec<Change>)> {
         Some(Value::Map(pairs)) => pairs.iter().flat_map(|(k, v)| [k, v]).collect(),
         _ => return Err(malformed()),
     };
-    if fields.len() % 2 != 0 || fields.is_empty() {
+    if !fields.len().is_multiple_of(2) || fields.is_empty() {
         return Err(malformed());
     }
     let mut changes = Vec::with_capacity(fields.len() / 2);
@@ -659,7 +657,8 @@ impl Backend for RedisBackend {
                 key: key.to_owned(),
                 value: payload(&parts[0])?,
                 version: Version(
-                    number(&parts[1]).ok_or_else(|| bad_reply("a stored version is not a number"))?,
+                    number(&parts[1])
+                        .ok_or_else(|| bad_reply("a stored version is not a number"))?,
                 ),
             })),
             _ => Err(bad_reply("the read script's answer is malformed")),
@@ -680,7 +679,7 @@ impl Backend for RedisBackend {
             return Err(bad_reply("the list script answered no revision"));
         };
         let revision = number(revision).ok_or_else(|| bad_reply("the revision is not a number"))?;
-        if rest.len() % 3 != 0 {
+        if !rest.len().is_multiple_of(3) {
             return Err(bad_reply("the list script's answer is malformed"));
         }
         let mut entries = Vec::with_capacity(rest.len() / 3);
@@ -690,7 +689,8 @@ impl Backend for RedisBackend {
                 key: key.to_owned(),
                 value: payload(&triple[1])?,
                 version: Version(
-                    number(&triple[2]).ok_or_else(|| bad_reply("a stored version is not a number"))?,
+                    number(&triple[2])
+                        .ok_or_else(|| bad_reply("a stored version is not a number"))?,
                 ),
             });
         }

@@ -282,7 +282,10 @@ mod tests {
         let endpoint = Endpoint::parse("redis+cluster://u:s3cret@a:1,b:2").expect("parses");
         assert_eq!(
             endpoint,
-            Endpoint::Cluster(vec!["redis://u:s3cret@a:1".into(), "redis://u:s3cret@b:2".into()])
+            Endpoint::Cluster(vec![
+                "redis://u:s3cret@a:1".into(),
+                "redis://u:s3cret@b:2".into()
+            ])
         );
         for shown in [format!("{endpoint}"), format!("{endpoint:?}")] {
             assert!(!shown.contains("s3cret"), "{shown}");

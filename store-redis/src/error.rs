@@ -26,7 +26,9 @@ pub enum RedisStoreError {
     /// Carried in [`Error::Unavailable`], so the store sends the writes
     /// again: plain puts and deletes land once more harmlessly, and
     /// conditional writes are checked against the server again.
-    #[error("the outcome of a write batch is unknown: {attempts} attempts over {elapsed:?}, last: {last}")]
+    #[error(
+        "the outcome of a write batch is unknown: {attempts} attempts over {elapsed:?}, last: {last}"
+    )]
     OutcomeUnknown {
         /// How many times the batch was sent.
         attempts: u32,

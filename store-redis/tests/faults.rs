@@ -62,7 +62,10 @@ async fn kill_9_with_fsync_always_loses_no_acknowledged_write() {
         async move {
             let (mut acked, mut unknown, mut failed) = (Vec::new(), 0, 0);
             for i in 0..WRITES {
-                match writer.apply(put(&format!("k/{i:04}"), &i.to_string())).await {
+                match writer
+                    .apply(put(&format!("k/{i:04}"), &i.to_string()))
+                    .await
+                {
                     Ok(_) => {
                         acked.push(i);
                         acknowledged.fetch_add(1, Ordering::SeqCst);
@@ -109,7 +112,10 @@ async fn kill_9_with_fsync_always_loses_no_acknowledged_write() {
     assert!(acked.len() >= WRITES / 2, "most writes were acknowledged");
     // Revisions stay consistent: the log follows on from the listing.
     let mut watch = reader.watch(listing.revision).await.expect("watch");
-    reader.apply(put("after", "1")).await.expect("write after restart");
+    reader
+        .apply(put("after", "1"))
+        .await
+        .expect("write after restart");
     let event = tokio::time::timeout(deadline(DEADLINE), watch.next())
         .await
         .expect("an event");
@@ -134,7 +140,9 @@ async fn killed_client_connections_are_reconnected_and_watches_resume() {
         b.get::<u32>("n").ok().flatten().as_deref() == Some(&29)
     })
     .await;
-    b.set_and_wait("m", &1).await.expect("the other replica writes");
+    b.set_and_wait("m", &1)
+        .await
+        .expect("the other replica writes");
     eventually("the first replica to see it", async || {
         a.get::<u32>("m").ok().flatten().is_some()
     })
@@ -175,7 +183,11 @@ async fn a_batch_whose_answer_is_lost_is_resent_and_applies_once() {
     assert_eq!(applied.revision.0, before.0 + 1);
     assert_eq!(backend.revision().await.expect("revision").0, before.0 + 1);
     let log = server.cli(&["XLEN", &format!("{}:log", backend.hash_tag())]);
-    assert_eq!(log.trim(), (before.0 + 1).to_string(), "one log entry per batch");
+    assert_eq!(
+        log.trim(),
+        (before.0 + 1).to_string(),
+        "one log entry per batch"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,9 +214,15 @@ async fn a_write_without_an_answer_in_the_window_is_reported_as_unknown() {
     );
     // Whether it landed depends on whether the server still held an attempt
     // when the pause ended; either way it landed at most once.
-    eventually("the pause to end", async || backend.revision().await.is_ok()).await;
+    eventually("the pause to end", async || {
+        backend.revision().await.is_ok()
+    })
+    .await;
     server.cli(&["CLIENT", "UNPAUSE"]);
-    let probe = backend.apply(put("probe", "1")).await.expect("write after the pause");
+    let probe = backend
+        .apply(put("probe", "1"))
+        .await
+        .expect("write after the pause");
     let landed = backend.read("maybe").await.expect("read").is_some();
     assert_eq!(
         probe.revision.0,
@@ -219,15 +237,29 @@ async fn a_paused_or_sleeping_server_delays_writes_but_loses_none() {
     let server = RedisServer::start();
     let store = store_on(backend(&server.url(), "pause").await).await;
     server.cli(&["CLIENT", "PAUSE", "600", "ALL"]);
-    store.set_and_wait("a", &1).await.expect("lands after the pause");
+    store
+        .set_and_wait("a", &1)
+        .await
+        .expect("lands after the pause");
     let port = server.port();
     let sleeper = std::thread::spawn(move || {
         std::process::Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "DEBUG", "SLEEP", "2"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "DEBUG",
+                "SLEEP",
+                "2",
+            ])
             .output()
     });
     for i in 0..5u32 {
-        store.set_and_wait("b", &i).await.expect("lands after the sleep");
+        store
+            .set_and_wait("b", &i)
+            .await
+            .expect("lands after the sleep");
     }
     let _ = sleeper.join();
     let fresh = store_on(backend(&server.url(), "pause").await).await;
@@ -266,11 +298,11 @@ async fn a_watch_behind_the_trimmed_log_gets_a_gap_and_stores_relist() {
     let event = tokio::time::timeout(deadline(DEADLINE), current.next())
         .await
         .expect("an event");
-    assert!(matches!(event, Some(Ok(WatchEvent::Changes { .. }))), "{event:?}");
-    eventually("the store to see every key", async || {
-        store.len() == 21
-    })
-    .await;
+    assert!(
+        matches!(event, Some(Ok(WatchEvent::Changes { .. }))),
+        "{event:?}"
+    );
+    eventually("the store to see every key", async || store.len() == 21).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,10 +319,7 @@ async fn two_replicas_see_each_others_writes_and_compare_and_set_is_exact() {
         matches!(&seen, Some(Ok(WatchEvent::Changes { changes, .. })) if changes[0].key == "from-b"),
         "{seen:?}"
     );
-    let first = a
-        .apply(put("lock", "0"))
-        .await
-        .expect("write");
+    let first = a.apply(put("lock", "0")).await.expect("write");
     let mut version = match first.outcomes[..] {
         [Outcome::Applied(v)] => v,
         _ => panic!("{:?}", first.outcomes),
@@ -324,9 +353,7 @@ async fn two_replicas_see_each_others_writes_and_compare_and_set_is_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_spread_over_the_cluster_and_survive_a_node_restart() {
-    let cluster = Arc::new(std::sync::Mutex::new(
-        blocking(RedisCluster::start).await,
-    ));
+    let cluster = Arc::new(std::sync::Mutex::new(blocking(RedisCluster::start).await));
     let url = cluster.lock().expect("cluster").url();
     let mut stores = Vec::new();
     let mut nodes = std::collections::BTreeSet::new();
@@ -350,22 +377,38 @@ async fn stores_spread_over_the_cluster_and_survive_a_node_restart() {
         })
         .await;
     }
-    store.set_and_wait("k2", &1).await.expect("write after the restart");
+    store
+        .set_and_wait("k2", &1)
+        .await
+        .expect("write after the restart");
     let fresh = store_on(backend(&url, "spread-0").await).await;
     assert_eq!(fresh.get::<i32>("k").expect("decodes").as_deref(), Some(&0));
-    assert_eq!(fresh.get::<i32>("k2").expect("decodes").as_deref(), Some(&1));
+    assert_eq!(
+        fresh.get::<i32>("k2").expect("decodes").as_deref(),
+        Some(&1)
+    );
 }
 
 #[tokio::test]
 async fn configuration_errors_are_typed_and_never_show_credentials() {
-    let bad_url = RedisBackend::builder("http://u:s3cret@x", "s").build().await;
+    let bad_url = RedisBackend::builder("http://u:s3cret@x", "s")
+        .build()
+        .await;
     assert!(
-        matches!(bad_url, Err(BuildError::Config(ConfigError::InvalidUrl { .. }))),
+        matches!(
+            bad_url,
+            Err(BuildError::Config(ConfigError::InvalidUrl { .. }))
+        ),
         "{bad_url:?}"
     );
-    let bad_name = RedisBackend::builder("redis://127.0.0.1:1", "a{b}").build().await;
+    let bad_name = RedisBackend::builder("redis://127.0.0.1:1", "a{b}")
+        .build()
+        .await;
     assert!(
-        matches!(bad_name, Err(BuildError::Config(ConfigError::InvalidName { .. }))),
+        matches!(
+            bad_name,
+            Err(BuildError::Config(ConfigError::InvalidName { .. }))
+        ),
         "{bad_name:?}"
     );
     // Nothing listens on port 1: the connection fails, the password stays hidden.

@@ -188,8 +188,7 @@ impl RedisServer {
             .output()
             .map_err(|e| e.to_string())?;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if output.status.success() && !stdout.starts_with("ERR") && !stdout.starts_with("(error)")
-        {
+        if output.status.success() && !stdout.starts_with("ERR") && !stdout.starts_with("(error)") {
             Ok(stdout)
         } else {
             Err(format!(
