@@ -79,6 +79,16 @@
 //! falls further behind, or finds the store's revision behind its own (the
 //! data was lost), gets a gap and the store re-lists.
 //!
+//! # Revisions
+//!
+//! A store's first revision is the server's clock in microseconds, and each
+//! revision that changes something adds one. Revisions are not dense from 0:
+//! a watch from `Revision(0)` gets a gap (re-list), as a store's own watch,
+//! which starts from its listing, never does. Starting from the clock keeps
+//! revisions growing across a loss of the data, as long as the server's clock
+//! does not go back and the store makes fewer than a million revisions a
+//! second.
+//!
 //! # Time to live
 //!
 //! A put may carry a time to live, measured by the server's clock. Reads and
@@ -100,8 +110,9 @@
 //! - `appendfsync everysec` (Redis's default with `appendonly yes`): up to
 //!   about a second of acknowledged writes may be lost.
 //! - RDB snapshots only, or no persistence: everything since the last
-//!   snapshot is lost. A store whose data is lost starts again from a lower
-//!   revision; watches see a gap and stores re-list.
+//!   snapshot is lost. A store whose data is lost starts again at a revision
+//!   above every one it had (see *Revisions*): watches see a gap and stores
+//!   re-list, so they show the loss instead of stalling on it.
 //!
 //! Replication is asynchronous: on a failover, writes the old primary
 //! acknowledged but had not yet sent to the promoted replica are lost,
@@ -128,8 +139,8 @@
 //! - A listing is one script answer holding the whole matching store; a store
 //!   is meant for what fits comfortably in one answer (tens of MiB).
 //! - A store lives on one node: its size and write rate are one node's.
-//! - Redis 7.0 or newer (the scripts use `TIME`, exclusive stream ranges are
-//!   not needed).
+//! - Redis 7.0 or newer: scripts replicate by their effects there, so they may
+//!   read the server's clock (`TIME`).
 
 mod backend;
 mod config;

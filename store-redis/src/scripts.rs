@@ -12,6 +12,12 @@
 //!
 //! `ARGV[1]` is always the change log's length (`XADD MAXLEN ~`).
 //!
+//! Revisions start at the server's clock in microseconds when a store has
+//! none, not at 0: after the data is lost (a restart without persistence),
+//! the store's revisions start again above every revision a client saw, so
+//! watches see a gap and stores re-list instead of ignoring new changes as
+//! old ones.
+//!
 //! A log entry's fields are the changed keys, in the order of their last write
 //! in the batch, each with `+<value>` (put) or `-` (delete).
 
@@ -26,7 +32,17 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function num(n) return string.format('%.0f', n) end
-local function current() return tonumber(redis.call('GET', KEYS[1]) or '0') end
+-- The store's revision. A store without one (new, or its data lost) starts
+-- at the server's clock in microseconds, so revisions never go back below
+-- what a client saw before the data was lost.
+local function current()
+  local rev = redis.call('GET', KEYS[1])
+  if rev then return tonumber(rev) end
+  local t = redis.call('TIME')
+  local origin = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[1], num(origin))
+  return origin
+end
 -- Records one revision's changes (a flat key, change list) and returns it.
 local function commit(fields)
   local rev = redis.call('INCR', KEYS[1])
@@ -193,10 +209,10 @@ return { v, ver }
 
 /// Lists the keys starting with `ARGV[2]`: `{revision, key, value, version,
 /// ...}`, as of one revision, leaving out keys whose time is up. Writes
-/// nothing.
+/// nothing but the first revision of a store that has none.
 const LIST: &str = r"
 local now = now_ms()
-local rev = redis.call('GET', KEYS[1]) or '0'
+local rev = num(current())
 local p = ARGV[2]
 local out = { rev }
 local all = redis.call('HGETALL', KEYS[2])
@@ -220,7 +236,8 @@ return out
 /// The log after revision `ARGV[2]`, at most `ARGV[3]` entries:
 /// `{revision, 'ok', entries}`, or `{revision, 'gap'}` when the log no longer
 /// holds the next revision (trimmed) or the store's revision is behind `from`
-/// (its data was lost). Writes nothing.
+/// (its data was lost). Writes nothing but the first revision of a store
+/// that has none.
 const SINCE: &str = r"
 local rev = current()
 local from = tonumber(ARGV[2])
