@@ -197,7 +197,6 @@ async fn a_write_without_an_answer_in_the_window_is_reported_as_unknown() {
         .await
         .expect("backend connects");
     let before = backend.revision().await.expect("revision");
-    let before = backend.revision().await.expect("revision");
     server.cli(&["CLIENT", "PAUSE", "1500", "WRITE"]);
     let result = backend.apply(put("maybe", "1")).await;
     let Err(Error::Unavailable { source, .. }) = &result else {
