@@ -455,3 +455,58 @@ async fn configuration_errors_are_typed_and_never_show_credentials() {
         Error::Unavailable { .. } | Error::Backend { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_is_followed_and_replicated_writes_survive_it() {
+    // Three primaries with a replica each; a primary silent for 1 s is failed over.
+    let cluster = Arc::new(std::sync::Mutex::new(
+        blocking(|| RedisCluster::start_with(1, 1000)).await,
+    ));
+    let url = cluster.lock().expect("cluster").url();
+    let writer = backend(&url, "failover").await;
+    let tag = writer.hash_tag().to_owned();
+    let a = store_on(writer).await;
+    let b = store_on(backend(&url, "failover").await).await;
+    for i in 0..20u32 {
+        a.set_and_wait(format!("k{i}"), &i).await.expect("write");
+    }
+    let primary = cluster.lock().expect("cluster").node_of(&tag);
+    {
+        let cluster = Arc::clone(&cluster);
+        blocking(move || {
+            let mut cluster = cluster.lock().expect("cluster");
+            // Replication is asynchronous: make sure the replica has every
+            // acknowledged write before the primary dies.
+            let acked = cluster.nodes[primary].cli(&["WAIT", "1", "5000"]);
+            assert_eq!(acked.trim(), "1", "the replica caught up");
+            cluster.nodes[primary].kill();
+        })
+        .await;
+    }
+    // Writes go on once a replica has taken over.
+    let started = Instant::now();
+    a.set_and_wait("after", &1)
+        .await
+        .expect("a write after the failover");
+    println!(
+        "first write after the primary died: {:?}",
+        started.elapsed()
+    );
+    eventually("the other replica to see it", async || {
+        matches!(b.get::<u32>("after"), Ok(Some(_)))
+    })
+    .await;
+    let promoted = cluster.lock().expect("cluster").node_of(&tag);
+    assert_ne!(promoted, primary, "a replica took over the slot");
+    let fresh = store_on(backend(&url, "failover").await).await;
+    for i in 0..20u32 {
+        assert_eq!(
+            fresh
+                .get::<u32>(&format!("k{i}"))
+                .expect("decodes")
+                .as_deref(),
+            Some(&i),
+            "k{i}"
+        );
+    }
+}

@@ -68,21 +68,23 @@ pub(crate) struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
-    cluster: bool,
+    /// `Some(node timeout in ms)` for a cluster node.
+    cluster: Option<u32>,
 }
 
 impl RedisServer {
     /// A standalone server with the append-only file fsynced on every write.
     pub(crate) fn start() -> RedisServer {
-        RedisServer::spawn(false)
+        RedisServer::spawn(None)
     }
 
-    /// A server with cluster mode on, not yet part of a cluster.
-    pub(crate) fn start_cluster_node() -> RedisServer {
-        RedisServer::spawn(true)
+    /// A server with cluster mode on, not yet part of a cluster, that takes
+    /// a node as failed after `node_timeout_ms` without an answer.
+    pub(crate) fn start_cluster_node(node_timeout_ms: u32) -> RedisServer {
+        RedisServer::spawn(Some(node_timeout_ms))
     }
 
-    fn spawn(cluster: bool) -> RedisServer {
+    fn spawn(cluster: Option<u32>) -> RedisServer {
         require_redis();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut server = RedisServer {
@@ -117,15 +119,16 @@ impl RedisServer {
             .args(["--daemonize", "no"])
             .arg("--logfile")
             .arg(dir.join("redis.log"));
-        if self.cluster {
-            command.args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                "5000",
-            ]);
+        if let Some(node_timeout) = self.cluster {
+            command
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                ])
+                .arg(node_timeout.to_string());
         }
         let child = command
             .stdin(Stdio::null())
@@ -256,14 +259,24 @@ impl RedisCluster {
     /// Starts three cluster nodes, forms the cluster and waits until every
     /// node says `cluster_state:ok`.
     pub(crate) fn start() -> RedisCluster {
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start_cluster_node()).collect();
+        RedisCluster::start_with(0, 5000)
+    }
+
+    /// Three primaries with `replicas` replicas each; a node silent for
+    /// `node_timeout_ms` is taken as failed (and a replica takes over).
+    pub(crate) fn start_with(replicas: usize, node_timeout_ms: u32) -> RedisCluster {
+        let count = 3 * (1 + replicas);
+        let nodes: Vec<RedisServer> = (0..count)
+            .map(|_| RedisServer::start_cluster_node(node_timeout_ms))
+            .collect();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
         let mut args = vec!["--cluster", "create"];
         args.extend(addresses.iter().map(String::as_str));
-        args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+        let replicas = replicas.to_string();
+        args.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
         let output = Command::new("redis-cli")
             .args(&args)
             .stdin(Stdio::null())
@@ -275,21 +288,28 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let cluster = RedisCluster { nodes };
+        let mut cluster = RedisCluster { nodes };
         cluster.wait_ok();
         cluster
     }
 
-    /// Waits until every node says `cluster_state:ok` and knows all three.
-    pub(crate) fn wait_ok(&self) {
+    /// Waits until every running node says `cluster_state:ok` and knows all
+    /// the nodes.
+    pub(crate) fn wait_ok(&mut self) {
         let limit = deadline(START);
         let started = Instant::now();
+        let known = format!("cluster_known_nodes:{}", self.nodes.len());
         loop {
-            let ok = self.nodes.iter().all(|node| {
-                node.try_cli(&["CLUSTER", "INFO"]).is_ok_and(|info| {
-                    info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
-                })
-            });
+            let ok = self
+                .nodes
+                .iter_mut()
+                .filter_map(|n| n.is_running().then_some(&*n))
+                .all(|node| {
+                    node.try_cli(&["CLUSTER", "INFO"]).is_ok_and(|info| {
+                        let lines: Vec<&str> = info.lines().map(str::trim).collect();
+                        lines.contains(&"cluster_state:ok") && lines.contains(&known.as_str())
+                    })
+                });
             if ok {
                 return;
             }
@@ -313,10 +333,11 @@ impl RedisCluster {
 
     /// The index of the node that serves `key`'s hash slot.
     pub(crate) fn node_of(&self, key: &str) -> usize {
-        let slot: u16 = self.nodes[0]
-            .cli(&["CLUSTER", "KEYSLOT", key])
-            .trim()
-            .parse()
+        let slot: u16 = self
+            .nodes
+            .iter()
+            .find_map(|node| node.try_cli(&["CLUSTER", "KEYSLOT", key]).ok())
+            .and_then(|slot| slot.trim().parse().ok())
             .expect("a slot number");
         self.nodes
             .iter()
@@ -327,7 +348,9 @@ impl RedisCluster {
 
 /// Whether `node` serves `slot` (its `CLUSTER NODES` line marked `myself`).
 fn owns_slot(node: &RedisServer, slot: u16) -> bool {
-    let nodes = node.cli(&["CLUSTER", "NODES"]);
+    let Ok(nodes) = node.try_cli(&["CLUSTER", "NODES"]) else {
+        return false;
+    };
     let Some(mine) = nodes.lines().find(|line| line.contains("myself")) else {
         return false;
     };
