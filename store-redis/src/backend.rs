@@ -62,6 +62,7 @@ pub struct RedisBackendBuilder {
     retry_window: Duration,
     history: usize,
     max_value_size: usize,
+    replicas: Option<(u32, Duration)>,
 }
 
 impl std::fmt::Debug for RedisBackendBuilder {
@@ -73,6 +74,7 @@ impl std::fmt::Debug for RedisBackendBuilder {
             .field("request_timeout", &self.request_timeout)
             .field("retry_window", &self.retry_window)
             .field("history", &self.history)
+            .field("replicas", &self.replicas)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +151,20 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// Acknowledges a batch only once `replicas` replicas of the store's
+    /// primary have it (`WAIT`), waiting at most `timeout`; fewer fail the
+    /// batch with [`RedisStoreError::NotReplicated`] (the batch did apply on
+    /// the primary, and the store sends it again). Off by default.
+    ///
+    /// Replication is asynchronous: without this, a failover can lose writes
+    /// the old primary acknowledged. With it, a write acknowledged by
+    /// `replicas` replicas survives the failover of the primary to any of
+    /// them (Redis promotes the replica furthest along).
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.replicas = (replicas > 0).then_some((replicas, timeout));
+        self
+    }
+
     /// Checks the configuration, connects and checks that the server runs
     /// Lua scripts.
     pub async fn build(self) -> std::result::Result<RedisBackend, BuildError> {
@@ -195,6 +211,7 @@ impl RedisBackendBuilder {
             request_timeout: self.request_timeout,
             connect_timeout: self.connect_timeout,
             retry_window: self.retry_window,
+            replicas: self.replicas,
             history: self.history,
             max_value_size: self.max_value_size,
             latest: watch::Sender::new(0),
@@ -243,6 +260,7 @@ struct Shared {
     request_timeout: Duration,
     connect_timeout: Duration,
     retry_window: Duration,
+    replicas: Option<(u32, Duration)>,
     history: usize,
     max_value_size: usize,
     /// The highest revision known to exist, from our own writes and the feed.
@@ -278,6 +296,7 @@ impl RedisBackend {
             request_timeout: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(2),
             retry_window: Duration::from_secs(10),
+            replicas: None,
             history: DEFAULT_HISTORY,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
         }
@@ -377,6 +396,39 @@ impl Shared {
         invocation.arg(self.history).arg(from).arg(count);
         let reply = self.invoke(&invocation).await?;
         parse_since(reply)
+    }
+
+    /// Waits until `replicas` replicas have every write sent on `conn`.
+    async fn wait_for_replicas(
+        &self,
+        conn: &mut Conn,
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        let acknowledged = match tokio::time::timeout(
+            timeout + self.request_timeout,
+            cmd.query_async::<u64>(conn),
+        )
+        .await
+        {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(from_redis(e)),
+            Err(_) => return Err(unavailable(RedisStoreError::Timeout(timeout))),
+        };
+        if acknowledged < u64::from(replicas) {
+            tracing::warn!(store = %self.store, acknowledged, replicas, "a write batch reached too few replicas");
+            return Err(unavailable(RedisStoreError::NotReplicated {
+                acknowledged,
+                wanted: replicas,
+            }));
+        }
+        Ok(())
     }
 
     async fn reap(&self) -> Result<Option<Duration>> {
@@ -763,6 +815,11 @@ impl Backend for RedisBackend {
             let failure = match answer {
                 Ok(Ok(answer)) => {
                     let applied = parse_applied(&answer, batch.ops.len())?;
+                    if let Some((replicas, timeout)) = shared.replicas {
+                        shared
+                            .wait_for_replicas(&mut conn, replicas, timeout)
+                            .await?;
+                    }
                     shared.saw(applied.revision.0);
                     if expiring {
                         start_once(shared, &shared.reaper_started, reaper);

@@ -38,6 +38,18 @@ pub enum RedisStoreError {
         last: String,
     },
 
+    /// A batch applied on the primary, but fewer replicas than
+    /// [`wait_for_replicas`](crate::RedisBackendBuilder::wait_for_replicas)
+    /// asks for confirmed it in time: a failover now could lose it. Carried in
+    /// [`Error::Unavailable`], so the store sends the writes again.
+    #[error("a write batch reached {acknowledged} of {wanted} replicas in time")]
+    NotReplicated {
+        /// Replicas that confirmed the batch.
+        acknowledged: u64,
+        /// Replicas asked for.
+        wanted: u32,
+    },
+
     /// A request got no answer in time.
     #[error("no answer from Redis within {0:?}")]
     Timeout(Duration),

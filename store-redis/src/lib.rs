@@ -116,7 +116,14 @@
 //!
 //! Replication is asynchronous: on a failover, writes the old primary
 //! acknowledged but had not yet sent to the promoted replica are lost,
-//! whatever the persistence setting.
+//! whatever the persistence setting, unless the backend waits for replicas:
+//! with [`RedisBackendBuilder::wait_for_replicas`] a batch is acknowledged
+//! only once that many replicas have it (`WAIT`), and fails with
+//! [`RedisStoreError::NotReplicated`] otherwise (the store sends it again).
+//! The tests fail a cluster primary over this way and find every
+//! acknowledged write on the promoted replica. `WAIT` holds the backend's
+//! connection until the replicas answer, so each batch costs a replication
+//! round trip.
 //!
 //! [`Capabilities::durable`](store_core::Capabilities) is set because the
 //! store outlives every client process; whether it outlives a crash of the

@@ -463,7 +463,14 @@ async fn a_cluster_failover_is_followed_and_replicated_writes_survive_it() {
         blocking(|| RedisCluster::start_with(1, 1000)).await,
     ));
     let url = cluster.lock().expect("cluster").url();
-    let writer = backend(&url, "failover").await;
+    // Writes acknowledged only once the replica has them survive the failover.
+    let writer = RedisBackend::builder(&url, "failover")
+        .prefix("test")
+        .request_timeout(Duration::from_millis(1500))
+        .wait_for_replicas(1, Duration::from_secs(2))
+        .build()
+        .await
+        .expect("backend connects");
     let tag = writer.hash_tag().to_owned();
     let a = store_on(writer).await;
     let b = store_on(backend(&url, "failover").await).await;
@@ -473,27 +480,20 @@ async fn a_cluster_failover_is_followed_and_replicated_writes_survive_it() {
     let primary = cluster.lock().expect("cluster").node_of(&tag);
     {
         let cluster = Arc::clone(&cluster);
-        blocking(move || {
-            let mut cluster = cluster.lock().expect("cluster");
-            // Replication is asynchronous: make sure the replica has every
-            // acknowledged write before the primary dies.
-            let acked = cluster.nodes[primary].cli(&["WAIT", "1", "5000"]);
-            assert_eq!(acked.trim(), "1", "the replica caught up");
-            cluster.nodes[primary].kill();
-        })
-        .await;
+        blocking(move || cluster.lock().expect("cluster").nodes[primary].kill()).await;
     }
-    // Writes go on once a replica has taken over.
+    // Writes go on once the replica has taken over (it has no replica of its
+    // own, so they go through the replica that does not wait).
     let started = Instant::now();
-    a.set_and_wait("after", &1)
+    b.set_and_wait("after", &1)
         .await
         .expect("a write after the failover");
     println!(
         "first write after the primary died: {:?}",
         started.elapsed()
     );
-    eventually("the other replica to see it", async || {
-        matches!(b.get::<u32>("after"), Ok(Some(_)))
+    eventually("the first replica to see it", async || {
+        matches!(a.get::<u32>("after"), Ok(Some(_)))
     })
     .await;
     let promoted = cluster.lock().expect("cluster").node_of(&tag);
@@ -509,4 +509,39 @@ async fn a_cluster_failover_is_followed_and_replicated_writes_survive_it() {
             "k{i}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_for_replicas_when_asked_and_fail_without_them() {
+    let primary = RedisServer::start();
+    let port = primary.port();
+    let mut replica = blocking(move || RedisServer::start_replica_of(port)).await;
+    let backend = RedisBackend::builder(primary.url(), "replicated")
+        .prefix("test")
+        .request_timeout(Duration::from_millis(1500))
+        .wait_for_replicas(1, Duration::from_millis(300))
+        .build()
+        .await
+        .expect("backend connects");
+    backend
+        .apply(put("a", "1"))
+        .await
+        .expect("acknowledged by the replica");
+    let on_replica = replica.cli(&["HGET", &format!("{}:val", backend.hash_tag()), "a"]);
+    assert_eq!(on_replica.trim(), "1", "the replica has the write");
+    replica.kill();
+    let result = backend.apply(put("b", "1")).await;
+    let Err(Error::Unavailable { source, .. }) = &result else {
+        panic!("expected the batch to fail without its replica: {result:?}");
+    };
+    assert!(
+        matches!(
+            source.downcast_ref::<RedisStoreError>(),
+            Some(RedisStoreError::NotReplicated {
+                acknowledged: 0,
+                wanted: 1
+            })
+        ),
+        "{source}"
+    );
 }

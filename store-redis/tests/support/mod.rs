@@ -70,21 +70,39 @@ pub(crate) struct RedisServer {
     dir: tempfile::TempDir,
     /// `Some(node timeout in ms)` for a cluster node.
     cluster: Option<u32>,
+    /// `Some(port)` for a replica of the server on that port.
+    replica_of: Option<u16>,
 }
 
 impl RedisServer {
     /// A standalone server with the append-only file fsynced on every write.
     pub(crate) fn start() -> RedisServer {
-        RedisServer::spawn(None)
+        RedisServer::spawn(None, None)
+    }
+
+    /// A standalone server replicating the one on `primary_port`, once it
+    /// has caught up.
+    pub(crate) fn start_replica_of(primary_port: u16) -> RedisServer {
+        let replica = RedisServer::spawn(None, Some(primary_port));
+        let limit = deadline(START);
+        let started = Instant::now();
+        while !replica
+            .try_cli(&["INFO", "replication"])
+            .is_ok_and(|info| info.contains("master_link_status:up"))
+        {
+            assert!(started.elapsed() < limit, "the replica did not catch up");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        replica
     }
 
     /// A server with cluster mode on, not yet part of a cluster, that takes
     /// a node as failed after `node_timeout_ms` without an answer.
     pub(crate) fn start_cluster_node(node_timeout_ms: u32) -> RedisServer {
-        RedisServer::spawn(Some(node_timeout_ms))
+        RedisServer::spawn(Some(node_timeout_ms), None)
     }
 
-    fn spawn(cluster: Option<u32>) -> RedisServer {
+    fn spawn(cluster: Option<u32>, replica_of: Option<u16>) -> RedisServer {
         require_redis();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut server = RedisServer {
@@ -92,6 +110,7 @@ impl RedisServer {
             port: 0,
             dir,
             cluster,
+            replica_of,
         };
         for _ in 0..5 {
             server.port = free_port();
@@ -119,6 +138,11 @@ impl RedisServer {
             .args(["--daemonize", "no"])
             .arg("--logfile")
             .arg(dir.join("redis.log"));
+        if let Some(primary) = self.replica_of {
+            command
+                .args(["--replicaof", "127.0.0.1"])
+                .arg(primary.to_string());
+        }
         if let Some(node_timeout) = self.cluster {
             command
                 .args([
