@@ -770,8 +770,9 @@ impl Backend for RedisBackend {
             invocation.key(k);
         }
         invocation.key(&done_key);
-        // The outcome is kept for retries well past the retry window.
-        let keep = shared.retry_window.as_secs().saturating_mul(4).max(60);
+        // The answer is kept for resends, a while past the retry window:
+        // one small key per batch, for about half a minute by default.
+        let keep = shared.retry_window.as_secs().saturating_mul(2) + 10;
         invocation
             .arg(shared.history)
             .arg(if batch.atomic { "1" } else { "0" })

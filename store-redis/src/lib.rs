@@ -51,7 +51,8 @@
 //! | `{p:s}:log` | stream | the change log: one entry per revision |
 //!
 //! plus short-lived `{p:s}:done:<batch>` keys holding a batch's answer for
-//! retries.
+//! resends (one per batch, about 50 bytes, kept for twice the write retry
+//! window plus 10 s: 30 s by default).
 //!
 //! # Writes
 //!

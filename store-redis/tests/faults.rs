@@ -545,3 +545,25 @@ async fn writes_wait_for_replicas_when_asked_and_fail_without_them() {
         "{source}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_work_and_never_show() {
+    let server = RedisServer::start_with_args(&["--requirepass", "s3cret-pass"]);
+    let port = server.port();
+    let good = RedisBackend::builder(format!("redis://:s3cret-pass@127.0.0.1:{port}"), "auth")
+        .build()
+        .await
+        .expect("the password is accepted");
+    good.apply(put("a", "1")).await.expect("write");
+    assert!(!format!("{good:?}").contains("s3cret"));
+    assert!(!good.endpoint().to_string().contains("s3cret"));
+    let wrong = RedisBackend::builder(format!("redis://:wrong-s3cret@127.0.0.1:{port}"), "auth")
+        .build()
+        .await;
+    let Err(error) = wrong else {
+        panic!("a wrong password was accepted");
+    };
+    for shown in [error.to_string(), format!("{error:?}")] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+}

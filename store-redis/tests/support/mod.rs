@@ -72,18 +72,26 @@ pub(crate) struct RedisServer {
     cluster: Option<u32>,
     /// `Some(port)` for a replica of the server on that port.
     replica_of: Option<u16>,
+    /// More `redis-server` arguments.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// A standalone server with the append-only file fsynced on every write.
     pub(crate) fn start() -> RedisServer {
-        RedisServer::spawn(None, None)
+        RedisServer::spawn(None, None, Vec::new())
+    }
+
+    /// A standalone server as [`start`](Self::start) makes, with more
+    /// `redis-server` arguments (such as `--requirepass`).
+    pub(crate) fn start_with_args(args: &[&str]) -> RedisServer {
+        RedisServer::spawn(None, None, args.iter().map(|a| (*a).to_owned()).collect())
     }
 
     /// A standalone server replicating the one on `primary_port`, once it
     /// has caught up.
     pub(crate) fn start_replica_of(primary_port: u16) -> RedisServer {
-        let replica = RedisServer::spawn(None, Some(primary_port));
+        let replica = RedisServer::spawn(None, Some(primary_port), Vec::new());
         let limit = deadline(START);
         let started = Instant::now();
         while !replica
@@ -99,10 +107,10 @@ impl RedisServer {
     /// A server with cluster mode on, not yet part of a cluster, that takes
     /// a node as failed after `node_timeout_ms` without an answer.
     pub(crate) fn start_cluster_node(node_timeout_ms: u32) -> RedisServer {
-        RedisServer::spawn(Some(node_timeout_ms), None)
+        RedisServer::spawn(Some(node_timeout_ms), None, Vec::new())
     }
 
-    fn spawn(cluster: Option<u32>, replica_of: Option<u16>) -> RedisServer {
+    fn spawn(cluster: Option<u32>, replica_of: Option<u16>, extra: Vec<String>) -> RedisServer {
         require_redis();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut server = RedisServer {
@@ -111,6 +119,7 @@ impl RedisServer {
             dir,
             cluster,
             replica_of,
+            extra,
         };
         for _ in 0..5 {
             server.port = free_port();
@@ -138,6 +147,7 @@ impl RedisServer {
             .args(["--daemonize", "no"])
             .arg("--logfile")
             .arg(dir.join("redis.log"));
+        command.args(&self.extra);
         if let Some(primary) = self.replica_of {
             command
                 .args(["--replicaof", "127.0.0.1"])
@@ -207,9 +217,16 @@ impl RedisServer {
 
     /// Runs `redis-cli` against the server; its output, or its error output.
     pub(crate) fn try_cli(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new("redis-cli")
+        let mut command = Command::new("redis-cli");
+        command
             .args(["-h", "127.0.0.1", "-p"])
-            .arg(self.port.to_string())
+            .arg(self.port.to_string());
+        if let Some(at) = self.extra.iter().position(|a| a == "--requirepass")
+            && let Some(password) = self.extra.get(at + 1)
+        {
+            command.env("REDISCLI_AUTH", password);
+        }
+        let output = command
             .args(args)
             .stdin(Stdio::null())
             .output()
