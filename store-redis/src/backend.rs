@@ -907,6 +907,8 @@ async fn next_event(mut state: WatchState) -> Option<(Result<WatchEvent>, WatchS
         if state.done {
             return None;
         }
+        // Anything the feed sees from here on wakes the wait below.
+        state.latest.borrow_and_update();
         match state.shared.since(state.last, LOG_PAGE).await {
             Ok((_, Since::Gap)) => {
                 state.done = true;
@@ -914,14 +916,9 @@ async fn next_event(mut state: WatchState) -> Option<(Result<WatchEvent>, WatchS
             }
             Ok((revision, Since::Entries(entries))) if entries.is_empty() => {
                 state.shared.saw(revision.0);
-                let last = state.last;
                 // Wait for the feed (or our own writes) to see a newer
                 // revision, asking again at least every POLL_INTERVAL.
-                let _ = tokio::time::timeout(
-                    POLL_INTERVAL,
-                    state.latest.wait_for(|latest| *latest > last),
-                )
-                .await;
+                let _ = tokio::time::timeout(POLL_INTERVAL, state.latest.changed()).await;
             }
             Ok((_, Since::Entries(entries))) => {
                 for (revision, changes) in entries {
