@@ -5,7 +5,9 @@
 //! busy (`DEBUG SLEEP`, longer than a request's timeout), the change log
 //! trimmed (watches get a gap and re-list), and `kill -9` and a restart with
 //! the append-only file fsynced on every write (no acknowledged write may be
-//! lost). On the cluster, the node holding the store is the one restarted.
+//! lost), and writes paused for longer than the backend resends a batch
+//! (its outcome is reported unknown and the store sends it again). On the
+//! cluster, the node holding the store is the one restarted.
 //!
 //! `STORE_MODEL_CASES` sets the number of cases (default 10 standalone, 5 on
 //! the cluster) and `PROPTEST_RNG_SEED` repeats a run; the summary lines
@@ -33,11 +35,16 @@ const FAULTS: &[&str] = &[
     "debug_sleep",
     "log_trimmed",
     "kill9_restart",
+    "long_pause",
 ];
 
 /// One request may take this long before it is resent; a `DEBUG SLEEP`
 /// outlasts it.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long a batch is resent before its outcome is reported unknown; a
+/// long pause outlasts it.
+const RETRY_WINDOW: Duration = Duration::from_millis(1200);
 
 /// The servers: one standalone server, or a cluster.
 enum Servers {
@@ -107,7 +114,7 @@ impl ModelHarness for RedisModel {
             let backend = RedisBackend::builder(&url, &store)
                 .prefix("test")
                 .request_timeout(REQUEST_TIMEOUT)
-                .write_retry_window(Duration::from_secs(3))
+                .write_retry_window(RETRY_WINDOW)
                 .build()
                 .await
                 .expect("backend connects");
@@ -166,7 +173,13 @@ impl ModelCase for RedisCase {
                     let log = format!("{tag}:log");
                     let _ = servers.node(&tag).try_cli(&["XTRIM", &log, "MAXLEN", "0"]);
                 }
-                _ => servers.node(&tag).restart(),
+                4 => servers.node(&tag).restart(),
+                _ => {
+                    let ms = (1500 + 100 * u64::from(arg % 4)).to_string();
+                    let _ = servers
+                        .node(&tag)
+                        .try_cli(&["CLIENT", "PAUSE", &ms, "WRITE"]);
+                }
             }
         };
         tokio::task::spawn_blocking(blocking)
