@@ -20,7 +20,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::config::{ConfigError, Endpoint, Keys, check_name};
-use crate::conn::Conn;
+use crate::conn::{Conn, Tls};
 use crate::error::{
     self, NAME, RedisStoreError, bad_reply, from_redis, is_transient, outcome_unknown, unavailable,
 };
@@ -63,6 +63,7 @@ pub struct RedisBackendBuilder {
     history: usize,
     max_value_size: usize,
     replicas: Option<(u32, Duration)>,
+    tls: Tls,
 }
 
 impl std::fmt::Debug for RedisBackendBuilder {
@@ -75,6 +76,7 @@ impl std::fmt::Debug for RedisBackendBuilder {
             .field("retry_window", &self.retry_window)
             .field("history", &self.history)
             .field("replicas", &self.replicas)
+            .field("tls_roots", &self.tls.root_certificates.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -165,11 +167,25 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// Trusts these PEM root certificates for `rediss://` URLs instead of the
+    /// platform's (for a server whose certificate a private authority
+    /// signed). Without the `tls` feature, `build` refuses it.
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.root_certificates = Some(pem.into());
+        self
+    }
+
     /// Checks the configuration, connects and checks that the server runs
     /// Lua scripts.
     pub async fn build(self) -> std::result::Result<RedisBackend, BuildError> {
         let endpoint = Endpoint::parse(&self.url)?;
         check_name("store name", &self.store)?;
+        if self.tls.root_certificates.is_some() && !cfg!(feature = "tls") {
+            return Err(ConfigError::TlsNotBuilt {
+                url: endpoint.to_string(),
+            }
+            .into());
+        }
         check_name("key prefix", &self.prefix)?;
         if self.history == 0 {
             return Err(ConfigError::InvalidSetting {
@@ -192,7 +208,12 @@ impl RedisBackendBuilder {
         };
         let conn = tokio::time::timeout(
             self.connect_timeout * 3,
-            Conn::connect(&endpoint, Some(self.request_timeout), self.connect_timeout),
+            Conn::connect(
+                &endpoint,
+                &self.tls,
+                Some(self.request_timeout),
+                self.connect_timeout,
+            ),
         )
         .await
         .map_err(|_| {
@@ -205,6 +226,7 @@ impl RedisBackendBuilder {
         let (stop, _) = watch::channel(());
         let shared = Arc::new(Shared {
             endpoint,
+            tls: self.tls,
             store: self.store,
             keys,
             conn,
@@ -254,6 +276,7 @@ impl Drop for Inner {
 
 struct Shared {
     endpoint: Endpoint,
+    tls: Tls,
     store: String,
     keys: Keys,
     conn: Conn,
@@ -297,6 +320,7 @@ impl RedisBackend {
             connect_timeout: Duration::from_secs(2),
             retry_window: Duration::from_secs(10),
             replicas: None,
+            tls: Tls::default(),
             history: DEFAULT_HISTORY,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
         }
@@ -471,15 +495,19 @@ async fn feed(shared: Arc<Shared>) {
     loop {
         let current = match conn.as_mut() {
             Some(conn) => conn,
-            None => match Conn::connect(&shared.endpoint, None, shared.connect_timeout).await {
-                Ok(fresh) => conn.insert(fresh),
-                Err(error) => {
-                    tracing::debug!(store = %shared.store, error = %RedisStoreError::from(error), "change-log connection failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                    continue;
+            None => {
+                match Conn::connect(&shared.endpoint, &shared.tls, None, shared.connect_timeout)
+                    .await
+                {
+                    Ok(fresh) => conn.insert(fresh),
+                    Err(error) => {
+                        tracing::debug!(store = %shared.store, error = %RedisStoreError::from(error), "change-log connection failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
                 }
-            },
+            }
         };
         let after = *shared.latest.borrow();
         let mut cmd = redis::cmd("XREAD");

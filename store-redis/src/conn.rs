@@ -12,6 +12,40 @@ use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::config::Endpoint;
 
+/// How to trust the server's certificate on `rediss://` URLs.
+#[derive(Clone, Default)]
+pub(crate) struct Tls {
+    /// PEM root certificates to trust instead of the platform's.
+    pub(crate) root_certificates: Option<Vec<u8>>,
+}
+
+impl Tls {
+    fn client(&self, url: &str) -> RedisResult<redis::Client> {
+        #[cfg(feature = "tls")]
+        if let Some(root) = &self.root_certificates {
+            return redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root.clone()),
+                },
+            );
+        }
+        redis::Client::open(url)
+    }
+
+    fn cluster(&self, builder: ClusterClientBuilder) -> ClusterClientBuilder {
+        #[cfg(feature = "tls")]
+        if let Some(root) = &self.root_certificates {
+            return builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root.clone()),
+            });
+        }
+        builder
+    }
+}
+
 /// A cheap-to-clone handle on the connection(s) to the deployment.
 #[derive(Clone)]
 pub(crate) enum Conn {
@@ -24,12 +58,13 @@ impl Conn {
     /// connection that blocks on the change log).
     pub(crate) async fn connect(
         endpoint: &Endpoint,
+        tls: &Tls,
         response_timeout: Option<Duration>,
         connect_timeout: Duration,
     ) -> RedisResult<Conn> {
         match endpoint {
             Endpoint::Standalone(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = tls.client(url)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
                     .set_response_timeout(response_timeout)
@@ -45,6 +80,7 @@ impl Conn {
                     .retries(4)
                     .min_retry_wait(20)
                     .max_retry_wait(500);
+                builder = tls.cluster(builder);
                 builder = match response_timeout {
                     Some(timeout) => builder.response_timeout(timeout),
                     None => builder

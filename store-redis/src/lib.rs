@@ -24,7 +24,9 @@
 //! # URLs
 //!
 //! - `redis://[user[:password]@]host[:port][/db]`: one server;
-//!   `rediss://` for TLS (with the default `tls` feature).
+//!   `rediss://` for TLS (with the default `tls` feature: rustls, trusting
+//!   the platform's roots, or those given to
+//!   [`RedisBackendBuilder::tls_root_certificates`]).
 //! - `redis+cluster://[user[:password]@]host:port[,host:port...]`: a Redis
 //!   Cluster given by one or more seed nodes (`rediss+cluster://` for TLS);
 //!   the rest of the cluster is discovered from them.

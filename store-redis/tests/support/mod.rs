@@ -49,7 +49,7 @@ pub(crate) fn require_redis() {
 }
 
 /// A loopback port that is free now, and whose cluster bus port (+10000) is too.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     for _ in 0..200 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let port = listener.local_addr().expect("local address").port();
