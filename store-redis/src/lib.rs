@@ -128,6 +128,12 @@
 //! connection until the replicas answer, so each batch costs a replication
 //! round trip.
 //!
+//! `appendfsync always` costs an fsync per batch: on the 2-core test
+//! machine a one-op batch took about 3.2 ms with it and 0.14 ms with
+//! `everysec` (a debug build, loopback, one connection); the store groups
+//! queued writes into batches of up to [`MAX_BATCH_OPS`], so a busy store
+//! pays it per batch, not per write (about 32,000 `set`s a second either way).
+//!
 //! [`Capabilities::durable`](store_core::Capabilities) is set because the
 //! store outlives every client process; whether it outlives a crash of the
 //! server is the setting above.
