@@ -350,7 +350,7 @@ impl RedisBackend {
 
 /// What the change log holds after a revision.
 enum Since {
-    /// The entries after it (possibly none), and the store's revision.
+    /// The entries after it, in order (none when it is the latest).
     Entries(Vec<(Revision, Vec<Change>)>),
     /// It cannot be followed from there: re-list.
     Gap,
@@ -883,23 +883,24 @@ impl Backend for RedisBackend {
                     RedisStoreError::Timeout(shared.request_timeout)
                 }
             };
-            tracing::debug!(store = %shared.store, attempts, error = %failure, "write batch failed; resending");
+            if !unknown {
+                // Nothing was sent (or the server refused it unrun): the
+                // store retries with its own backoff, coalescing meanwhile.
+                return Err(error::unavailable(failure));
+            }
+            tracing::debug!(store = %shared.store, attempts, error = %failure, "write batch's answer lost; resending");
             if started.elapsed() + delay >= shared.retry_window {
                 break failure;
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(500));
         };
-        if unknown {
-            tracing::warn!(store = %shared.store, attempts, error = %last, "outcome of a write batch unknown");
-            Err(error::unavailable(RedisStoreError::OutcomeUnknown {
-                attempts,
-                elapsed: started.elapsed(),
-                last: last.to_string(),
-            }))
-        } else {
-            Err(error::unavailable(last))
-        }
+        tracing::warn!(store = %shared.store, attempts, error = %last, "outcome of a write batch unknown");
+        Err(error::unavailable(RedisStoreError::OutcomeUnknown {
+            attempts,
+            elapsed: started.elapsed(),
+            last: last.to_string(),
+        }))
     }
 
     async fn watch(&self, from: Revision) -> Result<WatchStream> {
