@@ -54,36 +54,40 @@ async fn kill_9_with_fsync_always_loses_no_acknowledged_write() {
         .build()
         .await
         .expect("backend connects");
+    const WRITERS: usize = 4;
     const WRITES: usize = 400;
     let acknowledged = Arc::new(AtomicUsize::new(0));
-    let task = tokio::spawn({
-        let writer = writer.clone();
-        let acknowledged = Arc::clone(&acknowledged);
-        async move {
-            let (mut acked, mut unknown, mut failed) = (Vec::new(), 0, 0);
-            for i in 0..WRITES {
-                match writer
-                    .apply(put(&format!("k/{i:04}"), &i.to_string()))
-                    .await
-                {
-                    Ok(_) => {
-                        acked.push(i);
-                        acknowledged.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(Error::Unavailable { source, .. })
-                        if matches!(
-                            source.downcast_ref::<RedisStoreError>(),
-                            Some(RedisStoreError::OutcomeUnknown { .. })
-                        ) =>
+    // Four writers, so several batches are in flight when the server dies.
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let writer = writer.clone();
+            let acknowledged = Arc::clone(&acknowledged);
+            tokio::spawn(async move {
+                let (mut acked, mut unknown, mut failed) = (Vec::new(), 0, 0);
+                for i in (w..WRITES).step_by(WRITERS) {
+                    match writer
+                        .apply(put(&format!("k/{i:04}"), &i.to_string()))
+                        .await
                     {
-                        unknown += 1;
+                        Ok(_) => {
+                            acked.push(i);
+                            acknowledged.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(Error::Unavailable { source, .. })
+                            if matches!(
+                                source.downcast_ref::<RedisStoreError>(),
+                                Some(RedisStoreError::OutcomeUnknown { .. })
+                            ) =>
+                        {
+                            unknown += 1;
+                        }
+                        Err(_) => failed += 1,
                     }
-                    Err(_) => failed += 1,
                 }
-            }
-            (acked, unknown, failed)
-        }
-    });
+                (acked, unknown, failed)
+            })
+        })
+        .collect();
     // Crash the server twice while the writes go on.
     for crash_after in [WRITES / 4, WRITES / 2] {
         eventually("writes to be acknowledged before the crash", async || {
@@ -93,7 +97,13 @@ async fn kill_9_with_fsync_always_loses_no_acknowledged_write() {
         let server = Arc::clone(&server);
         blocking(move || server.lock().expect("server").restart()).await;
     }
-    let (acked, unknown, failed) = task.await.expect("writer");
+    let (mut acked, mut unknown, mut failed) = (Vec::new(), 0, 0);
+    for task in tasks {
+        let (a, u, f) = task.await.expect("writer");
+        acked.extend(a);
+        unknown += u;
+        failed += f;
+    }
     let reader = backend(&url, "crash").await;
     let listing = reader.list("k/").await.expect("list");
     let mut lost = 0;
@@ -105,7 +115,7 @@ async fn kill_9_with_fsync_always_loses_no_acknowledged_write() {
         }
     }
     println!(
-        "kill -9 x2 during {WRITES} writes: acknowledged={} outcome_unknown={unknown} failed={failed} lost={lost}",
+        "kill -9 x2 during {WRITES} writes from {WRITERS} writers: acknowledged={} outcome_unknown={unknown} failed={failed} lost={lost}",
         acked.len()
     );
     assert_eq!(lost, 0, "acknowledged writes lost after kill -9");
