@@ -577,3 +577,46 @@ async fn credentials_work_and_never_show() {
         assert!(!shown.contains("s3cret"), "{shown}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_log_keeps_about_its_history_and_older_watches_get_a_gap() {
+    let server = RedisServer::start();
+    let writer = RedisBackend::builder(server.url(), "history")
+        .prefix("test")
+        .history(50)
+        .build()
+        .await
+        .expect("backend connects");
+    let start = writer.list("").await.expect("list").revision;
+    let ops = |i: usize| Batch {
+        ops: vec![Op::put(format!("k{}", i % 7), Payload::from(i.to_string()))],
+        atomic: false,
+    };
+    for i in 0..600 {
+        writer.apply(ops(i)).await.expect("write");
+    }
+    let kept: usize = server
+        .cli(&["XLEN", &format!("{}:log", writer.hash_tag())])
+        .trim()
+        .parse()
+        .expect("a length");
+    println!("history(50) after 600 revisions: {kept} kept");
+    assert!(
+        (50..600).contains(&kept),
+        "the log is trimmed to about its history: {kept}"
+    );
+    let mut old = writer.watch(start).await.expect("watch");
+    let event = tokio::time::timeout(deadline(DEADLINE), old.next())
+        .await
+        .expect("an event");
+    assert!(matches!(event, Some(Ok(WatchEvent::Gap))), "{event:?}");
+    let now = writer.revision().await.expect("revision");
+    let mut recent = writer.watch(Revision(now.0 - 40)).await.expect("watch");
+    let event = tokio::time::timeout(deadline(DEADLINE), recent.next())
+        .await
+        .expect("an event");
+    assert!(
+        matches!(event, Some(Ok(WatchEvent::Changes { revision, .. })) if revision.0 == now.0 - 39),
+        "{event:?}"
+    );
+}
