@@ -44,6 +44,11 @@ pub const DEFAULT_MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
 /// server itself, in case a wake-up was lost.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often a backend looks for keys to expire while none are due: keys
+/// another backend writes with a time to live are expired by that backend,
+/// and by the others at most this late if it is gone.
+const IDLE_REAP: Duration = Duration::from_secs(5);
+
 /// How long one `XREAD BLOCK` waits on the server.
 const BLOCK: Duration = Duration::from_secs(2);
 
@@ -351,7 +356,7 @@ impl RedisBackend {
 /// What the change log holds after a revision.
 enum Since {
     /// The entries after it, in order (none when it is the latest).
-    Entries(Vec<(Revision, Vec<Change>)>),
+    Entries(Vec<(Revision, Vec<Change>, bool)>),
     /// It cannot be followed from there: re-list.
     Gap,
 }
@@ -543,13 +548,14 @@ async fn feed(shared: Arc<Shared>) {
     }
 }
 
-/// Removes keys whose time is up, waking at the next deadline, at least once
-/// a second.
+/// Removes keys whose time is up, waking at the next deadline (at least once
+/// a second while keys are due to expire, every [`IDLE_REAP`] while none
+/// are, and at once after this backend writes one).
 async fn reaper(shared: Arc<Shared>) {
     loop {
         let wait = match shared.reap().await {
             Ok(Some(next)) => next.clamp(Duration::from_millis(5), POLL_INTERVAL),
-            Ok(None) => POLL_INTERVAL,
+            Ok(None) => IDLE_REAP,
             Err(error) => {
                 tracing::debug!(store = %shared.store, %error, "expiring keys failed; retrying");
                 POLL_INTERVAL
@@ -640,7 +646,9 @@ fn parse_since(reply: Value) -> Result<(Revision, Since)> {
     Ok((Revision(revision), since))
 }
 
-fn parse_entry(entry: &Value) -> Result<(Revision, Vec<Change>)> {
+/// One log entry: its revision, its changes, and whether one of them is a
+/// put with a time to live.
+fn parse_entry(entry: &Value) -> Result<(Revision, Vec<Change>, bool)> {
     let malformed = || bad_reply("a change-log entry is malformed");
     let Value::Array(parts) = entry else {
         return Err(malformed());
@@ -660,11 +668,16 @@ fn parse_entry(entry: &Value) -> Result<(Revision, Vec<Change>)> {
         return Err(malformed());
     }
     let mut changes = Vec::with_capacity(fields.len() / 2);
+    let mut expiring = false;
     for pair in fields.chunks(2) {
         let key = text(pair[0]).ok_or_else(malformed)?;
         let change = text(pair[1]).ok_or_else(malformed)?;
         let value = match change.split_at_checked(1) {
             Some(("+", value)) => Some(Payload::new(value)),
+            Some(("~", value)) => {
+                expiring = true;
+                Some(Payload::new(value))
+            }
             Some(("-", "")) => None,
             _ => return Err(malformed()),
         };
@@ -673,7 +686,7 @@ fn parse_entry(entry: &Value) -> Result<(Revision, Vec<Change>)> {
             value,
         });
     }
-    Ok((Revision(revision), changes))
+    Ok((Revision(revision), changes, expiring))
 }
 
 fn parse_outcome(outcome: &str) -> Option<Outcome> {
@@ -950,7 +963,12 @@ async fn next_event(mut state: WatchState) -> Option<(Result<WatchEvent>, WatchS
                 let _ = tokio::time::timeout(POLL_INTERVAL, state.latest.changed()).await;
             }
             Ok((_, Since::Entries(entries))) => {
-                for (revision, changes) in entries {
+                for (revision, changes, expiring) in entries {
+                    if expiring {
+                        // Another backend wrote a key with a time to live:
+                        // expire it on time even if that backend goes away.
+                        state.shared.reap_now.notify_one();
+                    }
                     if revision.0 != state.last + 1 {
                         // Revisions are contiguous in the log; a hole is a gap.
                         state.pending.push_back(WatchEvent::Gap);
@@ -1018,7 +1036,8 @@ mod tests {
                 Value::BulkString(b"-".to_vec()),
             ]),
         ]);
-        let (revision, changes) = parse_entry(&entry).expect("parses");
+        let (revision, changes, expiring) = parse_entry(&entry).expect("parses");
+        assert!(!expiring);
         assert_eq!(revision, Revision(4));
         assert_eq!(
             changes,

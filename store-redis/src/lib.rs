@@ -97,8 +97,12 @@
 //! A put may carry a time to live, measured by the server's clock. Reads and
 //! listings hide a key once its time is up; it is removed, with a change of
 //! its own in the log, by the next write or by the expiry task that every
-//! watching backend runs (it wakes at the next deadline, at least once a
-//! second).
+//! watching backend (and every backend that writes such a key) runs. The
+//! task wakes at the next deadline: it hears of new deadlines from its own
+//! writes and from its watches (the log marks puts with a time to live), so
+//! keys expire on time, on every replica, even when their writer is gone.
+//! It also looks once a second while keys are due to expire and every 5 s
+//! while none are: one small script per backend.
 //!
 //! # Durability
 //!

@@ -19,7 +19,8 @@
 //! old ones.
 //!
 //! A log entry's fields are the changed keys, in the order of their last write
-//! in the batch, each with `+<value>` (put) or `-` (delete).
+//! in the batch, each with `+<value>` (put), `~<value>` (put with a time to
+//! live) or `-` (delete).
 
 use std::sync::OnceLock;
 
@@ -156,7 +157,7 @@ for i = 1, n do
       elseif expiring then
         redis.call('ZREM', KEYS[4], k)
       end
-      record(k, '+' .. v)
+      if ttl ~= '' then record(k, '~' .. v) else record(k, '+' .. v) end
       out[i] = 'A' .. num(nextv)
     end
   else

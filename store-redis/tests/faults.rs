@@ -620,3 +620,43 @@ async fn the_change_log_keeps_about_its_history_and_older_watches_get_a_gap() {
         "{event:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_keys_leave_every_replica_even_after_their_writer_is_gone() {
+    let server = RedisServer::start();
+    let reader = store_on(backend(&server.url(), "ttl").await).await;
+    let ttl_put = |key: &str| Batch {
+        ops: vec![Op {
+            key: key.to_owned(),
+            kind: store_core::backend::OpKind::Put {
+                value: Payload::from("1"),
+                ttl: Some(Duration::from_millis(300)),
+            },
+            precondition: None,
+        }],
+        atomic: false,
+    };
+    let writer = backend(&server.url(), "ttl").await;
+    writer.apply(ttl_put("a")).await.expect("write");
+    eventually("the other replica to see `a`", async || {
+        matches!(reader.get::<i32>("a"), Ok(Some(_)))
+    })
+    .await;
+    eventually("`a` to expire everywhere", async || {
+        matches!(reader.get::<i32>("a"), Ok(None))
+    })
+    .await;
+    // The writer goes away before its key expires: the reader's backend expires it.
+    writer.apply(ttl_put("b")).await.expect("write");
+    drop(writer);
+    eventually("`b` to show up", async || {
+        matches!(reader.get::<i32>("b"), Ok(Some(_)))
+    })
+    .await;
+    let started = Instant::now();
+    eventually("`b` to expire without its writer", async || {
+        matches!(reader.get::<i32>("b"), Ok(None))
+    })
+    .await;
+    println!("expired without its writer after {:?}", started.elapsed());
+}
