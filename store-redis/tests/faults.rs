@@ -660,3 +660,42 @@ async fn expired_keys_leave_every_replica_even_after_their_writer_is_gone() {
     .await;
     println!("expired without its writer after {:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_over_the_limit_are_refused_at_the_call() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(server.url(), "limits")
+        .prefix("test")
+        .max_value_size(1024)
+        .build()
+        .await
+        .expect("backend connects");
+    let store = store_on(backend.clone()).await;
+    let big = "x".repeat(2000);
+    assert!(matches!(
+        store.set("big", &big),
+        Err(Error::ValueTooLarge { limit: 1024, .. })
+    ));
+    let refused = backend
+        .apply(Batch {
+            ops: vec![Op::put("big", Payload::from(format!("\"{big}\"")))],
+            atomic: false,
+        })
+        .await;
+    assert!(
+        matches!(refused, Err(Error::ValueTooLarge { .. })),
+        "{refused:?}"
+    );
+    let too_many = Batch {
+        ops: (0..=store_redis::MAX_BATCH_OPS)
+            .map(|i| Op::put(format!("k{i}"), Payload::from("1")))
+            .collect(),
+        atomic: false,
+    };
+    assert!(matches!(
+        backend.apply(too_many).await,
+        Err(Error::Unsupported { .. })
+    ));
+    store.set("small", &1).expect("set");
+    store.flush().await.expect("the store goes on");
+}
