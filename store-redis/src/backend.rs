@@ -252,6 +252,20 @@ impl RedisBackendBuilder {
         let revision = shared.current_revision().await.map_err(connect_error)?;
         shared.saw(revision.0);
         tracing::debug!(store = %shared.store, endpoint = %shared.endpoint, %revision, "redis backend ready");
+        match shared.persistence().await {
+            Ok(persistence) if !persistence.survives_a_crash() => tracing::warn!(
+                store = %shared.store,
+                appendonly = persistence.append_only,
+                appendfsync = %persistence.fsync,
+                "acknowledged writes may be lost if the server crashes \
+                 (appendonly yes with appendfsync always keeps them)"
+            ),
+            Ok(_) => {}
+            // Managed services often refuse CONFIG: nothing to say then.
+            Err(error) => {
+                tracing::debug!(store = %shared.store, %error, "cannot read the server's persistence settings")
+            }
+        }
         Ok(RedisBackend {
             inner: Arc::new(Inner { shared }),
         })
@@ -350,6 +364,31 @@ impl RedisBackend {
     /// The store's current revision on the server.
     pub async fn revision(&self) -> Result<Revision> {
         self.inner.shared.current_revision().await
+    }
+
+    /// The persistence settings of the node that holds the store, read with
+    /// `CONFIG GET` (which managed services may refuse). See the crate docs'
+    /// *Durability*.
+    pub async fn persistence(&self) -> Result<Persistence> {
+        self.inner.shared.persistence().await
+    }
+}
+
+/// A server's persistence settings, as far as acknowledged writes are
+/// concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Persistence {
+    /// `appendonly`: the append-only file is on.
+    pub append_only: bool,
+    /// `appendfsync`: `always`, `everysec` or `no`.
+    pub fsync: String,
+}
+
+impl Persistence {
+    /// Whether every acknowledged write survives a crash of the server
+    /// (`appendonly yes` with `appendfsync always`).
+    pub fn survives_a_crash(&self) -> bool {
+        self.append_only && self.fsync == "always"
     }
 }
 
@@ -458,6 +497,44 @@ impl Shared {
             }));
         }
         Ok(())
+    }
+
+    async fn persistence(&self) -> Result<Persistence> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("append*");
+        let answer = tokio::time::timeout(
+            self.request_timeout,
+            self.conn.on_node_of(&self.keys.revision, cmd),
+        )
+        .await
+        .map_err(|_| unavailable(RedisStoreError::Timeout(self.request_timeout)))?
+        .map_err(from_redis)?;
+        let pairs: Vec<(String, String)> = match answer {
+            Value::Array(items) => items
+                .chunks(2)
+                .filter_map(|pair| {
+                    Some((
+                        text(pair.first()?)?.to_owned(),
+                        text(pair.get(1)?)?.to_owned(),
+                    ))
+                })
+                .collect(),
+            Value::Map(items) => items
+                .iter()
+                .filter_map(|(k, v)| Some((text(k)?.to_owned(), text(v)?.to_owned())))
+                .collect(),
+            _ => return Err(bad_reply("CONFIG GET did not answer pairs")),
+        };
+        let get = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        Ok(Persistence {
+            append_only: get("appendonly").is_some_and(|v| v == "yes"),
+            fsync: get("appendfsync").unwrap_or_default(),
+        })
     }
 
     async fn reap(&self) -> Result<Option<Duration>> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::config::Endpoint;
@@ -89,6 +90,27 @@ impl Conn {
                 };
                 let client = builder.build()?;
                 Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Sends `cmd` to the node that serves `key` (on a single server, to it).
+    pub(crate) async fn on_node_of(&self, key: &str, cmd: Cmd) -> RedisResult<Value> {
+        match self {
+            Conn::Standalone(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => {
+                let mut c = c.clone();
+                let slot: u16 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(key)
+                    .query_async(&mut c)
+                    .await?;
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(slot, SlotAddr::Master),
+                ));
+                c.route_command(cmd, route).await
             }
         }
     }

@@ -132,6 +132,10 @@
 //! connection until the replicas answer, so each batch costs a replication
 //! round trip.
 //!
+//! [`RedisBackend::persistence`] reads the setting of the node that holds the
+//! store, and `build` logs a warning when it does not keep every
+//! acknowledged write through a crash.
+//!
 //! `appendfsync always` costs an fsync per batch: on the 2-core test
 //! machine a one-op batch took about 3.2 ms with it and 0.14 ms with
 //! `everysec` (a debug build, loopback, one connection); the store groups
@@ -170,7 +174,7 @@ mod scripts;
 
 pub use backend::{
     BuildError, DEFAULT_HISTORY, DEFAULT_MAX_VALUE_SIZE, DEFAULT_PREFIX, MAX_BATCH_OPS,
-    RedisBackend, RedisBackendBuilder,
+    Persistence, RedisBackend, RedisBackendBuilder,
 };
 pub use config::{ConfigError, Endpoint, redact};
 pub use error::RedisStoreError;

@@ -54,6 +54,14 @@ async fn kill_9_with_fsync_always_loses_no_acknowledged_write() {
         .build()
         .await
         .expect("backend connects");
+    assert!(
+        writer
+            .persistence()
+            .await
+            .expect("settings")
+            .survives_a_crash(),
+        "the test server fsyncs every write"
+    );
     const WRITERS: usize = 4;
     const WRITES: usize = 400;
     let acknowledged = Arc::new(AtomicUsize::new(0));
@@ -404,6 +412,12 @@ async fn stores_spread_over_the_cluster_and_survive_a_node_restart() {
         stores.push((tag, store));
     }
     assert!(nodes.len() >= 2, "eight stores on one node of three");
+    let persistence = backend(&url, "spread-0")
+        .await
+        .persistence()
+        .await
+        .expect("the node's settings");
+    assert!(persistence.survives_a_crash(), "{persistence:?}");
     let (tag, store) = &stores[0];
     let index = cluster.lock().expect("cluster").node_of(tag);
     {
@@ -698,4 +712,21 @@ async fn values_over_the_limit_are_refused_at_the_call() {
     ));
     store.set("small", &1).expect("set");
     store.flush().await.expect("the store goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistence_settings_are_read_from_the_server() {
+    let server = RedisServer::start();
+    let backend = backend(&server.url(), "settings").await;
+    assert!(
+        backend
+            .persistence()
+            .await
+            .expect("settings")
+            .survives_a_crash()
+    );
+    server.cli(&["CONFIG", "SET", "appendfsync", "everysec"]);
+    let persistence = backend.persistence().await.expect("settings");
+    assert_eq!(persistence.fsync, "everysec");
+    assert!(!persistence.survives_a_crash());
 }
