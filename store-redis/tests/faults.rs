@@ -730,3 +730,73 @@ async fn persistence_settings_are_read_from_the_server() {
     assert_eq!(persistence.fsync, "everysec");
     assert!(!persistence.survives_a_crash());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_follows_its_slot_when_the_slot_moves_to_another_node() {
+    let cluster = Arc::new(std::sync::Mutex::new(blocking(RedisCluster::start).await));
+    let url = cluster.lock().expect("cluster").url();
+    let writer_backend = backend(&url, "moving").await;
+    let tag = writer_backend.hash_tag().to_owned();
+    let writer = store_on(writer_backend).await;
+    let watcher = store_on(backend(&url, "moving").await).await;
+    for i in 0..50u32 {
+        writer.set(format!("k{i}"), &i).expect("set");
+    }
+    writer.flush().await.expect("flush");
+    // Writes go on while the slot moves.
+    let writing = tokio::spawn({
+        let writer = writer.clone();
+        async move {
+            for i in 0..60u32 {
+                writer
+                    .set_and_wait("counter", &i)
+                    .await
+                    .expect("a write while the slot moves");
+            }
+        }
+    });
+    let (from, to) = {
+        let cluster = Arc::clone(&cluster);
+        let tag = tag.clone();
+        blocking(move || {
+            let cluster = cluster.lock().expect("cluster");
+            let from = cluster.node_of(&tag);
+            let to = (from + 1) % cluster.nodes.len();
+            let slot = cluster.nodes[from].cli(&["CLUSTER", "KEYSLOT", &tag]);
+            let slot = slot.trim();
+            let id = |i: usize| cluster.nodes[i].cli(&["CLUSTER", "MYID"]).trim().to_owned();
+            let (from_id, to_id) = (id(from), id(to));
+            let to_port = cluster.nodes[to].port().to_string();
+            cluster.nodes[to].cli(&["CLUSTER", "SETSLOT", slot, "IMPORTING", &from_id]);
+            cluster.nodes[from].cli(&["CLUSTER", "SETSLOT", slot, "MIGRATING", &to_id]);
+            loop {
+                let keys = cluster.nodes[from].cli(&["CLUSTER", "GETKEYSINSLOT", slot, "100"]);
+                let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+                if keys.is_empty() {
+                    break;
+                }
+                let mut args = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+                args.extend(keys);
+                cluster.nodes[from].cli(&args);
+            }
+            for node in [to, from] {
+                cluster.nodes[node].cli(&["CLUSTER", "SETSLOT", slot, "NODE", &to_id]);
+            }
+            (from, to)
+        })
+        .await
+    };
+    writing.await.expect("the writes went on");
+    assert_eq!(cluster.lock().expect("cluster").node_of(&tag), to);
+    assert_ne!(from, to);
+    writer
+        .set_and_wait("after", &1)
+        .await
+        .expect("a write after the move");
+    eventually("the watching replica to follow the slot", async || {
+        matches!(watcher.get::<u32>("after"), Ok(Some(_)))
+            && watcher.get::<u32>("counter").ok().flatten().as_deref() == Some(&59)
+            && watcher.len() == 52
+    })
+    .await;
+}
