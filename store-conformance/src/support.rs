@@ -2,7 +2,6 @@
 //! again: deadlines scaled for slow machines, waiting on a condition, a
 //! proptest configuration, and a capture of every log line.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -81,11 +80,7 @@ pub async fn eventually_within(what: &str, limit: Duration, check: impl FnMut() 
 /// # Panics
 ///
 /// When the time is up, with a message naming `what` was awaited.
-pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
+pub async fn eventually_async(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let limit = deadline(EVENTUALLY);
     let wait = async {
         while !check().await {
