@@ -656,6 +656,83 @@ pub async fn time_to_live_is_honoured_or_refused<H: Harness>(harness: &H) {
     .await;
 }
 
+/// The writes of a transaction land together, at one revision, or not at
+/// all; a backend without atomic batches refuses it and nothing is written.
+pub async fn transactions_land_together_or_not_at_all<H: Harness>(harness: &H) {
+    let (store, _, scope) = gated(harness, "transactions").await;
+    store.set_and_wait("gone", &0).await.expect("set");
+    let result = store
+        .transaction()
+        .set("a", &1)
+        .set("b", &2)
+        .remove("gone")
+        .commit()
+        .await;
+    if !store.capabilities().atomic_batch {
+        assert!(
+            matches!(result, Err(Error::Unsupported { .. })),
+            "{result:?}"
+        );
+        assert_eq!(value::<i32>(&store, "a"), None);
+        assert_eq!(value::<i32>(&store, "gone"), Some(0));
+        return;
+    }
+    let revision = result.expect("commit");
+    let a = store
+        .get_versioned::<i32>("a")
+        .expect("get")
+        .expect("a is visible at once");
+    let b = store
+        .get_versioned::<i32>("b")
+        .expect("get")
+        .expect("b is visible at once");
+    assert_eq!((*a.value, *b.value), (1, 2));
+    assert_eq!(a.version, b.version, "one revision for both");
+    assert_eq!(a.version, Version(revision.0));
+    assert_eq!(value::<i32>(&store, "gone"), None);
+    let other = self::store(harness.open(&scope).await).await;
+    eventually(
+        "another handle to see the transaction",
+        CONVERGE_BASE,
+        || value::<i32>(&other, "b") == Some(2),
+    )
+    .await;
+    assert_eq!(value::<i32>(&other, "a"), Some(1));
+    assert_eq!(value::<i32>(&other, "gone"), None);
+
+    if store.capabilities().compare_and_set {
+        let conflict = store
+            .transaction()
+            .set("a", &10)
+            .set_if("b", Precondition::Absent, &20)
+            .commit()
+            .await;
+        match conflict {
+            Err(Error::Conflict { key, .. }) => assert_eq!(key, "b"),
+            other => panic!("expected a conflict on b, got {other:?}"),
+        }
+        store.flush().await.expect("flush");
+        assert_eq!(value::<i32>(&store, "a"), Some(1), "nothing of it landed");
+        store
+            .transaction()
+            .set_if("a", Precondition::Version(a.version), &11)
+            .remove_if("b", Precondition::Version(b.version))
+            .commit()
+            .await
+            .expect("preconditions that hold");
+        assert_eq!(value::<i32>(&store, "a"), Some(11));
+        assert_eq!(value::<i32>(&store, "b"), None);
+    }
+
+    let invalid = store.transaction().set("c", &3).set("", &4).commit().await;
+    assert!(
+        matches!(invalid, Err(Error::InvalidKey { .. })),
+        "{invalid:?}"
+    );
+    store.flush().await.expect("flush");
+    assert_eq!(value::<i32>(&store, "c"), None, "nothing was sent");
+}
+
 /// Keys with `/`, `~`, URLs, dots, spaces, non-ASCII text and the longest length
 /// round-trip unchanged and stay apart.
 pub async fn unusual_keys_round_trip<H: Harness>(harness: &H) {

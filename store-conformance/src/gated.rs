@@ -98,6 +98,10 @@ impl<B: Backend> Backend for Gated<B> {
         self.inner.name()
     }
 
+    fn store_name(&self) -> Option<&str> {
+        self.inner.store_name()
+    }
+
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }

@@ -102,6 +102,7 @@ macro_rules! __conformance_case_list {
             bad_input_is_refused_at_the_call_and_loses_nothing,
             a_closed_store_refuses_calls,
             time_to_live_is_honoured_or_refused,
+            transactions_land_together_or_not_at_all,
             unusual_keys_round_trip,
             many_writes_are_split_into_batches,
         );

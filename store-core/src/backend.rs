@@ -353,6 +353,17 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for errors and logs, such as `"memory"` or `"kube"`.
     fn name(&self) -> &'static str;
 
+    /// The name of the store this connection reaches, where the backend was
+    /// given one (a kube backend's store or Pepr capability, a Redis
+    /// backend's store). A [`Store`](crate::Store) on it takes this name
+    /// unless [`StoreBuilder::name`](crate::StoreBuilder::name) sets another,
+    /// so one store has one name, in logs and for
+    /// `#[on_ready(store = "...")]` hooks alike. The default is `None`
+    /// (the store is then called `"default"`).
+    fn store_name(&self) -> Option<&str> {
+        None
+    }
+
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
 
@@ -453,20 +464,119 @@ fn check_size(key: &str, value: &Payload, caps: &Capabilities) -> Result<()> {
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Object-safe mirror of [`Backend`], so a [`Store`](crate::Store) is one
-/// concrete type whatever it sits on.
+/// Any [`Backend`] behind one concrete type, as tower's `BoxService` is any
+/// service: for code that holds "some backend" without being generic over it
+/// (a registry of stores, a wrapper chosen at run time). Cheap to clone:
+/// clones share the backend.
+///
+/// ```
+/// use store_core::backend::BoxBackend;
+/// use store_core::{MemoryBackend, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> store_core::Result<()> {
+/// let backends = vec![BoxBackend::new(MemoryBackend::new())];
+/// let store = Store::builder().backend(backends[0].clone()).open().await?;
+/// store.set_and_wait("k", &1).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct BoxBackend(Arc<dyn DynBackend>);
+
+impl BoxBackend {
+    /// Boxes `backend`.
+    pub fn new(backend: impl Backend) -> Self {
+        BoxBackend(Arc::new(backend))
+    }
+}
+
+impl fmt::Debug for BoxBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BoxBackend").field(&self.0.name()).finish()
+    }
+}
+
+impl Backend for BoxBackend {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn store_name(&self) -> Option<&str> {
+        self.0.store_name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    async fn read(&self, key: &str) -> Result<Option<Entry>> {
+        self.0.read(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Listing> {
+        self.0.list(prefix).await
+    }
+    fn apply(&self, batch: Batch) -> impl Future<Output = Result<Applied>> + Send {
+        self.0.apply(batch)
+    }
+    fn watch(&self, from: Revision) -> impl Future<Output = Result<WatchStream>> + Send {
+        self.0.watch(from)
+    }
+    async fn watch_prefix(&self, from: Revision, prefix: &str) -> Result<WatchStream> {
+        self.0.watch_prefix(from, prefix).await
+    }
+}
+
+/// A shared backend is a backend: `Arc<B>` delegates to `B`.
+impl<B: Backend> Backend for Arc<B> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn store_name(&self) -> Option<&str> {
+        (**self).store_name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    fn read(&self, key: &str) -> impl Future<Output = Result<Option<Entry>>> + Send {
+        (**self).read(key)
+    }
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Listing>> + Send {
+        (**self).list(prefix)
+    }
+    fn apply(&self, batch: Batch) -> impl Future<Output = Result<Applied>> + Send {
+        (**self).apply(batch)
+    }
+    fn watch(&self, from: Revision) -> impl Future<Output = Result<WatchStream>> + Send {
+        (**self).watch(from)
+    }
+    fn watch_prefix(
+        &self,
+        from: Revision,
+        prefix: &str,
+    ) -> impl Future<Output = Result<WatchStream>> + Send {
+        (**self).watch_prefix(from, prefix)
+    }
+}
+
+/// Object-safe mirror of [`Backend`], behind [`BoxBackend`] and a
+/// [`Store`](crate::Store)'s handle on its backend.
 pub(crate) trait DynBackend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
+    fn store_name(&self) -> Option<&str>;
     fn capabilities(&self) -> Capabilities;
     fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>>;
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>>;
     fn apply(&self, batch: Batch) -> BoxFuture<'_, Result<Applied>>;
     fn watch(&self, from: Revision) -> BoxFuture<'_, Result<WatchStream>>;
+    fn watch_prefix<'a>(
+        &'a self,
+        from: Revision,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<WatchStream>>;
 }
 
 impl<B: Backend> DynBackend for B {
     fn name(&self) -> &'static str {
         Backend::name(self)
+    }
+    fn store_name(&self) -> Option<&str> {
+        Backend::store_name(self)
     }
     fn capabilities(&self) -> Capabilities {
         Backend::capabilities(self)
@@ -482,5 +592,12 @@ impl<B: Backend> DynBackend for B {
     }
     fn watch(&self, from: Revision) -> BoxFuture<'_, Result<WatchStream>> {
         Box::pin(Backend::watch(self, from))
+    }
+    fn watch_prefix<'a>(
+        &'a self,
+        from: Revision,
+        prefix: &'a str,
+    ) -> BoxFuture<'a, Result<WatchStream>> {
+        Box::pin(Backend::watch_prefix(self, from, prefix))
     }
 }

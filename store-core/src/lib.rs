@@ -44,6 +44,7 @@
 //! | [`update`](Store::update) | read-modify-write with compare-and-set retry; no lost updates across replicas |
 //! | [`update_if`](Store::update_if) | the same, but the closure may return `None` to leave the key alone: nothing is sent |
 //! | [`compare_and_set`](Store::compare_and_set) | explicit precondition on version or absence |
+//! | [`transaction`](Store::transaction) | several keys, each with an optional precondition, applied together or not at all (backends with atomic batches) |
 //! | [`subscribe`](Store::subscribe) | a `Stream` of confirmed changes in order, filtered by key or prefix |
 //! | [`keys`](Store::keys), [`len`](Store::len), [`snapshot`](Store::snapshot) | from the local view, with the revision it reflects |
 //! | [`flush`](Store::flush), [`ready`](Store::ready) | wait for queued writes; wait for initial sync and on-ready hooks |
@@ -76,6 +77,7 @@
 //!
 //! The conformance suite for backend authors, the fault layer and the
 //! model-based runner are in the `store-conformance` crate, a dev-dependency.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backend;
 mod backoff;
@@ -89,19 +91,22 @@ mod shared;
 mod store;
 mod subscribe;
 mod sync;
+mod transaction;
 mod value;
 mod view;
 mod writes;
 
-pub use backend::{Backend, Capabilities, Payload, Precondition, Revision, Version};
+pub use backend::{Backend, BoxBackend, Capabilities, Payload, Precondition, Revision, Version};
 pub use error::{BoxError, Error, Result, SharedError};
 pub use key::{AnyKey, AsKey, Key, KeyFamily};
 pub use memory::{DEFAULT_HISTORY, KUBE_MAX_VALUE_SIZE, MemoryBackend};
 pub use store::{DEFAULT_TIMEOUT, Snapshot, Store, StoreBuilder, Versioned};
 pub use subscribe::{ChangeEvent, Subscription};
+pub use transaction::Transaction;
 pub use value::{PlainKey, StoreValue, decode};
 
 #[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
 pub use store_macros::{StoreValue, on_ready};
 
 #[cfg(feature = "schema")]

@@ -97,7 +97,7 @@ impl Drop for Guard {
 /// cancelled its write, which may still land.
 #[derive(Clone)]
 pub struct Store {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     _guard: Arc<Guard>,
     timeout: Duration,
 }
@@ -116,7 +116,7 @@ impl std::fmt::Debug for Store {
 #[must_use = "a builder does nothing until `start` or `open` is called"]
 pub struct StoreBuilder {
     backend: Option<Arc<dyn DynBackend>>,
-    name: String,
+    name: Option<String>,
     timeout: Duration,
     hooks: Vec<Hook>,
     linked_hooks: bool,
@@ -141,7 +141,7 @@ impl Default for StoreBuilder {
     fn default() -> Self {
         StoreBuilder {
             backend: None,
-            name: "default".to_owned(),
+            name: None,
             timeout: DEFAULT_TIMEOUT,
             hooks: Vec::new(),
             linked_hooks: true,
@@ -165,10 +165,12 @@ impl StoreBuilder {
         self
     }
 
-    /// The store's name, used to pick `#[on_ready(store = "...")]` hooks and in logs
-    /// (default `"default"`).
+    /// The store's name, used to pick `#[on_ready(store = "...")]` hooks and in
+    /// logs. By default the backend's name for its store
+    /// ([`Backend::store_name`]: `KubeBackend::builder(client, "ops")` is
+    /// `"ops"`), else `"default"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.name = Some(name.into());
         self
     }
 
@@ -287,6 +289,10 @@ impl StoreBuilder {
             .backend
             .unwrap_or_else(|| Arc::new(crate::MemoryBackend::new()));
         let caps = backend.capabilities();
+        let name = self
+            .name
+            .or_else(|| backend.store_name().map(str::to_owned))
+            .unwrap_or_else(|| "default".to_owned());
         let max_value_size = match (self.max_value_size, caps.max_value_size) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -296,7 +302,7 @@ impl StoreBuilder {
             .map_or(self.max_batch_ops, |b| b.min(self.max_batch_ops));
         let (changes, _) = broadcast::channel(self.subscriber_capacity);
         let shared = Arc::new(Shared {
-            name: self.name,
+            name,
             backend,
             caps,
             max_value_size,
@@ -392,7 +398,7 @@ impl Store {
         self.timeout
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.shared.is_closed() {
             Err(Error::Closed)
         } else {
@@ -464,7 +470,7 @@ impl Store {
             .transpose()
     }
 
-    fn encode_put<T: Serialize + ?Sized>(
+    pub(crate) fn encode_put<T: Serialize + ?Sized>(
         &self,
         key: &str,
         value: &T,
@@ -601,7 +607,7 @@ impl Store {
 
     /// A key may be removed when it follows the key rules or when the view
     /// holds it (another writer may store keys these rules refuse).
-    fn check_removable(&self, key: &str) -> Result<()> {
+    pub(crate) fn check_removable(&self, key: &str) -> Result<()> {
         match key::validate(key) {
             Err(_) if read(&self.shared.view).entries.contains_key(key) => Ok(()),
             checked => checked,
@@ -787,6 +793,15 @@ impl Store {
         .await
     }
 
+    /// Starts writes to several keys that land together or not at all:
+    /// `store.transaction().set("a", &1).remove("b").commit().await`. See
+    /// [`Transaction`](crate::Transaction). Needs
+    /// [`Capabilities::atomic_batch`]: the memory and Redis backends have it;
+    /// the kube backend, whose keys live in several objects, does not.
+    pub fn transaction(&self) -> crate::Transaction<'_> {
+        crate::Transaction::new(self)
+    }
+
     /// Waits until every write queued before the call is acknowledged and visible
     /// in the view.
     ///
@@ -805,7 +820,7 @@ impl Store {
     }
 
     /// Waits until every write up to `target` has its outcome.
-    async fn wait_seq(&self, target: u64, deadline: Instant, what: &str) -> Result<()> {
+    pub(crate) async fn wait_seq(&self, target: u64, deadline: Instant, what: &str) -> Result<()> {
         let mut settled = self.shared.settled.subscribe();
         self.until(deadline, what, async {
             settled
@@ -946,7 +961,7 @@ impl Store {
         Ok(ack.version)
     }
 
-    async fn wait_revision(
+    pub(crate) async fn wait_revision(
         &self,
         target: Revision,
         deadline: Instant,
@@ -968,7 +983,7 @@ impl Store {
 
     /// Runs `fut` until `deadline`, failing with [`Error::Timeout`] then, or with
     /// [`Error::Closed`] if the store closes first.
-    async fn until<T>(
+    pub(crate) async fn until<T>(
         &self,
         deadline: Instant,
         what: &str,
@@ -984,7 +999,7 @@ impl Store {
         }
     }
 
-    fn timeout_error(&self, waiting_for: String) -> Error {
+    pub(crate) fn timeout_error(&self, waiting_for: String) -> Error {
         Error::Timeout {
             waiting_for,
             timeout: self.timeout,

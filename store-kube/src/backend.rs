@@ -353,6 +353,14 @@ impl Backend for KubeBackend {
         NAME
     }
 
+    /// The store's name; in Pepr mode, the capability's.
+    fn store_name(&self) -> Option<&str> {
+        Some(match &self.inner.layout {
+            Layout::Native { store, .. } => store,
+            Layout::Pepr { capability, .. } => capability,
+        })
+    }
+
     fn capabilities(&self) -> Capabilities {
         let capabilities = Capabilities::default()
             .with_compare_and_set()

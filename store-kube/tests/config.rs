@@ -2,6 +2,8 @@
 //! fails to open with a typed [`ConfigError`] that says what to fix, on both
 //! tiers.
 
+mod support;
+
 use std::time::Duration;
 
 use store_core::Error;
@@ -105,4 +107,47 @@ async fn names_that_cannot_name_objects_are_refused_before_any_request() {
         cluster.fake_server().expect("fake").requests().is_empty(),
         "refused before any request"
     );
+}
+
+/// One store, one name: a store on a kube backend is named after the
+/// backend's store (Pepr: its capability) unless the builder names it.
+#[tokio::test]
+async fn a_store_takes_its_backends_store_name() {
+    let server = support::fake_server().await;
+    let client = || server.client().expect("client");
+    let native = KubeBackend::builder(client(), "ops")
+        .namespace("default")
+        .build()
+        .await
+        .expect("backend");
+    let store = store_core::Store::builder()
+        .backend(native.clone())
+        .linked_hooks(false)
+        .open()
+        .await
+        .expect("store");
+    assert_eq!(store.name(), "ops");
+    let renamed = store_core::Store::builder()
+        .backend(native)
+        .name("renamed")
+        .linked_hooks(false)
+        .open()
+        .await
+        .expect("store");
+    assert_eq!(renamed.name(), "renamed");
+    let pepr = KubeBackend::builder(client(), "unused")
+        .pepr("module", "cap")
+        .namespace("default")
+        .build()
+        .await
+        .expect("backend");
+    let store = store_core::Store::builder()
+        .backend(pepr)
+        .linked_hooks(false)
+        .open()
+        .await
+        .expect("store");
+    assert_eq!(store.name(), "cap");
+    let memory = store_core::Store::memory().await.expect("store");
+    assert_eq!(memory.name(), "default");
 }

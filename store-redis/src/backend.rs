@@ -809,6 +809,10 @@ impl Backend for RedisBackend {
         NAME
     }
 
+    fn store_name(&self) -> Option<&str> {
+        Some(self.store())
+    }
+
     fn capabilities(&self) -> Capabilities {
         self.inner.shared.caps()
     }

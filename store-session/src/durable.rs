@@ -25,8 +25,9 @@ use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::instance::Instance;
 use crate::layout::{self, ScopeKind};
-use crate::session::{Instance, lock, outdated};
+use crate::{lock, outdated};
 
 /// What the durable tier stores: serde values that can be copied for an update.
 ///

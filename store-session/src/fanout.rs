@@ -21,8 +21,8 @@ use store_core::backend::{Change, WatchEvent, WatchStream};
 use store_core::{Backend, Result, Revision};
 use tokio::sync::Notify;
 
+use crate::lock;
 use crate::scoped::ScopedBackend;
-use crate::session::lock;
 
 /// Revisions of changes kept for scopes that start watching a little behind.
 const RING_REVISIONS: usize = 1024;

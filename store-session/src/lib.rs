@@ -138,11 +138,16 @@
 //! scope it belongs to: a write costs the same however many other sessions
 //! have durable scopes open.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+mod activity;
 mod durable;
 mod error;
 mod fanout;
+mod instance;
 pub mod layout;
 mod live;
+mod quota;
 mod registry;
 mod scope;
 mod scoped;
@@ -153,7 +158,21 @@ pub use error::{Error, QuotaKind, Result};
 pub use fanout::SharedWatch;
 pub use layout::ScopeKind;
 pub use live::{Changes, Handle, LiveGuard};
+pub use quota::Usage;
 pub use registry::{Sessions, SessionsBuilder};
 pub use scope::Scope;
 pub use scoped::ScopedBackend;
-pub use session::{Ended, Session, Teardown, Usage};
+pub use session::{Ended, Session, Teardown};
+
+/// Locks a mutex, carrying on past a panic elsewhere (the data is kept consistent by
+/// every writer).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The error of a call on a retired or freed instance.
+pub(crate) fn outdated(key: &str) -> Error {
+    Error::Outdated {
+        key: key.to_owned(),
+    }
+}

@@ -20,8 +20,9 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::instance::{Gate, Instance};
 use crate::scope::json_of;
-use crate::session::{Gate, Instance, lock, outdated};
+use crate::{lock, outdated};
 
 type ToJson<T> = fn(&T) -> Value;
 

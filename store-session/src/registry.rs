@@ -6,14 +6,12 @@
 //! that session's own keys; no call walks other sessions.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use store_core::backend::{Applied, Batch, Change, Entry, Listing, Op};
 use store_core::{
-    Backend, Capabilities, MemoryBackend, Payload, Precondition, Revision, StoreBuilder,
+    Backend, BoxBackend, Capabilities, MemoryBackend, Payload, Precondition, Revision, StoreBuilder,
 };
 use tokio::time::Instant;
 
@@ -23,73 +21,58 @@ use crate::layout;
 use crate::scoped::ScopedBackend;
 use crate::session::{Ended, Session, SessionCore};
 
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// The inner backend behind a trait object, so sessions and handles are not
-/// generic over it.
-pub(crate) trait Inner: Send + Sync + 'static {
-    fn capabilities(&self) -> Capabilities;
-    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, store_core::Result<Option<Entry>>>;
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, store_core::Result<Listing>>;
-    fn apply(&self, batch: Batch) -> BoxFuture<'_, store_core::Result<Applied>>;
-    /// Starts the one watch every durable scope of the registry shares,
-    /// telling `listener` of changes under `listen` (once; later calls wait for
-    /// the first).
-    fn start<'a>(
-        &'a self,
-        root: &'a str,
-        listen: String,
-        listener: Box<dyn FnOnce() -> Arc<dyn Listener> + Send + 'a>,
-    ) -> BoxFuture<'a, store_core::Result<()>>;
-    /// A store builder on the scoped view of `prefix`.
-    fn scoped(&self, prefix: String) -> StoreBuilder;
+/// The inner backend, type-erased so sessions and handles are not generic
+/// over it, and the one watch every durable scope of the registry shares.
+pub(crate) struct Inner {
+    backend: Arc<BoxBackend>,
+    watch: tokio::sync::OnceCell<SharedWatch<BoxBackend>>,
 }
 
-struct InnerBackend<B> {
-    backend: Arc<B>,
-    watch: tokio::sync::OnceCell<SharedWatch<B>>,
-}
-
-impl<B> InnerBackend<B> {
-    fn new(backend: Arc<B>) -> Self {
-        InnerBackend {
-            backend,
+impl Inner {
+    fn new(backend: BoxBackend) -> Self {
+        Inner {
+            backend: Arc::new(backend),
             watch: tokio::sync::OnceCell::new(),
         }
     }
-}
 
-impl<B: Backend> Inner for InnerBackend<B> {
-    fn capabilities(&self) -> Capabilities {
+    pub(crate) fn capabilities(&self) -> Capabilities {
         self.backend.capabilities()
     }
-    fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, store_core::Result<Option<Entry>>> {
-        Box::pin(self.backend.read(key))
+
+    pub(crate) async fn read(&self, key: &str) -> store_core::Result<Option<Entry>> {
+        self.backend.read(key).await
     }
-    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, store_core::Result<Listing>> {
-        Box::pin(self.backend.list(prefix))
+
+    pub(crate) async fn list(&self, prefix: &str) -> store_core::Result<Listing> {
+        self.backend.list(prefix).await
     }
-    fn apply(&self, batch: Batch) -> BoxFuture<'_, store_core::Result<Applied>> {
-        Box::pin(self.backend.apply(batch))
+
+    pub(crate) async fn apply(&self, batch: Batch) -> store_core::Result<Applied> {
+        self.backend.apply(batch).await
     }
-    fn start<'a>(
-        &'a self,
-        root: &'a str,
+
+    /// Starts the one watch every durable scope of the registry shares,
+    /// telling `listener` of changes under `listen` (once; later calls wait for
+    /// the first).
+    pub(crate) async fn start(
+        &self,
+        root: &str,
         listen: String,
-        listener: Box<dyn FnOnce() -> Arc<dyn Listener> + Send + 'a>,
-    ) -> BoxFuture<'a, store_core::Result<()>> {
-        Box::pin(async move {
-            self.watch
-                .get_or_try_init(|| async {
-                    let watch = SharedWatch::start(Arc::clone(&self.backend), root).await?;
-                    watch.listen(listen, listener());
-                    Ok::<_, store_core::Error>(watch)
-                })
-                .await?;
-            Ok(())
-        })
+        listener: impl FnOnce() -> Arc<dyn Listener>,
+    ) -> store_core::Result<()> {
+        self.watch
+            .get_or_try_init(|| async {
+                let watch = SharedWatch::start(Arc::clone(&self.backend), root).await?;
+                watch.listen(listen, listener());
+                Ok::<_, store_core::Error>(watch)
+            })
+            .await?;
+        Ok(())
     }
-    fn scoped(&self, prefix: String) -> StoreBuilder {
+
+    /// A store builder on the scoped view of `prefix`.
+    pub(crate) fn scoped(&self, prefix: String) -> StoreBuilder {
         let backend = match self.watch.get() {
             Some(watch) => watch.scoped(prefix.clone()),
             None => ScopedBackend::new(Arc::clone(&self.backend), prefix.clone()),
@@ -110,7 +93,7 @@ pub(crate) struct Limits {
 
 /// Settings every session of a registry shares.
 pub(crate) struct Config {
-    pub(crate) inner: Arc<dyn Inner>,
+    pub(crate) inner: Arc<Inner>,
     pub(crate) root: String,
     pub(crate) limits: Limits,
     pub(crate) idle_ttl: Option<Duration>,
@@ -501,7 +484,7 @@ async fn expire_when_idle(core: Weak<SessionCore>, ttl: Duration) {
 /// Configures a [`Sessions`] registry.
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct SessionsBuilder {
-    inner: Option<Arc<dyn Inner>>,
+    inner: Option<Arc<Inner>>,
     root: String,
     limits: Limits,
     idle_ttl: Option<Duration>,
@@ -539,7 +522,7 @@ impl SessionsBuilder {
 
     /// Like [`backend`](Self::backend), for a backend the caller keeps using too.
     pub fn shared_backend<B: Backend>(mut self, backend: Arc<B>) -> Self {
-        self.inner = Some(Arc::new(InnerBackend::new(backend)));
+        self.inner = Some(Arc::new(Inner::new(BoxBackend::new(backend))));
         self
     }
 
@@ -582,7 +565,7 @@ impl SessionsBuilder {
     pub fn build(self) -> Sessions {
         let inner = self
             .inner
-            .unwrap_or_else(|| Arc::new(InnerBackend::new(Arc::new(MemoryBackend::new()))));
+            .unwrap_or_else(|| Arc::new(Inner::new(BoxBackend::new(MemoryBackend::new()))));
         Sessions {
             registry: Arc::new(Registry {
                 config: Arc::new(Config {

@@ -9,9 +9,9 @@ use store_core::PlainKey;
 
 use crate::durable::DurableScope;
 use crate::error::Result;
+use crate::instance::Instance;
 use crate::layout::ScopeKind;
 use crate::live::{Handle, LiveScope};
-use crate::session::Instance;
 
 /// One store of a session: global, one realm, or one target environment.
 ///

@@ -121,7 +121,7 @@ fn ci() -> Result<(), String> {
 }
 
 /// Runs every test and doc test of the workspace, then prints how many ran,
-/// per crate and per tier (memory, fake, real, doc).
+/// per crate and per tier (memory, fake, real, redis, doc).
 fn test() -> Result<(), String> {
     let mut tally = tally::Tally::default();
     let result = run_tests(&mut tally);

@@ -9,7 +9,8 @@
 //!
 //! A test's tier comes from its name and crate: `real` for names holding
 //! `real_control_plane`, `on_a_real` or `a_real_pepr` (the etcd +
-//! kube-apiserver tier) and binaries named `*_real`; `fake` for other tests of
+//! kube-apiserver tier) and binaries named `*_real`; `redis` for store-redis
+//! and names holding `redis` (a real `redis-server`); `fake` for other tests of
 //! the kube crates and tests or binaries whose names hold `fake`, or `kube`
 //! but not `memory` (the in-process fake API server); `memory` for the rest;
 //! `doc` for doc tests.
@@ -76,6 +77,8 @@ fn tier(krate: &str, binary: &str, test: &str) -> &'static str {
         || binary.ends_with("_real")
     {
         "real"
+    } else if krate == "store-redis" || [binary, test].iter().any(|name| name.contains("redis")) {
+        "redis"
     } else if KUBE_CRATES.contains(&krate)
         || [binary, test].iter().any(|name| {
             name.contains("fake") || (name.contains("kube") && !name.contains("memory"))

@@ -1,0 +1,50 @@
+//! When a session was last used, for idle expiry.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::registry::Config;
+
+/// When a session was last seen in use, for idle expiry.
+///
+/// Kept off the hot path: a call only raises a flag (a plain read once it is
+/// up, so threads using one session don't fight over a cache line, and no
+/// clock read), and the expiry task turns a raised flag into a time when it
+/// looks (see [`seen`](Self::seen)). A use is therefore dated up to one of the
+/// task's checks late, never early.
+pub(crate) struct Activity {
+    used: AtomicBool,
+    /// Nanoseconds after the registry's epoch.
+    last_seen: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new(config: &Config) -> Self {
+        let activity = Activity {
+            used: AtomicBool::new(false),
+            last_seen: AtomicU64::new(0),
+        };
+        activity.seen(config, Instant::now());
+        activity
+    }
+
+    /// Marks the session as used.
+    pub(crate) fn touch(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The last time the session was seen in use, counting a use since the last
+    /// look as happening at `now`.
+    pub(crate) fn seen(&self, config: &Config, now: Instant) -> Instant {
+        if self.used.swap(false, Ordering::AcqRel) {
+            let nanos = now.saturating_duration_since(config.epoch).as_nanos();
+            self.last_seen
+                .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+        }
+        config.epoch + Duration::from_nanos(self.last_seen.load(Ordering::Acquire))
+    }
+}
