@@ -9,8 +9,24 @@
 //! ```sh
 //! cargo run --example session-workflow
 //! ```
+//!
+//! With `--redis <url>` the sessions' durable tier lives in a Redis store
+//! (`session-workflow`) instead of in memory; `--redis` alone starts a
+//! `redis-server` on a free loopback port in a temporary directory and stops
+//! it at the end:
+//!
+//! ```sh
+//! cargo run --example session-workflow -- --redis redis://127.0.0.1:6379
+//! cargo run --example session-workflow -- --redis
+//! ```
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use store_redis::RedisBackend;
 use store_session::{Error, Result, Session, Sessions};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -98,9 +114,66 @@ async fn deploy_status(session: &Session, target: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where the durable tier lives.
+enum Tier {
+    /// In this process (the default).
+    Memory,
+    /// On the Redis server at this URL.
+    Redis(String),
+    /// On a `redis-server` this example starts.
+    OwnRedis,
+}
+
+fn parse_args() -> std::result::Result<Tier, String> {
+    let mut args = std::env::args().skip(1).peekable();
+    let mut tier = Tier::Memory;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--redis" => {
+                tier = match args.next_if(|next| !next.starts_with("--")) {
+                    Some(url) => Tier::Redis(url),
+                    None => Tier::OwnRedis,
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument `{other}` (usage: session-workflow [--redis [URL]])"
+                ));
+            }
+        }
+    }
+    Ok(tier)
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run().await {
+    let tier = match parse_args() {
+        Ok(tier) => tier,
+        Err(e) => {
+            eprintln!("session-workflow: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    // Declared before the registry so the server stops after it.
+    let mut own_server = None;
+    let sessions = match tier {
+        Tier::Memory => Ok(Sessions::new()),
+        Tier::Redis(url) => on_redis(&url).await,
+        Tier::OwnRedis => match RedisServer::start() {
+            Ok(server) => {
+                let url = server.url();
+                own_server = Some(server);
+                on_redis(&url).await
+            }
+            Err(e) => Err(e),
+        },
+    };
+    let result = match sessions {
+        Ok(sessions) => run(sessions).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    drop(own_server);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("session-workflow failed: {e}");
@@ -109,8 +182,103 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> Result<()> {
-    let sessions = Sessions::new();
+/// A registry whose durable tier is the store `session-workflow` on `url`.
+/// Sessions left over by an interrupted earlier run are ended first.
+async fn on_redis(url: &str) -> std::result::Result<Sessions, String> {
+    let backend = RedisBackend::builder(url, "session-workflow")
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("durable tier: Redis at {}", backend.endpoint());
+    let sessions = Sessions::builder().backend(backend).build();
+    for id in ["session-42", "session-43"] {
+        let left = sessions.end(id).await.map_err(|e| e.to_string())?;
+        if left.durable_keys > 0 {
+            println!(
+                "durable tier: ended {id}, left by an earlier run ({} keys)",
+                left.durable_keys
+            );
+        }
+    }
+    Ok(sessions)
+}
+
+/// A `redis-server` on a free loopback port in a temporary directory,
+/// stopped (and its directory removed) when dropped.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    fn start() -> std::result::Result<RedisServer, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free loopback port: {e}"))?
+            .port();
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot start redis-server ({e}): install Redis 7 \
+                     (`apt-get install -y redis-server`) or give `--redis <url>`"
+                )
+            })?;
+        let mut server = RedisServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("redis-server exited at start: {status}"));
+            }
+            if server.answers() {
+                return Ok(server);
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err("redis-server did not answer within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the server answers `PING` with `PONG`.
+    fn answers(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut answer = [0_u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut answer).is_ok()
+            && &answer == b"+PONG\r\n"
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn run(sessions: Sessions) -> Result<()> {
     let session = sessions.open("session-42").await?;
 
     deploy_start(&session, "staging", "1.4.2").await?;

@@ -9,8 +9,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Opens a store kept in Kubernetes custom resources (the current kubeconfig
 /// and context unless told otherwise), in the native layout (`--store NAME`)
-/// or Pepr's (`--pepr UUID --capability NAME`). Every write goes through the
-/// same `Store` the applications use, so the tool never breaks a layout.
+/// or Pepr's (`--pepr UUID --capability NAME`), or a store kept in Redis
+/// (`--redis URL --store NAME`). Every write goes through the same `Store`
+/// the applications use, so the tool never breaks a layout.
 #[derive(Debug, Parser)]
 #[command(name = "store", version, propagate_version = true)]
 pub struct Cli {
@@ -59,7 +60,33 @@ pub struct Target {
     #[arg(long, global = true)]
     pub capability: Option<String>,
 
-    /// How long a call may wait for the API server.
+    /// A Redis deployment holding the store (`--store NAME`) instead of
+    /// Kubernetes: `redis://[user[:password]@]host[:port][/db]`,
+    /// `rediss://...` for TLS, or `redis+cluster://host:port[,host:port...]`.
+    /// Prefer `STORE_REDIS_URL` for a URL with a password: the URL is never
+    /// printed with its credentials.
+    #[arg(
+        long,
+        global = true,
+        env = "STORE_REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        conflicts_with_all = ["pepr", "kubeconfig", "context", "namespace"]
+    )]
+    pub redis: Option<String>,
+
+    /// The key prefix of the Redis store (with `--redis`; default: the
+    /// backend's, `typed-store`).
+    #[arg(
+        long = "prefix",
+        id = "redis_prefix",
+        value_name = "PREFIX",
+        global = true,
+        requires = "redis"
+    )]
+    pub redis_prefix: Option<String>,
+
+    /// How long a call may wait for the API server (or Redis).
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
 }
@@ -139,7 +166,8 @@ pub enum Command {
         keep_existing: bool,
     },
     /// Each object of the store: keys, JSON size, fill against the object
-    /// budget, resource version; then totals.
+    /// budget, resource version; then totals. On Redis: keys, bytes,
+    /// revision and the server's persistence settings.
     Stat,
     /// What Pepr's v1-to-v2 key migration of the capability would move (a dry
     /// run); with `--apply`, does it.

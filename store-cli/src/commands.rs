@@ -48,8 +48,8 @@ pub(crate) fn ls(opened: &Opened, prefix: &str, printer: &mut Printer<'_>) -> Re
 pub(crate) fn get(opened: &Opened, key: &str, printer: &mut Printer<'_>) -> Result<(), Failure> {
     let found = opened.store.get_versioned::<Value>(key)?.ok_or_else(|| {
         Failure::NotFound(format!(
-            "no key `{key}` in the store (namespace `{}`)",
-            opened.namespace
+            "no key `{key}` in the store ({})",
+            opened.whereabouts()
         ))
     })?;
     let value = decoded(opened, (*found.value).clone());

@@ -9,24 +9,31 @@ use store_kube::{DEFAULT_OBJECT_BUDGET, pepr_v1_keys};
 
 use crate::args::Target;
 use crate::failure::Failure;
-use crate::open::{self, Opened};
+use crate::open::{self, Opened, Place};
 use crate::output::Printer;
 
 /// Each object of the store: its keys, its JSON size against the default
 /// object budget, and its resource version; then the store's totals.
+/// On Redis: see [`crate::redis::stat`].
 pub(crate) async fn stat(opened: &Opened, printer: &mut Printer<'_>) -> Result<(), Failure> {
+    let (layout, objects) = match &opened.place {
+        Place::Kube {
+            layout, objects, ..
+        } => (layout, objects),
+        Place::Redis(backend) => return crate::redis::stat(opened, backend, printer).await,
+    };
     let snapshot = opened.store.snapshot();
-    let names = opened.layout.objects();
+    let names = layout.objects();
     let mut keys = vec![0usize; names.len()];
     for key in snapshot.entries.keys() {
-        if let Some(count) = keys.get_mut(opened.layout.shard_of(key)) {
+        if let Some(count) = keys.get_mut(layout.shard_of(key)) {
             *count += 1;
         }
     }
     let mut rows = Vec::with_capacity(names.len() + 1);
     let mut total_bytes = 0usize;
     for (name, keys) in names.iter().zip(&keys) {
-        let object = opened.objects.get_opt(name).await?;
+        let object = objects.get_opt(name).await?;
         let bytes = object
             .as_ref()
             .and_then(|o| serde_json::to_vec(o).ok())
@@ -67,6 +74,13 @@ pub(crate) async fn migrate_pepr(
     removal_delay: Duration,
     printer: &mut Printer<'_>,
 ) -> Result<(), Failure> {
+    if target.redis.is_some() {
+        return Err(Failure::BadInput(
+            "migrate-pepr moves keys of a Pepr store in Kubernetes; a Redis store has none \
+             (drop `--redis`, give `--pepr UUID --capability NAME`)"
+                .to_owned(),
+        ));
+    }
     let (_, layout, _, api) = open::locate(target).await?;
     let Layout::Pepr { object, capability } = layout else {
         return Err(Failure::BadInput(

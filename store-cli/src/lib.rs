@@ -8,14 +8,19 @@
 //! ["kube-system","team-b"]
 //! $ store --pepr 7d3c... --capability hello ls -o jsonl
 //! $ store --pepr 7d3c... --capability hello migrate-pepr --others hello-pepr
+//! $ store --redis redis://127.0.0.1:6379 --store sessions ls
 //! ```
 //!
 //! The binary is also installed as `kubectl-store`, so `kubectl store ...`
 //! works as a kubectl plugin. It opens the store on the kube backend with the
 //! current kubeconfig and context (or `--kubeconfig`, `--context`,
 //! `--namespace`), in the native layout (`--store NAME`; the shard count is
-//! read from the store) or Pepr's (`--pepr UUID --capability NAME`). A store
-//! that does not exist is reported, never created.
+//! read from the store) or Pepr's (`--pepr UUID --capability NAME`). With
+//! `--redis URL --store NAME` (and `--prefix` when the application sets one)
+//! it opens a store on the Redis backend instead; the URL may come from
+//! `STORE_REDIS_URL` and is never printed with its credentials, and `stat`
+//! then shows the store's keys, bytes, revision and the server's persistence
+//! settings. A store that does not exist is reported, never created.
 //!
 //! Every write goes through `store_core::Store`, with `--if-version N` and
 //! `--if-absent` as compare-and-set preconditions, so the tool cannot break a
@@ -25,7 +30,7 @@
 //! Exit codes: 0 success, 1 other failure, 2 bad input (command line, JSON,
 //! file), 3 not found (store or key), 4 conflict (a precondition failed),
 //! 5 refused by the store (invalid key, too large, refused by the server),
-//! 6 unreachable (API server down or too slow).
+//! 6 unreachable (API server or Redis down or too slow).
 
 mod args;
 mod commands;
@@ -33,6 +38,7 @@ mod failure;
 mod inspect;
 mod open;
 mod output;
+mod redis;
 mod transfer;
 
 use std::ffi::OsString;

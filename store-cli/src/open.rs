@@ -1,7 +1,7 @@
 //! Opening the store a command names: the client from the kubeconfig, the
 //! layout (the native shard count is read from the store's first object), and
-//! a `Store` on the kube backend. A store that does not exist is reported, not
-//! created.
+//! a `Store` on the kube backend; or, with `--redis`, a `Store` on the Redis
+//! backend. A store that does not exist is reported, not created.
 
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -10,28 +10,59 @@ use store_core::Store;
 use store_kube::layout::Layout;
 use store_kube::resource::{pepr_store_resource, store_shard_resource};
 use store_kube::{KubeBackend, KubeBackendBuilder, PEPR_NAMESPACE};
+use store_redis::RedisBackend;
 
 use crate::args::Target;
 use crate::failure::Failure;
+use crate::redis::{Endpoint, redis_store_exists};
 
 /// An open store and where it lives.
 pub(crate) struct Opened {
     pub(crate) store: Store,
-    pub(crate) layout: Layout,
-    pub(crate) namespace: String,
-    /// The store's objects, through the API.
-    pub(crate) objects: Api<DynamicObject>,
+    pub(crate) place: Place,
+}
+
+/// Where an open store lives.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per command, never moved around"
+)]
+pub(crate) enum Place {
+    /// In Kubernetes custom resources.
+    Kube {
+        layout: Layout,
+        namespace: String,
+        /// The store's objects, through the API.
+        objects: Api<DynamicObject>,
+    },
+    /// In Redis (a clone of the store's backend, for `stat`).
+    Redis(RedisBackend),
 }
 
 impl Opened {
-    /// The object holding `key`.
+    /// The object holding `key` (on Redis: the hash tag naming its slot).
     pub(crate) fn shard_of(&self, key: &str) -> String {
-        self.layout
-            .objects()
-            .get(self.layout.shard_of(key))
-            .cloned()
-            .unwrap_or_default()
+        match &self.place {
+            Place::Kube { layout, .. } => layout
+                .objects()
+                .get(layout.shard_of(key))
+                .cloned()
+                .unwrap_or_default(),
+            Place::Redis(backend) => backend.hash_tag().to_owned(),
+        }
     }
+
+    /// Where the store is, for messages (credentials redacted).
+    pub(crate) fn whereabouts(&self) -> String {
+        match &self.place {
+            Place::Kube { namespace, .. } => format!("namespace `{namespace}`"),
+            Place::Redis(backend) => redis_whereabouts(backend.store(), backend.endpoint()),
+        }
+    }
+}
+
+fn redis_whereabouts(store: &str, endpoint: &Endpoint) -> String {
+    format!("Redis store `{store}` at {endpoint}")
 }
 
 /// A client for the kubeconfig and context the options name.
@@ -125,6 +156,9 @@ pub(crate) async fn locate(
 /// Opens the store `target` names, failing with [`Failure::NotFound`] when its
 /// object does not exist.
 pub(crate) async fn open(target: &Target) -> Result<Opened, Failure> {
+    if let Some(url) = &target.redis {
+        return open_redis(target, url).await;
+    }
     open_with(target, |builder| builder).await
 }
 
@@ -149,8 +183,49 @@ pub(crate) async fn open_with(
         .await?;
     Ok(Opened {
         store,
-        layout,
-        namespace,
-        objects,
+        place: Place::Kube {
+            layout,
+            namespace,
+            objects,
+        },
+    })
+}
+
+/// Opens the store `--store` names on the Redis deployment at `url`, failing
+/// with [`Failure::NotFound`] when no application has written it yet.
+async fn open_redis(target: &Target, url: &str) -> Result<Opened, Failure> {
+    let Some(name) = &target.store else {
+        return Err(Failure::BadInput(
+            "name the store on Redis: `--redis URL --store NAME`".to_owned(),
+        ));
+    };
+    let endpoint = Endpoint::parse(url).map_err(|e| Failure::BadInput(e.to_string()))?;
+    let prefix = target
+        .redis_prefix
+        .clone()
+        .unwrap_or_else(|| store_redis::DEFAULT_PREFIX.to_owned());
+    if !redis_store_exists(&endpoint, &prefix, name, target.timeout).await? {
+        return Err(Failure::NotFound(format!(
+            "no {} under prefix `{prefix}`",
+            redis_whereabouts(name, &endpoint)
+        )));
+    }
+    let backend = RedisBackend::builder(url, name.clone())
+        .prefix(prefix)
+        .request_timeout(target.timeout)
+        .connect_timeout(target.timeout)
+        .build()
+        .await
+        .map_err(crate::redis::build_failure)?;
+    let store = Store::builder()
+        .backend(backend.clone())
+        .name("store-cli")
+        .linked_hooks(false)
+        .timeout(target.timeout)
+        .open()
+        .await?;
+    Ok(Opened {
+        store,
+        place: Place::Redis(backend),
     })
 }

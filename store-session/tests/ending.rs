@@ -221,3 +221,13 @@ async fn one_sessions_writes_cost_no_watch_events_in_other_sessions_on_kube() ->
     let backend = Arc::new(Held::new(Arc::new(kube_backend(&server).await)));
     one_sessions_writes_cost_no_watch_events_in_other_sessions(backend, 30, 30).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sessions_writes_cost_no_watch_events_in_other_sessions_on_redis() -> Result<(), Error>
+{
+    let server = common::redis::RedisServer::start();
+    let backend = Arc::new(Held::new(Arc::new(
+        common::redis::redis_backend(&server, "sessions").await,
+    )));
+    one_sessions_writes_cost_no_watch_events_in_other_sessions(backend, 100, 50).await
+}

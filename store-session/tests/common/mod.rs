@@ -24,6 +24,7 @@ use store_session::ScopeKind;
 use store_session::layout;
 use store_session::{ScopedBackend, SharedWatch};
 
+pub(crate) mod redis;
 pub(crate) mod replicas;
 
 /// Keys the conformance cases write; seeded next door as strings.

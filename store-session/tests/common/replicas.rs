@@ -1,6 +1,7 @@
 //! Replicas of a session server sharing one durable backend: two registries on
-//! one memory backend, or on two kube backends of one store on the in-process
-//! fake API server, and a wrapper that can hold a replica's watch back.
+//! one memory backend, on two kube backends of one store on the in-process
+//! fake API server, or on two Redis backends of one store on a real
+//! `redis-server`, and a wrapper that can hold a replica's watch back.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,8 +12,11 @@ use store_core::backend::{Applied, Batch, Entry, Listing, Outcome, WatchStream};
 use store_core::{Backend, Capabilities, MemoryBackend, Result, Revision};
 use store_kube::KubeBackend;
 use store_kube_testing::FakeApiServer;
+use store_redis::RedisBackend;
 use store_session::Sessions;
 use tokio::sync::{Notify, watch};
+
+use super::redis::{RedisServer, redis_backend};
 
 /// A backend whose watch events can be held back (the replica's view then
 /// lags the backend), counting the conditional writes it saw refused.
@@ -122,6 +126,7 @@ pub(crate) struct Pair<A, B> {
     pub(crate) one: Arc<A>,
     pub(crate) two: Arc<B>,
     _server: Option<FakeApiServer>,
+    _redis: Option<RedisServer>,
 }
 
 impl<A: Backend, B: Backend> Pair<A, B> {
@@ -147,6 +152,7 @@ pub(crate) fn memory_pair() -> Pair<MemoryBackend, Held<MemoryBackend>> {
         one: Arc::clone(&backend),
         two: Arc::new(Held::new(backend)),
         _server: None,
+        _redis: None,
     }
 }
 
@@ -176,6 +182,21 @@ pub(crate) async fn kube_pair() -> Pair<KubeBackend, Held<KubeBackend>> {
         one: Arc::new(one),
         two: Arc::new(Held::new(Arc::new(two))),
         _server: Some(server),
+        _redis: None,
+    }
+}
+
+/// Two Redis backends (two connections, two watches) on one store of one
+/// `redis-server` started for the test, the second through [`Held`].
+pub(crate) async fn redis_pair() -> Pair<RedisBackend, Held<RedisBackend>> {
+    let server = RedisServer::start();
+    let one = redis_backend(&server, "sessions").await;
+    let two = redis_backend(&server, "sessions").await;
+    Pair {
+        one: Arc::new(one),
+        two: Arc::new(Held::new(Arc::new(two))),
+        _server: None,
+        _redis: Some(server),
     }
 }
 
