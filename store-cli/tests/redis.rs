@@ -3,18 +3,15 @@
 //! that an application uses, dump and restore, watch, stat, and bad input
 //! getting one clear line, the right exit code and no credentials.
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
-
 use std::process::Output;
 use std::time::Duration;
 
 use clap::Parser;
-use redis_server::{RedisServer, free_port};
 use serde_json::{Value, json};
 use store_cli::{Cli, Failure};
 use store_core::Store;
 use store_redis::RedisBackend;
+use store_redis_testing::{RedisServer, free_port};
 
 const WAIT: Duration = Duration::from_secs(20);
 

@@ -1,30 +1,50 @@
-//! A real `redis-server` for the tests: started from the machine's binary on
-//! a free loopback port in a temporary directory, killed when dropped.
+//! A real `redis-server` for tests: started from the machine's binary on a
+//! free loopback port in a temporary directory, killed when dropped. Nothing
+//! needs to be running beforehand.
 //!
-//! Without `redis-server` the tests fail and say what to install: they never
-//! pass without having run.
+//! Without `redis-server` the test fails and says what to install: it never
+//! passes without having run.
+//!
+//! ```no_run
+//! use store_redis_testing::RedisServer;
+//!
+//! let server = RedisServer::start();
+//! let url = server.url(); // redis://127.0.0.1:<port>
+//! # let _ = url;
+//! ```
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use store_conformance::deadline;
+
 /// One `redis-server` process with its own directory, killed on drop.
-pub(crate) struct RedisServer {
+#[derive(Debug)]
+pub struct RedisServer {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
 }
 
 impl RedisServer {
-    /// Starts a server and waits until it answers; fails the test when
-    /// `redis-server` is not installed or does not start.
-    pub(crate) fn start() -> RedisServer {
+    /// Starts a server (append-only file on, fsync every second) and waits
+    /// until it answers.
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is not installed or does not start.
+    pub fn start() -> RedisServer {
         RedisServer::start_with_args(&[])
     }
 
     /// A server as [`start`](Self::start) makes, with more `redis-server`
     /// arguments (such as `--requirepass`).
-    pub(crate) fn start_with_args(extra: &[&str]) -> RedisServer {
+    ///
+    /// # Panics
+    ///
+    /// When `redis-server` is not installed or does not start.
+    pub fn start_with_args(extra: &[&str]) -> RedisServer {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -68,7 +88,7 @@ impl RedisServer {
 
     /// Waits until the port accepts connections and the server answers PING.
     fn wait_ready(&mut self) -> Result<(), String> {
-        let limit = Duration::from_secs(30);
+        let limit = deadline(Duration::from_secs(30));
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -90,12 +110,12 @@ impl RedisServer {
     }
 
     /// The server's port.
-    pub(crate) fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         self.port
     }
 
     /// `redis://127.0.0.1:<port>`.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
@@ -124,7 +144,11 @@ fn ping(mut stream: TcpStream) -> bool {
 }
 
 /// A loopback port that is free now.
-pub(crate) fn free_port() -> u16 {
+///
+/// # Panics
+///
+/// When no loopback port can be bound.
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     listener.local_addr().expect("local address").port()
 }
