@@ -21,7 +21,10 @@ use futures_core::Stream;
 
 use crate::error::{Error, Result};
 
-/// A point in a backend's history. Starts at 0 (nothing written) and only grows.
+/// A point in a backend's history. Only grows. A fresh store's history may
+/// start anywhere at or above 0: store-redis starts each store at its
+/// server's clock, so a store lost with its server and made again never goes
+/// back to revisions its replicas have seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Revision(pub u64);
 

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::registry::Config;
-
 /// When a session was last seen in use, for idle expiry.
 ///
 /// Kept off the hot path: a call only raises a flag (a plain read once it is
@@ -21,12 +19,13 @@ pub(crate) struct Activity {
 }
 
 impl Activity {
-    pub(crate) fn new(config: &Config) -> Self {
+    /// Seen in use now; times count from `epoch`, the registry's.
+    pub(crate) fn new(epoch: Instant) -> Self {
         let activity = Activity {
             used: AtomicBool::new(false),
             last_seen: AtomicU64::new(0),
         };
-        activity.seen(config, Instant::now());
+        activity.seen(epoch, Instant::now());
         activity
     }
 
@@ -39,12 +38,12 @@ impl Activity {
 
     /// The last time the session was seen in use, counting a use since the last
     /// look as happening at `now`.
-    pub(crate) fn seen(&self, config: &Config, now: Instant) -> Instant {
+    pub(crate) fn seen(&self, epoch: Instant, now: Instant) -> Instant {
         if self.used.swap(false, Ordering::AcqRel) {
-            let nanos = now.saturating_duration_since(config.epoch).as_nanos();
+            let nanos = now.saturating_duration_since(epoch).as_nanos();
             self.last_seen
                 .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
         }
-        config.epoch + Duration::from_nanos(self.last_seen.load(Ordering::Acquire))
+        epoch + Duration::from_nanos(self.last_seen.load(Ordering::Acquire))
     }
 }

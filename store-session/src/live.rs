@@ -21,7 +21,6 @@ use tokio::sync::watch;
 
 use crate::error::{Error, Result};
 use crate::instance::{Gate, Instance};
-use crate::scope::json_of;
 use crate::{lock, outdated};
 
 type ToJson<T> = fn(&T) -> Value;
@@ -490,4 +489,10 @@ impl Changes {
     fn is_retired(&self) -> bool {
         self.cell.gate().is_freed() || self.cell.is_retired()
     }
+}
+
+pub(crate) fn json_of<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_else(
+        |error| serde_json::json!({ "$type": type_name::<T>(), "$error": error.to_string() }),
+    )
 }

@@ -4,14 +4,13 @@
 use std::any::type_name;
 use std::sync::Arc;
 
-use serde::Serialize;
 use store_core::PlainKey;
 
 use crate::durable::DurableScope;
 use crate::error::Result;
 use crate::instance::Instance;
 use crate::layout::ScopeKind;
-use crate::live::{Handle, LiveScope};
+use crate::live::{Handle, LiveScope, json_of};
 
 /// One store of a session: global, one realm, or one target environment.
 ///
@@ -120,10 +119,4 @@ impl Scope {
         let state = self.instance.durable_scope(&self.kind).await?;
         Ok(DurableScope::new(Arc::clone(&self.instance), state))
     }
-}
-
-pub(crate) fn json_of<T: Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).unwrap_or_else(
-        |error| serde_json::json!({ "$type": type_name::<T>(), "$error": error.to_string() }),
-    )
 }

@@ -52,7 +52,7 @@ impl SessionCore {
         registry: Weak<Registry>,
     ) -> Arc<Self> {
         let id: Arc<str> = Arc::from(id);
-        let activity = Arc::new(Activity::new(&config));
+        let activity = Arc::new(Activity::new(config.epoch));
         let instance = Instance::new(
             Arc::clone(&id),
             generation,
@@ -80,7 +80,7 @@ impl SessionCore {
 
     /// The last time the session was seen in use (see [`Activity`]).
     pub(crate) fn last_used(&self, now: Instant) -> Instant {
-        self.activity.seen(&self.config, now)
+        self.activity.seen(self.config.epoch, now)
     }
 
     pub(crate) fn is_ended(&self) -> bool {
