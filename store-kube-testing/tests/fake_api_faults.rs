@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
+use store_conformance::support::eventually;
 use store_kube_testing::{FakeApiServer, Fault, FaultRule, TestCluster, Verb};
 use support::{Fixture, WidgetSpec, api_error, setup, widget, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,17 +33,6 @@ fn sized(size: i64) -> WidgetSpec {
     }
 }
 
-/// Waits, on the deadline, until `condition` holds.
-async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    within(what, async {
-        while !condition() {
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn dropped_watches_end_and_a_kube_runtime_watcher_recovers() {
     let (cluster, f) = fake().await;
@@ -58,7 +48,7 @@ async fn dropped_watches_end_and_a_kube_runtime_watcher_recovers() {
             }
         }
     });
-    until("the watch to open", || fake.open_watches() == 1).await;
+    eventually("the watch to open", || fake.open_watches() == 1).await;
     fake.drop_watches();
     f.widgets
         .create(&PostParams::default(), &widget("after", sized(1)))
@@ -74,7 +64,7 @@ async fn dropped_watches_end_and_a_kube_runtime_watcher_recovers() {
     })
     .await;
     assert_eq!(seen.metadata.name.as_deref(), Some("after"));
-    until("the watch to be open again", || fake.open_watches() == 1).await;
+    eventually("the watch to be open again", || fake.open_watches() == 1).await;
     driver.abort();
 }
 
@@ -193,7 +183,7 @@ async fn paused_requests_wait_until_resumed() {
             .create(&PostParams::default(), &widget("a", sized(1)))
             .await
     });
-    until("the request to be held", || fake.paused_requests() == 1).await;
+    eventually("the request to be held", || fake.paused_requests() == 1).await;
     assert!(!pending.is_finished());
     fake.resume();
     within("the held request", pending)

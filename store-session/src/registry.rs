@@ -23,14 +23,14 @@ use crate::session::{Ended, Session, SessionCore};
 
 /// The inner backend, type-erased so sessions and handles are not generic
 /// over it, and the one watch every durable scope of the registry shares.
-pub(crate) struct Inner {
+pub(crate) struct DurableBackend {
     backend: Arc<BoxBackend>,
     watch: tokio::sync::OnceCell<SharedWatch<BoxBackend>>,
 }
 
-impl Inner {
+impl DurableBackend {
     fn new(backend: BoxBackend) -> Self {
-        Inner {
+        DurableBackend {
             backend: Arc::new(backend),
             watch: tokio::sync::OnceCell::new(),
         }
@@ -93,7 +93,7 @@ pub(crate) struct Limits {
 
 /// Settings every session of a registry shares.
 pub(crate) struct Config {
-    pub(crate) inner: Arc<Inner>,
+    pub(crate) inner: Arc<DurableBackend>,
     pub(crate) root: String,
     pub(crate) limits: Limits,
     pub(crate) idle_ttl: Option<Duration>,
@@ -484,7 +484,7 @@ async fn expire_when_idle(core: Weak<SessionCore>, ttl: Duration) {
 /// Configures a [`Sessions`] registry.
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct SessionsBuilder {
-    inner: Option<Arc<Inner>>,
+    inner: Option<Arc<DurableBackend>>,
     root: String,
     limits: Limits,
     idle_ttl: Option<Duration>,
@@ -522,7 +522,7 @@ impl SessionsBuilder {
 
     /// Like [`backend`](Self::backend), for a backend the caller keeps using too.
     pub fn shared_backend<B: Backend>(mut self, backend: Arc<B>) -> Self {
-        self.inner = Some(Arc::new(Inner::new(BoxBackend::new(backend))));
+        self.inner = Some(Arc::new(DurableBackend::new(BoxBackend::new(backend))));
         self
     }
 
@@ -563,9 +563,9 @@ impl SessionsBuilder {
 
     /// The registry.
     pub fn build(self) -> Sessions {
-        let inner = self
-            .inner
-            .unwrap_or_else(|| Arc::new(Inner::new(BoxBackend::new(MemoryBackend::new()))));
+        let inner = self.inner.unwrap_or_else(|| {
+            Arc::new(DurableBackend::new(BoxBackend::new(MemoryBackend::new())))
+        });
         Sessions {
             registry: Arc::new(Registry {
                 config: Arc::new(Config {
