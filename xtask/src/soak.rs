@@ -19,9 +19,11 @@ use crate::{cargo, root};
 
 const USAGE: &str = "cargo xtask soak [--minutes N] [--backend B[,B...]] [--cases N]\n\n  \
     --minutes  how long to keep starting rounds (default 10; decimals allowed)\n  \
-    --backend  memory, kube-fake, durable (memory and kube-fake inner backends) or real\n             \
-               (a real control plane; fails without one); repeatable; default memory,kube-fake,durable\n  \
-    --cases    cases per round (default per backend: memory 400, kube-fake 30, durable 80, real 10)";
+    --backend  memory, kube-fake, durable (memory and kube-fake inner backends), real\n             \
+               (a real control plane; fails without one) or redis (redis-server started by the\n             \
+               test, standalone and cluster); repeatable; default memory,kube-fake,durable\n  \
+    --cases    cases per round (default per backend: memory 400, kube-fake 30, durable 80, real 10,\n             \
+               redis 10)";
 
 /// One model test and how to run it.
 struct Target {
@@ -34,27 +36,13 @@ struct Target {
 const TARGETS: &[Target] = &[
     Target {
         name: "memory",
-        cargo_args: &[
-            "-p",
-            "store-core",
-            "--features",
-            "conformance",
-            "--test",
-            "model_memory",
-        ],
+        cargo_args: &["-p", "store-core", "--test", "model_memory"],
         cases: 400,
         env: &[],
     },
     Target {
         name: "kube-fake",
-        cargo_args: &[
-            "-p",
-            "store-kube",
-            "--features",
-            "testing",
-            "--test",
-            "model_fake",
-        ],
+        cargo_args: &["-p", "store-kube", "--test", "model_fake"],
         cases: 30,
         env: &[],
     },
@@ -66,16 +54,15 @@ const TARGETS: &[Target] = &[
     },
     Target {
         name: "real",
-        cargo_args: &[
-            "-p",
-            "store-kube",
-            "--features",
-            "testing",
-            "--test",
-            "model_real",
-        ],
+        cargo_args: &["-p", "store-kube", "--test", "model_real"],
         cases: 10,
         env: &[("STORE_KUBE_REQUIRE_REAL", "1")],
+    },
+    Target {
+        name: "redis",
+        cargo_args: &["-p", "store-redis", "--test", "model"],
+        cases: 10,
+        env: &[],
     },
 ];
 
