@@ -192,3 +192,43 @@ impl LogCapture {
         }
     }
 }
+
+/// Proptest strategies the fuzz suites share.
+pub mod strategies {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    /// Characters that stress escaping: a JSON Pointer's own `/` and `~`,
+    /// the digits of its escapes, Pepr's `-v2-`, controls and multi-byte text.
+    pub fn tricky_char() -> impl Strategy<Value = char> {
+        prop_oneof![
+            3 => prop::sample::select(vec!['a', 'b', '/', '~', '0', '1', '2', '-', 'v', '.']),
+            1 => prop::sample::select(vec!['\0', '\n', '\u{7f}', '\u{85}', 'é', '日', '😀', '%', '"', '\\']),
+            1 => any::<char>(),
+        ]
+    }
+
+    /// Text of up to `max` [`tricky_char`]s.
+    pub fn tricky_text(max: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(tricky_char(), 0..max).prop_map(|c| c.into_iter().collect())
+    }
+
+    /// JSON values of every kind, nested up to three levels, with
+    /// [`tricky_text`] in strings and object keys.
+    pub fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u32>().prop_map(|n| Value::from(f64::from(n) / 8.0)),
+            tricky_text(10).prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(tricky_text(6), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+}

@@ -15,6 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use store_conformance::support::proptest_config as config;
+use store_conformance::support::strategies::{json_value, tricky_text as tricky};
 use store_kube_testing::{FakeApiServer, Fault};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -48,37 +49,6 @@ fn pepr_store_resource() -> ApiResource {
 
 fn fail(what: impl std::fmt::Display) -> TestCaseError {
     TestCaseError::fail(what.to_string())
-}
-
-/// Characters that stress escaping: the pointer's own `/` and `~`, the
-/// digits of its escapes, Pepr's `-v2-`, controls and multi-byte text.
-fn tricky_char() -> impl Strategy<Value = char> {
-    prop_oneof![
-        3 => prop::sample::select(vec!['a', 'b', '/', '~', '0', '1', '2', '-', 'v', '.']),
-        1 => prop::sample::select(vec!['\0', '\n', '\u{7f}', '\u{85}', 'é', '日', '😀', '%', '"', '\\']),
-        1 => any::<char>(),
-    ]
-}
-
-fn tricky(max: usize) -> impl Strategy<Value = String> {
-    prop::collection::vec(tricky_char(), 0..max).prop_map(|c| c.into_iter().collect())
-}
-
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<u32>().prop_map(|n| Value::from(f64::from(n) / 8.0)),
-        tricky(10).prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 16, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map(tricky(6), inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
 }
 
 /// RFC 6901 escaping of one JSON Pointer segment.
