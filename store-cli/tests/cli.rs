@@ -3,6 +3,8 @@
 //! dump and restore, Pepr's layout, and bad input getting one clear line and
 //! the right exit code.
 
+mod support;
+
 use std::time::Duration;
 
 use clap::Parser;
@@ -13,8 +15,7 @@ use store_core::Store;
 use store_kube::KubeBackend;
 use store_kube::resource::{pepr_store_crd, pepr_store_resource, store_shard_crd};
 use store_kube_testing::{TestCluster, on_both_tiers};
-
-const WAIT: Duration = Duration::from_secs(20);
+use support::{jsonl, seeded, wait_for};
 
 /// Runs `store <args>` in-process against `cluster`, returning what it printed.
 async fn store_cmd(cluster: &TestCluster, args: &[impl AsRef<str>]) -> Result<String, Failure> {
@@ -27,12 +28,6 @@ async fn store_cmd(cluster: &TestCluster, args: &[impl AsRef<str>]) -> Result<St
     Ok(String::from_utf8(out).expect("UTF-8 output"))
 }
 
-fn jsonl(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
-
 /// A native store with a few keys, written by a Rust replica as an
 /// application would.
 async fn app_store(cluster: &TestCluster, namespace: &str, name: &str) -> Store {
@@ -42,37 +37,7 @@ async fn app_store(cluster: &TestCluster, namespace: &str, name: &str) -> Store 
         .build()
         .await
         .expect("backend");
-    let store = Store::builder()
-        .backend(backend)
-        .linked_hooks(false)
-        .timeout(WAIT)
-        .open()
-        .await
-        .expect("store");
-    store
-        .set_and_wait("exempt-namespaces", &vec!["kube-system", "team-b"])
-        .await
-        .expect("set");
-    store
-        .set_and_wait("policy", &json!({"denied_tag": "latest"}))
-        .await
-        .expect("set");
-    store
-        .set_and_wait("token", &"hunter2-cli-secret")
-        .await
-        .expect("set");
-    store
-}
-
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let until = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    seeded(backend).await
 }
 
 async fn a_store_written_by_an_application_can_be_read_and_changed(cluster: &TestCluster) {

@@ -3,6 +3,8 @@
 //! that an application uses, dump and restore, watch, stat, and bad input
 //! getting one clear line, the right exit code and no credentials.
 
+mod support;
+
 use std::process::Output;
 use std::time::Duration;
 
@@ -12,8 +14,7 @@ use store_cli::{Cli, Failure};
 use store_core::Store;
 use store_redis::RedisBackend;
 use store_redis_testing::{RedisServer, free_port};
-
-const WAIT: Duration = Duration::from_secs(20);
+use support::{jsonl, seeded, wait_for};
 
 /// Runs `store --redis <url> --prefix app <args>` in-process, returning what
 /// it printed.
@@ -39,12 +40,6 @@ async fn store_bin(args: Vec<String>) -> Output {
     .expect("ran")
 }
 
-fn jsonl(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
-
 /// The store `name` under prefix `app`, with a few keys, written by an
 /// application.
 async fn app_store(url: &str, name: &str) -> Store {
@@ -53,38 +48,7 @@ async fn app_store(url: &str, name: &str) -> Store {
         .build()
         .await
         .expect("backend");
-    let store = Store::builder()
-        .backend(backend)
-        .linked_hooks(false)
-        .timeout(WAIT)
-        .open()
-        .await
-        .expect("store");
-    store
-        .set_and_wait("exempt-namespaces", &vec!["kube-system", "team-b"])
-        .await
-        .expect("set");
-    store
-        .set_and_wait("policy", &json!({"denied_tag": "latest"}))
-        .await
-        .expect("set");
-    store
-        .set_and_wait("token", &"hunter2-cli-secret")
-        .await
-        .expect("set");
-    store
-}
-
-/// Waits for `check` to hold, failing after [`WAIT`].
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let until = tokio::time::Instant::now() + WAIT;
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    seeded(backend).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
