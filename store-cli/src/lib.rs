@@ -72,7 +72,11 @@ pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), Failure> 
         return inspect::migrate_pepr(&cli.target, others, *apply, *removal_delay, &mut printer)
             .await;
     }
-    let opened = open::open(&cli.target).await?;
+    let writes = matches!(
+        cli.command,
+        Command::Set { .. } | Command::Rm { .. } | Command::Restore { .. }
+    );
+    let opened = open::open(&cli.target, writes).await?;
     let result = dispatch(&cli, &opened, out).await;
     // Reads need nothing sent; writes were waited for. Close without a wait.
     drop(opened);

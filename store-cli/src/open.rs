@@ -154,12 +154,14 @@ pub(crate) async fn locate(
 }
 
 /// Opens the store `target` names, failing with [`Failure::NotFound`] when its
-/// object does not exist.
-pub(crate) async fn open(target: &Target) -> Result<Opened, Failure> {
+/// object does not exist. Unless the command `writes`, a store on Kubernetes
+/// is opened read-only: looking into a store changes nothing in it (no object
+/// is created, no Pepr v1 key migrated).
+pub(crate) async fn open(target: &Target, writes: bool) -> Result<Opened, Failure> {
     if let Some(url) = &target.redis {
         return open_redis(target, url).await;
     }
-    open_with(target, |builder| builder).await
+    open_with(target, |builder| builder.read_only(!writes)).await
 }
 
 /// Like [`open`], with the backend's builder adjusted by `adjust`.

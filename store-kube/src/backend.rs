@@ -52,6 +52,7 @@ pub struct KubeBackendBuilder {
     other_capabilities: Vec<String>,
     pepr_write_gap: Duration,
     v1_removal_delay: Duration,
+    read_only: bool,
 }
 
 /// A store kept in Kubernetes custom resources, shared by every process that
@@ -86,6 +87,7 @@ impl KubeBackend {
             other_capabilities: Vec::new(),
             pepr_write_gap: PEPR_WRITE_GAP,
             v1_removal_delay: Duration::from_secs(30),
+            read_only: false,
         }
     }
 
@@ -107,6 +109,7 @@ impl std::fmt::Debug for KubeBackendBuilder {
             .field("store", &self.store)
             .field("shards", &self.shards)
             .field("pepr", &self.pepr)
+            .field("read_only", &self.read_only)
             .finish_non_exhaustive()
     }
 }
@@ -224,10 +227,21 @@ impl KubeBackendBuilder {
         self
     }
 
+    /// Opens the store for reading only (default `false`), for tools that look
+    /// into a store another program owns: `build` creates no object, migrates
+    /// no Pepr v1 key and recreates no deleted object, and every write is
+    /// refused with [`Error::Rejected`](store_core::Error::Rejected), the
+    /// store untouched. A missing object reads as empty.
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
     /// Checks the configuration, creates the store's objects where missing
     /// (replicas starting together do not race: creation is idempotent), checks
     /// the shard count, and copies Pepr v1 keys to v2 (retrying refused or
-    /// failed patches for up to a minute, then failing with an error).
+    /// failed patches for up to a minute, then failing with an error). A
+    /// [read-only](Self::read_only) store only reads its objects to check them.
     pub async fn build(self) -> Result<KubeBackend> {
         let (layout, resource, default_namespace) = match &self.pepr {
             Some((uuid, capability)) => {
@@ -290,14 +304,24 @@ impl KubeBackendBuilder {
                     .is_some()
                     .then_some(self.pepr_write_gap)
                     .filter(|gap| !gap.is_zero()),
+                read_only: self.read_only,
                 _stop: stop,
             }),
         };
         for name in backend.inner.layout.objects() {
-            let object = backend.inner.ensure_object(&name).await?;
-            backend.inner.check_shard_count(&object)?;
+            let object = if self.read_only {
+                backend.inner.existing_object(&name).await?
+            } else {
+                Some(backend.inner.ensure_object(&name).await?)
+            };
+            if let Some(object) = object {
+                backend.inner.check_shard_count(&object)?;
+            }
         }
-        if let Layout::Pepr { capability, object } = &backend.inner.layout {
+        if self.read_only {
+            // Nothing to migrate or recreate: the watcher's reports of deleted
+            // objects go nowhere.
+        } else if let Layout::Pepr { capability, object } = &backend.inner.layout {
             backend
                 .inner
                 .migrate_step(object, capability, &self.other_capabilities, true)
@@ -319,7 +343,9 @@ impl KubeBackendBuilder {
             stopped,
             deleted,
         ));
-        tokio::spawn(recreate_deleted(Arc::downgrade(&backend.inner), recreate));
+        if !self.read_only {
+            tokio::spawn(recreate_deleted(Arc::downgrade(&backend.inner), recreate));
+        }
         Ok(backend)
     }
 }
@@ -454,6 +480,22 @@ impl Backend for KubeBackend {
     async fn apply(&self, batch: Batch) -> Result<Applied> {
         check_batch(NAME, &self.capabilities(), &batch)?;
         let inner = &self.inner;
+        if inner.read_only {
+            let outcomes = batch
+                .ops
+                .into_iter()
+                .map(|op| {
+                    Outcome::Failed(Error::Rejected {
+                        key: op.key,
+                        reason: "the store was opened read-only".to_owned(),
+                    })
+                })
+                .collect();
+            return Ok(Applied {
+                revision: Revision(0),
+                outcomes,
+            });
+        }
         let objects = inner.layout.objects();
         let mut per_object: Vec<Vec<(usize, Op)>> = vec![Vec::new(); objects.len()];
         let count = batch.ops.len();

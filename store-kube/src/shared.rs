@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) field_manager: String,
     /// Asked of the store between batches (Pepr mode).
     pub(crate) write_gap: Option<Duration>,
+    /// Opened with `read_only`: writes are refused.
+    pub(crate) read_only: bool,
     /// The local view the watcher keeps, and its history of changes.
     pub(crate) feed: Arc<FeedState>,
     /// Dropped with the backend, which stops the feed's watcher.
@@ -107,6 +109,14 @@ impl Shared {
                 },
                 "data": { PEPR_PLACEHOLDER: "k-thx-bye" },
             }),
+        }
+    }
+
+    /// Gets the object, `None` when it is missing (a read-only store's check).
+    pub(crate) async fn existing_object(&self, name: &str) -> Result<Option<serde_json::Value>> {
+        match self.call("get", self.api.get_opt(name)).await {
+            Ok(object) => object.as_ref().map(to_json).transpose(),
+            Err(e) => Err(error::from_kube(e)),
         }
     }
 

@@ -436,6 +436,74 @@ async fn each_v1_key_is_migrated_by_the_longest_capability_that_names_it(cluster
 }
 on_both_tiers!(each_v1_key_is_migrated_by_the_longest_capability_that_names_it);
 
+async fn a_read_only_open_migrates_creates_and_writes_nothing(cluster: &TestCluster) {
+    let module = Module::new(cluster).await;
+    let read_only = || {
+        KubeBackend::builder(module.client.clone(), "unused")
+            .pepr(&module.uuid, "hello")
+            .namespace(&module.namespace)
+            .pepr_v1_removal_delay(Duration::ZERO)
+            .read_only(true)
+            .build()
+    };
+
+    // No object: nothing is created, and the store reads as empty.
+    let backend = within("a read-only open", read_only())
+        .await
+        .expect("opens");
+    let listing = within("a listing", backend.list("")).await.expect("lists");
+    assert!(listing.entries.is_empty(), "{:?}", listing.entries);
+    let missing = within("a read", module.api.get_opt(&module.object())).await;
+    assert!(
+        matches!(missing, Ok(None)),
+        "a read-only open created the object: {missing:?}"
+    );
+    drop(backend);
+
+    // A v1 key stays where it is, a v2 key reads, a write is refused, and the
+    // object is not touched.
+    module
+        .seed(&[("hello-old", "h"), ("hello-v2-k", "v")])
+        .await;
+    let version = |object: DynamicObject| object.metadata.resource_version;
+    let before = version(
+        within("a read", module.api.get(&module.object()))
+            .await
+            .expect("object"),
+    );
+    let backend = within("a read-only open", read_only())
+        .await
+        .expect("opens");
+    let listing = within("a listing", backend.list("")).await.expect("lists");
+    let keys: Vec<&str> = listing.entries.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["k"], "only the v2 key is the store's");
+    let batch = Batch {
+        ops: vec![Op::put("k", Payload::from("\"w\"")), Op::delete("old")],
+        atomic: false,
+    };
+    let applied = within("a write", backend.apply(batch))
+        .await
+        .expect("answered");
+    for (outcome, key) in applied.outcomes.iter().zip(["k", "old"]) {
+        assert!(
+            matches!(outcome, Outcome::Failed(Error::Rejected { key: k, reason })
+                if k == key && reason.contains("read-only")),
+            "{key}: {outcome:?}"
+        );
+    }
+    let after = version(
+        within("a read", module.api.get(&module.object()))
+            .await
+            .expect("object"),
+    );
+    assert_eq!(before, after, "the object was written");
+    assert_eq!(
+        module.data().await.get("hello-old").map(String::as_str),
+        Some("h")
+    );
+}
+on_both_tiers!(a_read_only_open_migrates_creates_and_writes_nothing);
+
 /// Other replicas, each writing every few milliseconds, until stopped.
 fn busy_writers(
     module: &Module,
