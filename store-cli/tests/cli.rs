@@ -535,3 +535,50 @@ async fn the_binary_says_what_went_wrong_in_one_line_and_its_exit_code() {
     assert_eq!(completions.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&completions.stdout).contains("_store"));
 }
+
+/// On a terminal (a pseudo-terminal from util-linux's `script`), `dump` and
+/// `restore` draw a progress bar on standard error; piped, they print none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_and_restore_draw_a_progress_bar_on_a_terminal_only() {
+    let cluster = TestCluster::fake().await.expect("fake");
+    cluster.apply_crd(&store_shard_crd()).await.expect("CRD");
+    let ns = cluster.create_namespace("cli").await.expect("namespace");
+    let _app = app_store(&cluster, &ns, "bars").await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("bars.jsonl");
+    let store = |command: &str| {
+        format!(
+            "{} --kubeconfig {} -n {ns} --store bars {command} {}",
+            env!("CARGO_BIN_EXE_store"),
+            cluster.kubeconfig_path().display(),
+            file.display(),
+        )
+    };
+    let on_a_terminal = |command: String| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("script")
+                .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+                .output()
+                .expect("util-linux `script` runs (Debian's bsdutils)")
+        })
+    };
+    for (command, what) in [("dump", "dump"), ("restore", "restore")] {
+        let out = on_a_terminal(store(command)).await.expect("ran");
+        let seen = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command}: {seen}");
+        assert!(
+            seen.contains(&format!("{what} [")) && seen.contains("/3 keys"),
+            "{command} drew no bar on a terminal: {seen:?}"
+        );
+    }
+    let piped = std::process::Command::new(env!("CARGO_BIN_EXE_store"))
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .args(["-n", &ns, "--store", "bars", "restore"])
+        .arg(&file)
+        .output()
+        .expect("the binary runs");
+    assert!(piped.status.success());
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(!stderr.contains("keys"), "a bar on a pipe: {stderr:?}");
+}
