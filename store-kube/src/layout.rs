@@ -18,6 +18,9 @@ use store_core::Payload;
 /// The data-map key Pepr keeps so its `data` map is never empty.
 pub const PEPR_PLACEHOLDER: &str = "__pepr_do_not_delete__";
 
+/// The value Pepr gives its placeholder key.
+pub(crate) const PEPR_PLACEHOLDER_VALUE: &str = "k-thx-bye";
+
 /// Escapes one JSON-Pointer segment (RFC 6901): `~` as `~0`, `/` as `~1`.
 pub fn pointer_segment(segment: &str) -> String {
     segment.replace('~', "~0").replace('/', "~1")

@@ -19,7 +19,7 @@ use crate::cache::{Cache, parse_object, to_json};
 use crate::config::ConfigError;
 use crate::error::{self, NAME};
 use crate::feed::{Feed, FeedState};
-use crate::layout::{Layout, PEPR_PLACEHOLDER};
+use crate::layout::{Layout, PEPR_PLACEHOLDER, PEPR_PLACEHOLDER_VALUE};
 use crate::resource::STORE_LABEL;
 use crate::writer::{self, Base, Limits};
 
@@ -107,7 +107,7 @@ impl Shared {
                     "namespace": self.namespace,
                     "labels": { "pepr.dev-cacheID": now_millis().to_string() },
                 },
-                "data": { PEPR_PLACEHOLDER: "k-thx-bye" },
+                "data": { PEPR_PLACEHOLDER: PEPR_PLACEHOLDER_VALUE },
             }),
         }
     }
@@ -122,9 +122,11 @@ impl Shared {
 
     /// Gets the object, creating it when missing. Creation is idempotent: a
     /// replica that loses the race to create reads the winner's object.
+    /// A native shard whose store label was removed by hand (which hides it
+    /// from every replica's watch) is labelled again.
     pub(crate) async fn ensure_object(&self, name: &str) -> Result<serde_json::Value> {
         match self.call("get", self.api.get(name)).await {
-            Ok(object) => return to_json(&object),
+            Ok(object) => return self.relabel(name, to_json(&object)?).await,
             Err(e) if error::is_not_found(&e) => {}
             Err(e) => return Err(error::from_kube(e)),
         }
@@ -163,6 +165,35 @@ impl Shared {
                 None => error::from_kube(e),
             }),
         }
+    }
+
+    /// Puts a native shard's store label back when it is missing or wrong.
+    async fn relabel(&self, name: &str, object: serde_json::Value) -> Result<serde_json::Value> {
+        let Layout::Native { store, .. } = &self.layout else {
+            return Ok(object);
+        };
+        let label = object
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .and_then(|l| l.get(STORE_LABEL))
+            .and_then(serde_json::Value::as_str);
+        if label == Some(store.as_str()) {
+            return Ok(object);
+        }
+        tracing::warn!(object = name, namespace = %self.namespace, "store object lost its store label; labelling it again");
+        let params = PatchParams {
+            field_manager: Some(self.field_manager.clone()),
+            ..PatchParams::default()
+        };
+        let patch = json!({ "metadata": { "labels": { STORE_LABEL: store } } });
+        let patched = self
+            .call(
+                "patch",
+                self.api.patch(name, &params, &Patch::Merge(&patch)),
+            )
+            .await
+            .map_err(error::from_kube)?;
+        to_json(&patched)
     }
 
     /// What a `404` to creating a store object means: its namespace is

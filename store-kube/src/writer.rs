@@ -19,7 +19,7 @@ use store_core::backend::{Op, OpKind, Outcome, Precondition};
 use store_core::{Error, Version};
 
 use crate::cache::{Seen, Shard};
-use crate::layout::Layout;
+use crate::layout::{Layout, PEPR_PLACEHOLDER, PEPR_PLACEHOLDER_VALUE};
 
 /// Limits on one patch request.
 #[derive(Debug, Clone, Copy)]
@@ -275,6 +275,9 @@ pub(crate) fn plan(
     let stamp = now_millis.to_string();
     match layout {
         Layout::Pepr { .. } => {
+            // Puts back the placeholder Pepr keeps in every object, should
+            // someone have removed it (a no-op otherwise).
+            patch.push(json!({"op": "add", "path": format!("/data/{PEPR_PLACEHOLDER}"), "value": PEPR_PLACEHOLDER_VALUE}));
             if base.has_labels {
                 patch.push(json!({"op": "add", "path": "/metadata/labels/pepr.dev-cacheID", "value": stamp}));
             } else {
@@ -479,7 +482,7 @@ mod tests {
     }
 
     #[test]
-    fn the_pepr_layout_bumps_the_cache_id_label() {
+    fn the_pepr_layout_keeps_the_placeholder_and_bumps_the_cache_id_label() {
         let layout = Layout::Pepr {
             object: "pepr-x-store".into(),
             capability: "cap".into(),
@@ -492,6 +495,10 @@ mod tests {
         );
         assert_eq!(
             plan.patch[1],
+            json!({"op": "add", "path": "/data/__pepr_do_not_delete__", "value": "k-thx-bye"})
+        );
+        assert_eq!(
+            plan.patch[2],
             json!({"op": "add", "path": "/metadata/labels/pepr.dev-cacheID", "value": "1234"})
         );
     }
