@@ -54,9 +54,9 @@ impl From<StoreError> for Failure {
             | StoreError::Encode { .. }
             | StoreError::WritesFailed { .. }
             | StoreError::Unsupported { .. } => Failure::Refused(line),
-            StoreError::Timeout { .. } | StoreError::Unavailable { .. } => {
-                Failure::Unreachable(line)
-            }
+            StoreError::Timeout { .. }
+            | StoreError::Unavailable { .. }
+            | StoreError::OutcomeUnknown { .. } => Failure::Unreachable(line),
             _ => Failure::Other(line),
         }
     }

@@ -114,6 +114,27 @@ pub enum Error {
         actual: Option<Version>,
     },
 
+    /// A conditional write's outcome cannot be told: an attempt failed in a
+    /// way that may have applied it (an answer lost with the connection, a
+    /// timeout), and the retry found its precondition no longer held, which is
+    /// what the first attempt having applied would also look like.
+    ///
+    /// The store never guesses: the write may or may not be in the store.
+    /// Read the key (with its version) and decide; an [`update`](crate::Store::update)
+    /// that ends so is not retried, since its change may already be counted.
+    /// Only conditional writes end so: an unconditional write is retried until
+    /// it lands (writing the same value again is harmless).
+    #[error(
+        "the outcome of the write to key `{key}` (expecting {expected}) is unknown: an attempt \
+         may have applied before its answer was lost; read the key to find out"
+    )]
+    OutcomeUnknown {
+        /// The key written.
+        key: String,
+        /// The write's precondition.
+        expected: Precondition,
+    },
+
     /// A wait ran out before the backend acknowledged the write or the view caught up.
     ///
     /// The write itself is not cancelled: it stays queued and may still land.
@@ -220,9 +241,34 @@ impl Error {
         }
     }
 
+    /// A transient backend error from a request that is known to have
+    /// applied nothing (the server refused it before acting, as with HTTP 429,
+    /// or it was never sent). The store retries it like any
+    /// [`unavailable`](Self::unavailable) error, and a conditional write
+    /// retried after it keeps a definite answer; after any other transient
+    /// failure, a conditional write whose retry conflicts ends in
+    /// [`Error::OutcomeUnknown`].
+    pub fn not_applied(backend: &'static str, source: impl Into<BoxError>) -> Self {
+        Error::Unavailable {
+            backend,
+            source: Arc::new(NotApplied(source.into())),
+            retry_after: None,
+        }
+    }
+
     /// Whether retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
+    }
+
+    /// Whether the failed operation is known to have applied nothing: a
+    /// backend said so with [`Error::not_applied`] (or a source wrapped in
+    /// [`NotApplied`]).
+    pub fn is_not_applied(&self) -> bool {
+        match self {
+            Error::Unavailable { source, .. } => source.downcast_ref::<NotApplied>().is_some(),
+            _ => false,
+        }
     }
 
     /// The key the error is about, when there is one.
@@ -234,8 +280,26 @@ impl Error {
             | Error::Rejected { key, .. }
             | Error::Encode { key, .. }
             | Error::Decode { key, .. }
-            | Error::Conflict { key, .. } => Some(key),
+            | Error::Conflict { key, .. }
+            | Error::OutcomeUnknown { key, .. } => Some(key),
             _ => None,
         }
+    }
+}
+
+/// The source of a transient backend error whose request applied nothing; see
+/// [`Error::not_applied`]. Shows as its inner error.
+#[derive(Debug)]
+pub struct NotApplied(pub BoxError);
+
+impl std::fmt::Display for NotApplied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for NotApplied {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }

@@ -21,9 +21,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::backend::{Applied, Batch, OpKind, Outcome, Revision, Version};
+use crate::backend::{Applied, Batch, Outcome, Revision, Version};
 use crate::backoff::Backoff;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::shared::Shared;
 use crate::writes::{Ack, Slot};
 
@@ -134,10 +134,13 @@ async fn send(shared: &Shared, mut slots: Vec<Slot>) {
                 };
                 let delay = backoff.next_delay(asked);
                 tracing::warn!(parent: &span, %error, ?delay, "flush failed; retrying");
-                for slot in &mut slots {
-                    // The attempt may have applied: a conditional write must not
-                    // report its own success as a conflict on the retry.
-                    slot.ambiguous |= slot.precondition.is_some();
+                if !error.is_not_applied() {
+                    for slot in &mut slots {
+                        // The attempt may have applied: a conditional write
+                        // that conflicts on the retry cannot tell whether the
+                        // conflict is its own earlier success.
+                        slot.ambiguous |= slot.precondition.is_some();
+                    }
                 }
                 tokio::time::sleep(delay).await;
             }
@@ -225,9 +228,12 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
     for (slot, outcome) in slots.into_iter().zip(applied.outcomes) {
         let result = match outcome {
             Outcome::Applied(version) => Ok(version),
-            Outcome::Conflict { actual } if slot.ambiguous => {
-                resolve_ambiguous(shared, &slot, actual).await
-            }
+            Outcome::Conflict { .. } if slot.ambiguous => Err(Error::OutcomeUnknown {
+                key: slot.key.to_string(),
+                expected: slot
+                    .precondition
+                    .unwrap_or(crate::backend::Precondition::Absent),
+            }),
             Outcome::Conflict { actual } => Err(conflict(&slot, actual)),
             Outcome::Aborted => Err(conflict(&slot, None)),
             Outcome::Failed(error) => Err(error),
@@ -270,20 +276,5 @@ fn conflict(slot: &Slot, actual: Option<Version>) -> Error {
             .precondition
             .unwrap_or(crate::backend::Precondition::Absent),
         actual,
-    }
-}
-
-/// A conditional write retried after a lost answer came back as a conflict: if
-/// the backend holds exactly what it wrote, the first attempt applied.
-async fn resolve_ambiguous(
-    shared: &Shared,
-    slot: &Slot,
-    actual: Option<Version>,
-) -> Result<Version> {
-    let current = shared.backend.read(&slot.key).await;
-    match (&slot.kind, current) {
-        (OpKind::Put { value, .. }, Ok(Some(entry))) if entry.value == *value => Ok(entry.version),
-        (OpKind::Delete, Ok(None)) => Ok(Version(shared.view_revision().0)),
-        _ => Err(conflict(slot, actual)),
     }
 }

@@ -97,7 +97,7 @@ mod view;
 mod writes;
 
 pub use backend::{Backend, BoxBackend, Capabilities, Payload, Precondition, Revision, Version};
-pub use error::{BoxError, Error, Result, SharedError};
+pub use error::{BoxError, Error, NotApplied, Result, SharedError};
 pub use key::{AnyKey, AsKey, Key, KeyFamily};
 pub use memory::{DEFAULT_HISTORY, KUBE_MAX_VALUE_SIZE, MemoryBackend};
 pub use store::{DEFAULT_TIMEOUT, Snapshot, Store, StoreBuilder, Versioned};

@@ -581,6 +581,9 @@ impl Store {
     /// Writes `value` at `key` only if `expected` holds on the backend; otherwise
     /// [`Error::Conflict`] with the version found. Needs
     /// [`Capabilities::compare_and_set`].
+    ///
+    /// If an attempt failed in a way that may have applied it and the retry
+    /// conflicts, the answer is [`Error::OutcomeUnknown`], never a guess.
     pub async fn compare_and_set<T: Serialize + ?Sized>(
         &self,
         key: impl AsKey<T>,
@@ -648,6 +651,10 @@ impl Store {
     ///
     /// Every call writes, even a value equal to the current one; use
     /// [`update_if`](Self::update_if) to leave the key alone when nothing changes.
+    ///
+    /// An attempt whose answer was lost ends the call with
+    /// [`Error::OutcomeUnknown`] when its retry conflicts: the change may
+    /// already be in the store, so it is not made again.
     pub async fn update<T, F>(&self, key: impl AsKey<T>, mut f: F) -> Result<Versioned<Arc<T>>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,

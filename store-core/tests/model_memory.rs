@@ -26,9 +26,8 @@ fn memory_replicas_agree_with_the_model_under_faults() {
     runner.finish(outcome);
 }
 
-// Deviations the model found, replayed step by step. Each test states the
-// documented behaviour and fails today; the model counts these deviations in
-// its summary line instead of failing (`STORE_MODEL_STRICT=1` makes them fatal).
+// Deviations the model found, replayed step by step, each with the
+// documented behaviour the fix restored.
 
 mod scripted {
     use std::future::Future;
@@ -53,9 +52,8 @@ mod scripted {
         hold_applies: watch::Sender<bool>,
         applies_entered: AtomicUsize,
         fail_next: AtomicUsize,
+        refuse_next: AtomicUsize,
         fail_next_multi: AtomicUsize,
-        hold_reads: watch::Sender<bool>,
-        reads_entered: AtomicUsize,
         hold_watch: watch::Sender<bool>,
         lists: AtomicUsize,
     }
@@ -83,15 +81,14 @@ mod scripted {
         pub(crate) fn fail_next(&self, n: usize) {
             self.switches.fail_next.store(n, Ordering::SeqCst);
         }
+        /// Fails the next `n` batches, applying nothing, and says so
+        /// ([`Error::not_applied`]).
+        pub(crate) fn refuse_next(&self, n: usize) {
+            self.switches.refuse_next.store(n, Ordering::SeqCst);
+        }
         /// Fails the next batch of two or more writes, applying nothing.
         pub(crate) fn fail_next_multi(&self) {
             self.switches.fail_next_multi.store(1, Ordering::SeqCst);
-        }
-        pub(crate) fn hold_reads(&self, held: bool) {
-            self.switches.hold_reads.send_replace(held);
-        }
-        pub(crate) fn reads_entered(&self) -> usize {
-            self.switches.reads_entered.load(Ordering::SeqCst)
         }
         /// Holds watch events (already open watches included) until released.
         pub(crate) fn hold_watch(&self, held: bool) {
@@ -109,10 +106,8 @@ mod scripted {
         fn capabilities(&self) -> Capabilities {
             self.inner.capabilities()
         }
-        async fn read(&self, key: &str) -> Result<Option<Entry>> {
-            self.switches.reads_entered.fetch_add(1, Ordering::SeqCst);
-            wait_open(&self.switches.hold_reads).await;
-            self.inner.read(key).await
+        fn read(&self, key: &str) -> impl Future<Output = Result<Option<Entry>>> + Send {
+            self.inner.read(key)
         }
         fn list(&self, prefix: &str) -> impl Future<Output = Result<Listing>> + Send {
             self.switches.lists.fetch_add(1, Ordering::SeqCst);
@@ -125,6 +120,9 @@ mod scripted {
                 || (batch.ops.len() >= 2 && take_one(&self.switches.fail_next_multi));
             if fail {
                 return Err(Error::unavailable("scripted", "injected failure"));
+            }
+            if take_one(&self.switches.refuse_next) {
+                return Err(Error::not_applied("scripted", "injected refusal"));
             }
             self.inner.apply(batch).await
         }
@@ -162,33 +160,38 @@ mod deviations {
             .expect("store starts")
     }
 
-    /// Seen by the model as `misreported_conflict`. A conditional write whose
-    /// first attempt failed without applying is retried; the retry conflicts,
-    /// and `flush.rs` (`resolve_ambiguous`) takes the conflict for its own
-    /// earlier success because the key holds the value it writes, although
-    /// that value was there before the write was ever sent.
+    /// A conditional write whose first attempt failed in a way that may have
+    /// applied it, and whose retry conflicts, cannot tell its own success from
+    /// another's write: it says so ([`Error::OutcomeUnknown`]) instead of
+    /// taking the value it finds for its own (once seen by the model as
+    /// `misreported_conflict`). A first attempt the backend says applied
+    /// nothing keeps the answer definite.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "store-core: a conditional write retried after a failed attempt is reported applied when the key already held its value (flush.rs, resolve_ambiguous)"]
-    async fn a_retried_conditional_write_on_a_key_that_already_held_its_value_is_a_conflict() {
+    async fn a_retried_conditional_write_that_conflicts_is_never_taken_for_a_success() {
         let backend = Scripted::default();
         let store = open(&backend).await;
         store.set_and_wait("k", &1).await.expect("set");
         backend.fail_next(1);
         let outcome = store.compare_and_set("k", Precondition::Absent, &1).await;
         assert!(
-            matches!(outcome, Err(Error::Conflict { .. })),
+            matches!(&outcome, Err(Error::OutcomeUnknown { key, expected: Precondition::Absent }) if key == "k"),
             "`k` existed all along, yet a write conditional on its absence answered {outcome:?}"
+        );
+        backend.refuse_next(1);
+        let outcome = store.compare_and_set("k", Precondition::Absent, &1).await;
+        assert!(
+            matches!(&outcome, Err(Error::Conflict { key, .. }) if key == "k"),
+            "a first attempt that applied nothing leaves a definite conflict: {outcome:?}"
         );
     }
 
-    /// The same deviation through `update`, where it loses an increment: an
+    /// The same through `update`, where a guess would lose an increment: an
     /// update computed on a view that has not seen another replica's update
     /// writes the same value, conditional on the key's absence; its first
-    /// attempt fails, the retry conflicts, and the conflict is taken for
-    /// success because the key holds that value. Two increments from nothing
-    /// leave 1.
+    /// attempt fails, the retry conflicts. Taken for a success, two increments
+    /// from nothing would leave 1; the update ends in `OutcomeUnknown` instead,
+    /// and the key holds what the answers say.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "store-core: an update retried after a failed attempt is reported applied when another replica's update wrote the same value, losing an increment (flush.rs, resolve_ambiguous)"]
     async fn two_increments_from_two_replicas_count_two_when_an_attempt_fails() {
         let backend = Scripted::default();
         let behind = open(&backend).await;
@@ -207,13 +210,13 @@ mod deviations {
             let behind = behind.clone();
             async move { behind.update("n", increment).await }
         });
-        let reads = backend.reads_entered();
-        eventually("the retried write to be read back", || {
-            backend.reads_entered() > reads || updating.is_finished()
-        })
-        .await;
+        eventually("the update to end", || updating.is_finished()).await;
         backend.hold_watch(false);
         let outcome = updating.await.expect("task");
+        assert!(
+            matches!(&outcome, Err(Error::OutcomeUnknown { key, .. }) if key == "n"),
+            "{outcome:?}"
+        );
         let stored = backend
             .inner
             .read("n")
@@ -316,14 +319,13 @@ mod deviations {
         );
     }
 
-    /// Seen by the model as `stuck_overlay`. `flush.rs` (`settle`) reads the
-    /// view's revision before resolving an ambiguous conditional write of the
-    /// same batch (a backend read), then records the batch's plain writes as
-    /// acknowledged against that stale revision (`writes.rs`,
-    /// `Writes::acknowledged`). When the watch delivered the batch meanwhile,
-    /// `view_reached` has already run for that revision, so the plain write's
-    /// overlay entry waits for a newer revision that may never come:
-    /// `snapshot().pending` stays above zero after `flush` returned.
+    /// Seen by the model as `stuck_overlay`, when `settle` read the backend
+    /// to resolve an ambiguous conditional write: it took the view's revision
+    /// before that read and recorded the batch's plain writes as acknowledged
+    /// against it, so a plain write the watch delivered meanwhile stayed
+    /// pending. Now an ambiguous conflict is answered without a read; the
+    /// batch below (a plain write beside a conditional write whose first
+    /// attempt failed and whose retry conflicts) leaves nothing pending.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_acknowledged_write_stops_being_pending_once_the_view_shows_it() {
         let backend = Scripted::default();
@@ -347,18 +349,12 @@ mod deviations {
             () = std::future::ready(()) => {}
         }
 
-        // Its first attempt fails, so the conditional write is ambiguous; the retry
-        // applies `p`, conflicts on `c` and reads `c` back while the watch is held.
+        // Its first attempt fails, so the conditional write is ambiguous; the
+        // retry applies `p` and conflicts on `c` while the watch is held.
         backend.fail_next_multi();
         backend.hold_watch(true);
-        backend.hold_reads(true);
-        let reads = backend.reads_entered();
         backend.hold_applies(false);
-        eventually("the ambiguous write to be read back", || {
-            backend.reads_entered() > reads
-        })
-        .await;
-        // The view catches up with `p` while the read is held.
+        let outcome = conditional.await;
         backend.hold_watch(false);
         let event = tokio::time::timeout(Duration::from_secs(5), changes.next())
             .await
@@ -366,11 +362,8 @@ mod deviations {
             .expect("open")
             .expect("no lag");
         assert_eq!(event.value::<u32>().expect("decodes"), Some(1));
-        backend.hold_reads(false);
-
-        let outcome = conditional.await;
         assert!(
-            matches!(outcome, Err(Error::Conflict { .. })),
+            matches!(&outcome, Err(Error::OutcomeUnknown { key, .. }) if key == "c"),
             "{outcome:?}"
         );
         store.flush().await.expect("flush");

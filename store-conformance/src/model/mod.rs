@@ -18,9 +18,9 @@
 //! starts happened before that step's write; queued writes are ordered
 //! against nothing but the writes of their own replica.
 //!
-//! Where the store is known to break a promise, the runner counts the
-//! deviation (see [`Stats::deviations`]) and carries on from what the backend
-//! shows; `STORE_MODEL_STRICT=1` makes each one fail the case instead.
+//! Every broken promise fails the case: no deviation is tolerated. A call
+//! that fails (a timeout, an unavailable backend, a conditional write whose
+//! outcome is unknown) leaves its write free to land or not.
 //!
 //! A backend joins by implementing [`ModelHarness`]; its test feeds proptest's
 //! inputs to [`Runner::case`] (see `store-core/tests/model_memory.rs`).

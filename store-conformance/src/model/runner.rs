@@ -133,13 +133,6 @@ impl<H: ModelHarness> Runner<H> {
         let panics_before = self.panics.load(Ordering::SeqCst);
         let mut stats = Stats {
             faults: faults.iter().map(|name| (*name, 0)).collect(),
-            deviations: [
-                (MISREPORTED_CONFLICT, 0),
-                (CLEAR_SURVIVOR, 0),
-                (STALE_AFTER_CLEAR, 0),
-                (STUCK_OVERLAY, 0),
-            ]
-            .into(),
             ..Stats::default()
         };
         let outcome = self.runtime.block_on(async {
@@ -385,16 +378,9 @@ pub(super) async fn run_op(
                         }
                     };
                     if !explained {
-                        let message = format!(
+                        return Err(format!(
                             "update wrote {value}, but the key could only hold {before}: an update was lost or doubled"
-                        );
-                        // The retried conditional write of an update computed on a
-                        // stale view conflicts, and is taken as applied because the key
-                        // holds the value it writes: the increment is lost.
-                        if !before.allows(Some(value)) || strict() {
-                            return Err(message);
-                        }
-                        *stats.deviations.entry(MISREPORTED_CONFLICT).or_default() += 1;
+                        ));
                     }
                     stats.acknowledged_writes += 1;
                     keys[key].acknowledge(replica, Some(value));
@@ -470,23 +456,9 @@ pub(super) async fn run_op(
             Ok(()) => {
                 stats.acknowledged_writes += 1;
                 for (key, model) in keys.iter_mut().enumerate() {
-                    // A failed conditional write of this replica may still have been
-                    // queued; `clear` promises to remove it too, but it can land after
-                    // the listing and survive.
-                    let survivor = model.wild[replica] && tolerated(CLEAR_SURVIVOR);
+                    // `clear` removes this replica's failed conditional writes
+                    // too, and returns once its view shows the keys gone.
                     model.acknowledge(replica, None);
-                    if survivor {
-                        if shown(store, key)?.is_some() {
-                            *stats.deviations.entry(CLEAR_SURVIVOR).or_default() += 1;
-                        }
-                        model.base = Possible::Any;
-                    }
-                    if check_view(store, key, model).is_err() && tolerated(STALE_AFTER_CLEAR) {
-                        // `clear` may return before the view reached the listing it
-                        // worked from; the view still has to get there.
-                        *stats.deviations.entry(STALE_AFTER_CLEAR).or_default() += 1;
-                        catch_up(store, key, model).await?;
-                    }
                     check_view(store, key, model)?;
                 }
             }
@@ -497,18 +469,6 @@ pub(super) async fn run_op(
                 }
             }
         },
-    }
-    Ok(())
-}
-
-/// Waits until the replica's view of `key` shows a value the model allows.
-pub(super) async fn catch_up(store: &Store, key: usize, model: &KeyModel) -> Result<(), String> {
-    let deadline = Instant::now() + limit(QUIESCE);
-    while check_view(store, key, model).is_err() {
-        if Instant::now() >= deadline {
-            return check_view(store, key, model);
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok(())
 }
@@ -558,18 +518,11 @@ pub(super) fn conditional(
     match outcome {
         Ok(()) => {
             if !before.allows(expected) {
-                let message = format!(
+                return Err(format!(
                     "a conditional write expecting {} = {} succeeded, but the key could only hold {before}",
                     KEYS[key],
                     show(expected)
-                );
-                // A conditional write retried after a failed attempt is taken as
-                // applied when the key holds what it writes, even if that value was
-                // there before: counted, and fatal only in strict mode.
-                if !before.allows(written) || strict() {
-                    return Err(message);
-                }
-                *stats.deviations.entry(MISREPORTED_CONFLICT).or_default() += 1;
+                ));
             }
             stats.acknowledged_writes += 1;
             keys[key].acknowledge(replica, written);
@@ -660,8 +613,7 @@ pub(super) async fn checkpoint<C: ModelCase>(
             }
         }
     }
-    let (agreed, stuck) = converge(replicas, &mut state.listeners).await?;
-    *stats.deviations.entry(STUCK_OVERLAY).or_default() += stuck as u64;
+    let agreed = converge(replicas, &mut state.listeners).await?;
     let mut observed: BTreeMap<usize, u32> = BTreeMap::new();
     for (key, value) in &agreed {
         let index = KEYS
@@ -718,14 +670,12 @@ pub(super) type Decoded = BTreeMap<String, Option<u32>>;
 
 /// Waits until every replica's view (with nothing pending) and every
 /// subscriber's running picture agree; returns the agreed keys and values
-/// (`None` for a value that does not decode as a number) and how many
-/// replicas still show acknowledged writes as pending.
+/// (`None` for a value that does not decode as a number).
 pub(super) async fn converge(
     replicas: &[Store],
     listeners: &mut [Listener],
-) -> Result<(Decoded, usize), String> {
+) -> Result<Decoded, String> {
     let deadline = Instant::now() + limit(QUIESCE);
-    let mut agreed_at: Option<Instant> = None;
     loop {
         let snapshots: Vec<_> = replicas.iter().map(Store::snapshot).collect();
         let views: Vec<Decoded> = snapshots
@@ -767,17 +717,8 @@ pub(super) async fn converge(
             .iter()
             .zip(&views)
             .all(|(listener, view)| listener.picture == *view);
-        if agreed && heard {
-            let now = Instant::now();
-            let since = *agreed_at.get_or_insert(now);
-            // Acknowledged writes may show as pending a moment longer; an entry
-            // that stays is a known deviation (see `Stats::deviations`).
-            if settled || (now - since >= STUCK_GRACE && tolerated(STUCK_OVERLAY)) {
-                let stuck = snapshots.iter().filter(|s| s.pending > 0).count();
-                return Ok((views.into_iter().next().unwrap_or_default(), stuck));
-            }
-        } else {
-            agreed_at = None;
+        if settled && agreed && heard {
+            return Ok(views.into_iter().next().unwrap_or_default());
         }
         if Instant::now() >= deadline {
             let describe = |map: &Decoded| {

@@ -88,7 +88,7 @@ fn the_summary_line_lists_every_figure() {
     assert!(line.starts_with("model: backend=memory seed=7 cases=2 "));
     assert!(line.contains(" faults=watch_drop:3 "));
     assert!(
-        line.ends_with(" deviations= lost=0 panics=0 failed=0"),
+        line.ends_with(" ambiguous=0 lost=0 panics=0 failed=0"),
         "{line}"
     );
 }
