@@ -1,25 +1,41 @@
-//! A namespace-exemption operator: a kube-rs controller and an admission
-//! handler in one binary, sharing state through the store.
+//! A namespace-exemption operator: a kube-rs controller and admission
+//! webhooks in one binary, sharing state through the store.
 //!
 //! - The **controller** (`kube::runtime::Controller` over Namespaces) records
 //!   which namespaces carry the label `typedstore.dev/exempt=true` in one
 //!   typed value, [`ExemptNamespaces`] (namespace name to the uid of the
 //!   namespace object it exempted).
-//! - The **admission handler** ([`review`]) takes an `AdmissionReview` for a
-//!   Pod, as kube-apiserver sends it to a validating webhook, and answers from
-//!   the store's local view alone: no API call on the admission path. Pods
-//!   whose images carry a denied tag (`latest` by default; an image without a
-//!   tag counts as `latest`, one pinned by digest is always fine) are denied
-//!   unless their namespace is exempt. The denied tags are a second typed
-//!   value, [`Policy`], seeded once by whichever replica starts first.
+//! - The **webhook server** ([`Webhook`]) answers kube-apiserver's
+//!   `AdmissionReview`s over HTTPS from the store's local view alone: no API
+//!   call on the admission path. `/validate` ([`review`]) denies Pods whose
+//!   images carry a denied tag (`latest` by default; an image without a tag
+//!   counts as `latest`, one pinned by digest is always fine) unless their
+//!   namespace is exempt. The denied tags are a second typed value,
+//!   [`Policy`], seeded once by whichever replica starts first. `/mutate`
+//!   ([`mutate`]) annotates each Pod with `typedstore.dev/admitted-by:
+//!   <replica>@policy-v<version>`, the view that decided. `/healthz`,
+//!   `/readyz` and `/metrics` (Prometheus text) sit beside them.
+//! - **Readiness comes from the store.** Until [`Store::ready`] resolves
+//!   (initial sync and on-ready hooks), `/readyz`, `/validate` and `/mutate`
+//!   answer `503`, so kube-apiserver applies the webhooks' `failurePolicy`:
+//!   `Fail` (the default) rejects the Pod, `Ignore` admits it unchecked and
+//!   unannotated. An empty or half-synced view never answers.
 //!
 //! ```sh
-//! cargo run -p store-examples --example operator                       # two replicas on the in-process fake API server
+//! cargo run -p store-examples --example operator                       # two replicas on the in-process fake API server, asked over HTTPS
 //! cargo run -p store-examples --example operator -- --replicas 3       # more (up to 16)
-//! cargo run -p store-examples --example operator -- --real             # the same on etcd + kube-apiserver (`cargo xtask envtest`)
+//! cargo run -p store-examples --example operator -- --real             # the same on etcd + kube-apiserver (`cargo xtask envtest`), Pods created through it
 //! cargo run -p store-examples --example operator -- --kube             # one replica on the current cluster, until Ctrl-C or SIGTERM
-//! cargo run -p store-examples --example operator -- --manifests <dir> # its RBAC and Deployment (what `cargo xtask manifests` writes to deploy/operator)
+//! cargo run -p store-examples --example operator -- --manifests <dir> # its RBAC, Deployment, Service and webhooks (what `cargo xtask manifests` writes to deploy/operator)
+//! cargo run -p store-examples --example operator -- --certificates <dir>  # a CA and serving certificate for the Service
+//! cargo run -p store-examples --release --example operator -- --bench-admission  # admission latency and throughput on etcd + kube-apiserver
 //! ```
+//!
+//! `--kube` takes `--listen ADDR` (default `0.0.0.0:8443`) and `--tls-dir
+//! DIR` (`tls.crt`, `tls.key`, `ca.crt`; without it a certificate is
+//! generated at start, which kube-apiserver trusts only if the webhook
+//! configurations carry its CA). `--manifests` takes `--tls-dir DIR` (its
+//! `ca.crt` becomes the `caBundle`) and `--failure-policy Fail|Ignore`.
 //!
 //! # How replicas cooperate
 //!
@@ -49,16 +65,27 @@
 //!
 //! ```sh
 //! kubectl apply -f deploy/storeshards.crd.json   # the store's CRD
-//! kubectl apply -f deploy/operator/              # namespace, RBAC, Deployment (two replicas, `--kube`)
+//! kubectl apply -f deploy/operator/              # namespace, RBAC, Deployment (two replicas, `--kube`), Service, webhooks
 //! ```
 //!
 //! The Deployment runs the image `typed-store-operator:0.1.0`, whose entry
 //! point is this example built in release mode
 //! (`target/release/examples/operator`); build and load it into your cluster
-//! as you build images. The store lives in the pod's namespace. The handler is
-//! a plain function: to enforce the policy, serve it over HTTPS on the
-//! webhook framework you use and register a `ValidatingWebhookConfiguration`
-//! for Pods; the replicas already keep its data current.
+//! as you build images. The store lives in the pod's namespace. The replicas
+//! serve the webhooks with the `kubernetes.io/tls` Secret
+//! `typed-store-operator-tls`; the checked-in webhook configurations ask
+//! cert-manager's CA injector for their `caBundle` (from a Certificate named
+//! `typed-store-operator`). Without cert-manager:
+//!
+//! ```sh
+//! cargo run -p store-examples --example operator -- --certificates certs/
+//! kubectl apply -f deploy/operator/00-namespace.json
+//! kubectl -n typed-store-operator create secret generic typed-store-operator-tls --from-file=certs/
+//! cargo run -p store-examples --example operator -- --manifests deploy/operator --tls-dir certs/
+//! ```
+//!
+//! The webhooks skip the operator's own namespace and `kube-system`, so the
+//! replicas can start while none is ready.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
