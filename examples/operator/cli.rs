@@ -105,6 +105,9 @@ pub(crate) fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args,
 }
 
 pub(crate) async fn run(args: Args) -> Result<(), BoxError> {
+    // Before any store starts, so every figure recorded through the
+    // `metrics` facade (the webhook's and the library crates') reaches /metrics.
+    let _ = prometheus();
     let replicas = args.replicas;
     match args.mode {
         Mode::Fake => {
