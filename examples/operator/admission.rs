@@ -85,6 +85,7 @@ pub(crate) fn pod_review(uid: &str, pod: &str, namespace: &str, image: &str) -> 
     })
 }
 
+#[cfg(test)]
 /// Runs a review body through the handler and returns whether it admitted
 /// the Pod and why (the audit annotation, or the denial's message).
 pub(crate) fn ask(store: &Store, body: Value) -> Result<(bool, String)> {
@@ -102,4 +103,75 @@ pub(crate) fn ask(store: &Store, body: Value) -> Result<(bool, String)> {
         answer.result.message
     };
     Ok((answer.allowed, reason))
+}
+
+/// What the mutating webhook stamps on a Pod: which replica's view admitted
+/// it, and the version of the policy value that view held
+/// (`policy-default` before any replica seeded it).
+pub(crate) fn admitted_by(store: &Store, replica: &str) -> Result<String> {
+    let version = match store.get_versioned(Policy::key())? {
+        Some(policy) => format!("policy-v{}", policy.version),
+        None => "policy-default".to_owned(),
+    };
+    Ok(format!("{replica}@{version}"))
+}
+
+/// Answers one mutating review for a Pod: a JSON Patch adding the
+/// [`ADMITTED_BY_ANNOTATION`]. A store that cannot be read denies (fail
+/// closed), saying why.
+pub(crate) fn mutate(
+    store: &Store,
+    replica: &str,
+    incoming: AdmissionReview<Pod>,
+) -> AdmissionReview<DynamicObject> {
+    let request: AdmissionRequest<Pod> = match incoming.try_into() {
+        Ok(request) => request,
+        Err(e) => return AdmissionResponse::invalid(e).into_review(),
+    };
+    let response = AdmissionResponse::from(&request);
+    let stamp = match admitted_by(store, replica) {
+        Ok(stamp) => stamp,
+        Err(e) => {
+            return response
+                .deny(format!("the policy could not be read: {e}"))
+                .into_review();
+        }
+    };
+    let has_annotations = request
+        .object
+        .as_ref()
+        .is_some_and(|pod| pod.metadata.annotations.is_some());
+    let operation = if has_annotations {
+        json!({
+            "op": "add",
+            "path": annotation_path(),
+            "value": stamp,
+        })
+    } else {
+        json!({
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": { ADMITTED_BY_ANNOTATION: stamp },
+        })
+    };
+    let patch = match serde_json::from_value::<json_patch::Patch>(json!([operation])) {
+        Ok(patch) => patch,
+        Err(e) => {
+            return response
+                .deny(format!("building the patch: {e}"))
+                .into_review();
+        }
+    };
+    match response.clone().with_patch(patch) {
+        Ok(patched) => patched.into_review(),
+        Err(e) => response
+            .deny(format!("encoding the patch: {e}"))
+            .into_review(),
+    }
+}
+
+/// The JSON Pointer to the [`ADMITTED_BY_ANNOTATION`] in a Pod.
+pub(crate) fn annotation_path() -> String {
+    let escaped = ADMITTED_BY_ANNOTATION.replace('~', "~0").replace('/', "~1");
+    format!("/metadata/annotations/{escaped}")
 }

@@ -2,10 +2,32 @@
 
 use super::*;
 
-pub(crate) async fn on_cluster() -> Result<(), BoxError> {
+/// Runs one replica: the webhook server on `listen` from the moment it
+/// starts (answering `503` until the store is ready), the controller once
+/// the store is ready. The serving certificate comes from `tls_dir`
+/// (`tls.crt`, `tls.key`, `ca.crt`); without one a certificate for the
+/// Service's names is generated, which kube-apiserver trusts only if the
+/// webhook configurations carry its CA.
+pub(crate) async fn on_cluster(listen: SocketAddr, tls_dir: Option<&Path>) -> Result<(), BoxError> {
     let client = kube::Client::try_default().await?;
     let replica = std::env::var("HOSTNAME").unwrap_or_else(|_| STORE.to_owned());
-    let store = open_store(client.clone(), None, &replica).await?;
+    let certificates = match tls_dir {
+        Some(dir) => Certificates::read(
+            &dir.join("tls.crt"),
+            &dir.join("tls.key"),
+            &dir.join("ca.crt"),
+        )?,
+        None => {
+            tracing::warn!("no --tls-dir: serving a generated certificate");
+            Certificates::generate(&service_names())?
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let webhook = Webhook::new(&replica);
+    let server = webhook.serve(listener, certificates.server_config()?);
+    tracing::info!(%listen, "webhook server listening");
+    let store = store_builder(client.clone(), None, &replica).await?.start();
+    webhook.serve_when_ready(store.clone()).await??;
     println!(
         "{replica}: store `{STORE}` ready; exempt namespaces: {}",
         list(&ExemptNamespaces::names(&store)?)
@@ -18,6 +40,8 @@ pub(crate) async fn on_cluster() -> Result<(), BoxError> {
         reconciled: watch::Sender::new(BTreeMap::new()),
     });
     run_controller(namespaces, context, true).await;
+    webhook.not_ready();
+    server.abort();
     sweeper.abort();
     reporter.abort();
     store.close().await?;

@@ -3,46 +3,115 @@
 use super::*;
 
 /// One replica, as one pod of the Deployment would run it: its own client,
-/// backend, store, controller and sweeper.
+/// backend, store, controller, sweeper and HTTPS webhook server.
 pub(crate) struct Replica {
     pub(crate) name: String,
     pub(crate) store: Store,
     pub(crate) reconciled: watch::Receiver<BTreeMap<String, String>>,
+    pub(crate) webhook: Webhook,
+    pub(crate) listener: Listener,
     pub(crate) tasks: Vec<JoinHandle<()>>,
 }
 
 impl Replica {
+    /// Starts replica `index` and waits until its store and webhook are ready.
     pub(crate) async fn start(index: usize, client: kube::Client) -> Result<Self> {
-        let name = format!("replica {index}");
-        let store = open_store(client.clone(), Some(NAME), &format!("operator-{index}")).await?;
+        let address = SocketAddr::from(([127, 0, 0, 1], 0));
+        let replica = Self::start_on(index, client, address, None, |builder| builder).await?;
+        replica.ready().await?;
+        Ok(replica)
+    }
+
+    /// Starts replica `index` with its webhook server on `address`, serving
+    /// `certificates` (or fresh ones), and returns at once: the webhook
+    /// answers `503` until the store is ready. `hooks` may add on-ready hooks
+    /// to the store.
+    pub(crate) async fn start_on(
+        index: usize,
+        client: kube::Client,
+        address: SocketAddr,
+        certificates: Option<Certificates>,
+        hooks: impl FnOnce(StoreBuilder) -> StoreBuilder,
+    ) -> Result<Self> {
+        let name = format!("operator-{index}");
+        let (tcp, listener) = Listener::loopback(address, certificates).await?;
+        let webhook = Webhook::new(&name);
+        let server = webhook.serve(tcp, listener.certificates.server_config()?);
+        let store = hooks(store_builder(client.clone(), Some(NAME), &name).await?).start();
+        let ready = webhook.serve_when_ready(store.clone());
         let (reconciled, watching) = watch::channel(BTreeMap::new());
         let context = Arc::new(Context {
             store: store.clone(),
             reconciled,
         });
         let namespaces: Api<Namespace> = Api::all(client);
+        let sweeper = sweep_every(store.clone(), namespaces.clone(), DEMO_SWEEP_EVERY);
         let tasks = vec![
-            tokio::spawn(run_controller(namespaces.clone(), context, false)),
-            tokio::spawn(sweep_every(store.clone(), namespaces, DEMO_SWEEP_EVERY)),
+            server,
+            tokio::spawn(async move {
+                // The controller and the sweeper write through the store: they
+                // start once it is ready.
+                if ready.await.is_ok_and(|ready| ready.is_ok()) {
+                    tokio::join!(sweeper, run_controller(namespaces, context, false));
+                }
+            }),
         ];
         Ok(Self {
             name,
             store,
             reconciled: watching,
+            webhook,
+            listener,
             tasks,
         })
     }
 
-    /// Asks this replica's handler about a one-container Pod; returns the
-    /// answer as one line, and the decision for comparing replicas.
-    pub(crate) fn ask(
+    /// Waits until the store is ready and the webhook answers from it.
+    pub(crate) async fn ready(&self) -> Result<()> {
+        self.store.ready().await?;
+        let mut ready = self.webhook.subscribe();
+        match tokio::time::timeout(DEADLINE, ready.wait_for(Option::is_some)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(Error::Timeout {
+                waiting_for: format!("{}'s webhook to be ready", self.name),
+                timeout: DEADLINE,
+            }),
+        }
+    }
+
+    /// A client for this replica's webhook server.
+    pub(crate) fn client(&self) -> Result<WebhookClient> {
+        WebhookClient::new(self.listener.address, &self.listener.certificates)
+    }
+
+    /// Posts a review of a one-container Pod to this replica's `/validate`
+    /// over HTTPS; returns the answer as one line, and the decision for
+    /// comparing replicas.
+    pub(crate) async fn ask(
         &self,
         pod: &str,
         namespace: &str,
         image: &str,
     ) -> Result<(String, (bool, String))> {
-        let uid = format!("{}-{pod}-{namespace}", self.name.replace(' ', "-"));
-        let (allowed, reason) = ask(&self.store, pod_review(&uid, pod, namespace, image))?;
+        let uid = format!("{}-{pod}-{namespace}", self.name);
+        let body = pod_review(&uid, pod, namespace, image)
+            .to_string()
+            .into_bytes();
+        let (code, answer) = self
+            .client()?
+            .request(hyper::Method::POST, Endpoint::Validate.path(), body)
+            .await?;
+        if code != hyper::StatusCode::OK {
+            return Err(demo_error(format!(
+                "{} answered {code}: {}",
+                self.name,
+                String::from_utf8_lossy(&answer)
+            )));
+        }
+        let Answer {
+            allowed, reason, ..
+        } = read_answer(&answer)?;
         let line = if allowed {
             format!("{} admits pod {pod} in {namespace} ({reason})", self.name)
         } else {
@@ -52,11 +121,12 @@ impl Replica {
     }
 
     pub(crate) async fn stop(self) -> Result<()> {
+        self.webhook.not_ready();
         for task in &self.tasks {
             task.abort();
         }
         // Aborted tasks end at their next await; waiting for that drops their
-        // watches before the API server goes away.
+        // watches and connections before the API server goes away.
         for task in self.tasks {
             let _ = task.await;
         }
@@ -65,10 +135,15 @@ impl Replica {
 }
 
 /// Asks every replica the same question, prints the answers and checks they agree.
-pub(crate) fn ask_all(replicas: &[Replica], pod: &str, namespace: &str, image: &str) -> Result<()> {
+pub(crate) async fn ask_all(
+    replicas: &[Replica],
+    pod: &str,
+    namespace: &str,
+    image: &str,
+) -> Result<()> {
     let mut answers = BTreeSet::new();
     for replica in replicas {
-        let (line, decision) = replica.ask(pod, namespace, image)?;
+        let (line, decision) = replica.ask(pod, namespace, image).await?;
         println!("{line}");
         answers.insert(decision);
     }
@@ -212,8 +287,12 @@ pub(crate) async fn demo(cluster: &TestCluster, count: usize) -> Result<()> {
     admin.create(NAME, false).await?;
     let mut replicas = Vec::with_capacity(count);
     for index in 0..count {
-        replicas.push(Replica::start(index, cluster.client().map_err(failed)?).await?);
-        println!("replica {index} ready: store `{STORE}` in namespace {NAME}");
+        let replica = Replica::start(index, cluster.client().map_err(failed)?).await?;
+        println!(
+            "replica {index} ready: store `{STORE}` in namespace {NAME}, webhook on {}",
+            replica.listener.url()
+        );
+        replicas.push(replica);
     }
 
     let mut versions = BTreeMap::new();
@@ -222,15 +301,15 @@ pub(crate) async fn demo(cluster: &TestCluster, count: usize) -> Result<()> {
     }
     println!("created namespaces team-a (exempt), team-b, team-c (exempt)");
     converge(&replicas, &versions, &["team-a", "team-c"]).await?;
-    ask_all(&replicas, "web", "team-a", "nginx:latest")?;
-    ask_all(&replicas, "web", "team-b", "nginx:latest")?;
+    ask_all(&replicas, "web", "team-a", "nginx:latest").await?;
+    ask_all(&replicas, "web", "team-b", "nginx:latest").await?;
 
     versions.insert("team-a".to_owned(), admin.label("team-a", false).await?);
     versions.insert("team-b".to_owned(), admin.label("team-b", true).await?);
     println!("relabelled: team-a no longer exempt, team-b exempt");
     converge(&replicas, &versions, &["team-b", "team-c"]).await?;
-    ask_all(&replicas, "web", "team-a", "nginx:latest")?;
-    ask_all(&replicas, "web", "team-b", "nginx:latest")?;
+    ask_all(&replicas, "web", "team-a", "nginx:latest").await?;
+    ask_all(&replicas, "web", "team-b", "nginx:latest").await?;
 
     admin.delete("team-c").await?;
     println!("deleted namespace team-c");
@@ -242,7 +321,9 @@ pub(crate) async fn demo(cluster: &TestCluster, count: usize) -> Result<()> {
     };
     println!(
         "{}",
-        last.ask("api", "team-a", "registry.example/api:edge")?.0
+        last.ask("api", "team-a", "registry.example/api:edge")
+            .await?
+            .0
     );
     let written = first
         .store
@@ -271,8 +352,14 @@ pub(crate) async fn demo(cluster: &TestCluster, count: usize) -> Result<()> {
     );
     println!(
         "{}",
-        last.ask("api", "team-a", "registry.example/api:edge")?.0
+        last.ask("api", "team-a", "registry.example/api:edge")
+            .await?
+            .0
     );
+
+    if !cluster.is_fake() {
+        through_the_api_server(cluster, first).await?;
+    }
 
     for replica in replicas {
         replica.stop().await?;
@@ -282,4 +369,82 @@ pub(crate) async fn demo(cluster: &TestCluster, count: usize) -> Result<()> {
         if count == 1 { "" } else { "s" }
     );
     Ok(())
+}
+
+/// On a real control plane: registers the first replica's webhooks for a
+/// namespace routed to it and creates Pods there as kubectl would.
+async fn through_the_api_server(cluster: &TestCluster, replica: &Replica) -> Result<()> {
+    let failed = |e: store_kube_testing::Error| Error::backend("test cluster", e);
+    let client = cluster.client().map_err(failed)?;
+    let url = replica.listener.url();
+    let spec = WebhookSpec {
+        name: &replica.name,
+        target: Target::Url(&url),
+        ca_pem: Some(&replica.listener.certificates.ca_pem),
+        namespace_selector: routed_to(&replica.name),
+        failure_policy: FailurePolicy::Fail,
+    };
+    spec.register(client.clone()).await?;
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some("team-d".to_owned());
+    namespace.metadata.labels = Some(BTreeMap::from([(
+        WEBHOOK_LABEL.to_owned(),
+        replica.name.clone(),
+    )]));
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .map_err(kube_error)?;
+    println!(
+        "registered {}'s webhooks at {url} for namespace team-d",
+        replica.name
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "team-d");
+    let pod = |name: &str, image: &str| -> Result<Pod> {
+        serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "spec": { "containers": [{ "name": name, "image": image }] },
+        }))
+        .map_err(|e| Error::backend("pod", e))
+    };
+    // kube-apiserver calls a webhook a moment after it is registered.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let admitted = loop {
+        match pods
+            .create(&PostParams::default(), &pod("web", "nginx:1.27")?)
+            .await
+        {
+            Ok(created) if created.annotations().contains_key(ADMITTED_BY_ANNOTATION) => {
+                break created;
+            }
+            Ok(_) => {
+                return Err(demo_error(
+                    "a Pod was admitted before the webhooks were called",
+                ));
+            }
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(kube_error(e)),
+        }
+    };
+    println!(
+        "kube-apiserver admits pod web (nginx:1.27) in team-d, annotated {ADMITTED_BY_ANNOTATION}={}",
+        admitted
+            .annotations()
+            .get(ADMITTED_BY_ANNOTATION)
+            .map_or("", String::as_str)
+    );
+    match pods
+        .create(&PostParams::default(), &pod("edge", "nginx:latest")?)
+        .await
+    {
+        Err(kube::Error::Api(status)) => println!(
+            "kube-apiserver refuses pod edge (nginx:latest) in team-d: {}",
+            status.message
+        ),
+        Err(e) => return Err(kube_error(e)),
+        Ok(_) => return Err(demo_error("kube-apiserver admitted nginx:latest in team-d")),
+    }
+    spec.unregister(client).await
 }

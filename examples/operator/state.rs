@@ -68,22 +68,22 @@ pub(crate) async fn seed_policy(store: Store) -> Result<()> {
     }
 }
 
-/// Opens the operator's store in `namespace` (default: the client's).
-pub(crate) async fn open_store(
+/// The operator's store in `namespace` (default: the client's), not yet
+/// started: callers add hooks, then `open` it or `start` it and serve its
+/// webhook while it syncs.
+pub(crate) async fn store_builder(
     client: kube::Client,
     namespace: Option<&str>,
     name: &str,
-) -> Result<Store> {
+) -> Result<StoreBuilder> {
     let backend = KubeBackend::builder(client, STORE);
     let backend = match namespace {
         Some(namespace) => backend.namespace(namespace),
         None => backend,
     };
-    Store::builder()
+    Ok(Store::builder()
         .name(name)
         .timeout(DEADLINE)
         .backend(backend.build().await?)
-        .on_ready("seed-policy", seed_policy)
-        .open()
-        .await
+        .on_ready("seed-policy", seed_policy))
 }
