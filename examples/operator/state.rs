@@ -54,7 +54,9 @@ impl Policy {
 }
 
 /// Seeds the default policy once: the first replica's compare-and-set on
-/// absence wins, the others see a conflict and keep what is there.
+/// absence wins, the others see a conflict and keep what is there. An
+/// unknown outcome means the same here: a write conditional on absence whose
+/// retry conflicted found a policy there, this replica's or another's.
 pub(crate) async fn seed_policy(store: Store) -> Result<()> {
     if store.get(Policy::key())?.is_some() {
         return Ok(());
@@ -63,7 +65,7 @@ pub(crate) async fn seed_policy(store: Store) -> Result<()> {
         .compare_and_set(Policy::key(), Precondition::Absent, &Policy::default())
         .await
     {
-        Ok(_) | Err(Error::Conflict { .. }) => Ok(()),
+        Ok(_) | Err(Error::Conflict { .. } | Error::OutcomeUnknown { .. }) => Ok(()),
         Err(e) => Err(e),
     }
 }

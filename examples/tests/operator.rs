@@ -1,12 +1,15 @@
-//! The operator's admission webhooks as a user deploys them, on a real
-//! etcd + kube-apiserver (`cargo xtask envtest`): two replicas, each with its
-//! own client, store and HTTPS webhook server, registered with the API server
-//! by URL on loopback; Pods created through the API server as kubectl would.
+//! The operator example end to end, as a user deploys it.
 //!
-//! Each replica's webhooks get the namespaces labelled
-//! `typedstore.dev/webhook=<replica>`, so the test knows which replica's view
-//! decided, and the mutation's annotation (`<replica>@policy-v<version>`)
-//! shows it.
+//! - Its admission webhooks on a real etcd + kube-apiserver (`cargo xtask
+//!   envtest`): two replicas, each with its own client, store and HTTPS
+//!   webhook server, registered with the API server by URL on loopback; Pods
+//!   created through the API server as kubectl would. Each replica's webhooks
+//!   get the namespaces labelled `typedstore.dev/webhook=<replica>`, so the
+//!   test knows which replica's view decided, and the mutation's annotation
+//!   (`<replica>@policy-v<version>`) shows it.
+//! - The `store` command on the store two running replicas keep, on the fake
+//!   API server and on a real control plane: it lists and reads what the
+//!   controllers wrote, and a policy it sets is enforced by both replicas.
 
 #![cfg_attr(
     not(real_control_plane),
@@ -396,4 +399,130 @@ async fn two_replicas_decide_annotate_and_fail_closed_on_a_real_control_plane()
         replica.stop().await?;
     }
     Ok(())
+}
+
+/// Runs `store <args>` in-process against `cluster`, returning what it printed.
+async fn store_command(cluster: &TestCluster, args: &[&str]) -> Result<String, BoxError> {
+    use clap::Parser;
+    let kubeconfig = cluster.kubeconfig_path().to_string_lossy().into_owned();
+    let mut argv = vec!["store", "--kubeconfig", kubeconfig.as_str(), "-n", NAME];
+    argv.extend_from_slice(&["--store", operator::STORE]);
+    argv.extend_from_slice(args);
+    let cli = store_cli::Cli::try_parse_from(argv)?;
+    let mut out = Vec::new();
+    store_cli::run(cli, &mut out).await?;
+    Ok(String::from_utf8(out)?)
+}
+
+async fn the_store_command_reads_and_changes_what_two_running_replicas_keep(
+    cluster: &TestCluster,
+) -> Result<(), BoxError> {
+    use operator::demo::Admin;
+    cluster
+        .apply_crd(&store_kube::resource::store_shard_crd())
+        .await?;
+    let admin = Admin {
+        namespaces: Api::all(cluster.client()?),
+    };
+    admin.create(NAME, false).await?;
+    let mut replicas = Vec::new();
+    for index in 0..2 {
+        replicas.push(operator::demo::Replica::start(index, cluster.client()?).await?);
+    }
+    let mut versions = BTreeMap::new();
+    for (name, exempt) in [("cli-tools", true), ("cli-apps", false)] {
+        versions.insert(name.to_owned(), admin.create(name, exempt).await?);
+    }
+    converge(&replicas, &versions, &["cli-tools"]).await?;
+
+    let listed: Vec<serde_json::Value> = store_command(cluster, &["ls", "-o", "jsonl"])
+        .await?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let keys: Vec<&str> = listed
+        .iter()
+        .filter_map(|row| row["key"].as_str())
+        .collect();
+    assert_eq!(keys, ["exempt-namespaces", "policy"], "{listed:?}");
+    let exempt: serde_json::Value = serde_json::from_str(
+        &store_command(
+            cluster,
+            &["get", "exempt-namespaces", "--show-values", "-o", "json"],
+        )
+        .await?,
+    )?;
+    let namespaces = &exempt["value"]["namespaces"];
+    assert!(namespaces["cli-tools"].is_string(), "{exempt}");
+    assert!(namespaces.get("cli-apps").is_none(), "{exempt}");
+
+    // A policy set from the terminal, on the version just read, is what both
+    // replicas' webhooks enforce.
+    let policy: serde_json::Value =
+        serde_json::from_str(&store_command(cluster, &["get", "policy", "-o", "json"]).await?)?;
+    let version = policy["version"].as_u64().ok_or("a version")?.to_string();
+    let stale = store_command(
+        cluster,
+        &[
+            "set",
+            "policy",
+            r#"{"denied_tags":["dev"]}"#,
+            "--if-version",
+            "1",
+        ],
+    )
+    .await;
+    assert!(
+        matches!(&stale, Err(e) if e.to_string().contains("conflict")),
+        "{stale:?}"
+    );
+    store_command(
+        cluster,
+        &[
+            "set",
+            "policy",
+            r#"{"denied_tags":["dev"]}"#,
+            "--if-version",
+            &version,
+        ],
+    )
+    .await?;
+    for replica in &replicas {
+        until(&replica.store, "the new policy", |store| {
+            Ok(store
+                .get(Policy::key())?
+                .is_some_and(|p| p.denied_tags.contains("dev")))
+        })
+        .await?;
+        let (_, (allowed, reason)) = replica.ask("web", "cli-apps", "nginx:dev").await?;
+        assert!(!allowed, "{}: {reason}", replica.name);
+        let (_, (allowed, reason)) = replica.ask("web", "cli-apps", "nginx:latest").await?;
+        assert!(allowed, "{}: {reason}", replica.name);
+    }
+    let stat = store_command(cluster, &["stat", "-o", "jsonl"]).await?;
+    assert!(stat.contains("\"keys\":2"), "{stat}");
+    for replica in replicas {
+        replica.stop().await?;
+    }
+    Ok(())
+}
+
+mod the_store_command {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_the_fake() -> Result<(), BoxError> {
+        let cluster = TestCluster::fake().await?;
+        the_store_command_reads_and_changes_what_two_running_replicas_keep(&cluster).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(real_control_plane),
+        ignore = "no control plane found at build time: run `cargo xtask envtest` or set KUBEBUILDER_ASSETS"
+    )]
+    async fn on_a_real_control_plane() -> Result<(), BoxError> {
+        let cluster = TestCluster::real().await?;
+        the_store_command_reads_and_changes_what_two_running_replicas_keep(&cluster).await
+    }
 }
