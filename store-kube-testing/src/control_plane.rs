@@ -64,6 +64,35 @@ pub struct ControlPlane {
     config: kube::Config,
     url: String,
     processes: Mutex<Processes>,
+    /// How to start each process again, on the same ports and data.
+    launch: Option<Launch>,
+}
+
+/// What starting the processes takes, kept to start them again.
+struct Launch {
+    assets: ControlPlaneAssets,
+    files: Credentials,
+    etcd_port: u16,
+    peer_port: u16,
+    api_port: u16,
+}
+
+/// A process of the control plane, for the fault methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// etcd (its data is kept across a restart).
+    Etcd,
+    /// kube-apiserver.
+    KubeApiserver,
+}
+
+impl Component {
+    fn name(self) -> &'static str {
+        match self {
+            Component::Etcd => "etcd",
+            Component::KubeApiserver => "kube-apiserver",
+        }
+    }
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -115,6 +144,7 @@ impl ControlPlane {
                 kube_apiserver: None,
                 watchdog: None,
             }),
+            launch: None,
         };
         // From here on, dropping `plane` cleans up whatever was started.
         plane.launch(assets).await?;
@@ -123,72 +153,203 @@ impl ControlPlane {
 
     async fn launch(&mut self, assets: &ControlPlaneAssets) -> Result<()> {
         let dir = self.directory.clone();
-        let files = write_credentials(&dir)?;
-        let etcd_port = free_port()?;
-        let peer_port = free_port()?;
-        let api_port = free_port()?;
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-
-        let mut etcd = Command::new(&assets.etcd);
-        etcd.arg("--name=default")
-            .arg(format!("--data-dir={}", dir.join("etcd").display()))
-            .arg(format!("--listen-client-urls={etcd_url}"))
-            .arg(format!("--advertise-client-urls={etcd_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=default={peer_url}"));
-        let etcd = spawn(etcd, &dir.join("etcd.log"), "etcd")?;
-        lock(&self.processes).etcd = Some(etcd);
-
-        let mut apiserver = Command::new(&assets.kube_apiserver);
-        apiserver
-            .arg(format!("--etcd-servers={etcd_url}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={api_port}"))
-            // 1.20 still opens an unauthenticated port 8080 unless told not to.
-            .arg("--insecure-port=0")
-            .arg(format!("--cert-dir={}", dir.join("certs").display()))
-            .arg(format!("--tls-cert-file={}", files.serving_cert.display()))
-            .arg(format!(
-                "--tls-private-key-file={}",
-                files.serving_key.display()
-            ))
-            .arg(format!("--token-auth-file={}", files.tokens.display()))
-            .arg("--authorization-mode=RBAC")
-            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-            .arg(format!(
-                "--service-account-key-file={}",
-                files.sa_public.display()
-            ))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                files.sa_private.display()
-            ))
-            .arg("--service-cluster-ip-range=10.0.0.0/24")
-            .arg("--endpoint-reconciler-type=none")
-            // History expires in seconds, not etcd's five minutes, so tests can
-            // observe 410 Gone on a deadline (the fake's window plays this part).
-            .arg("--etcd-compaction-interval=5s")
-            .arg("--allow-privileged=true")
-            .arg("--disable-admission-plugins=ServiceAccount");
-        let apiserver = spawn(apiserver, &dir.join("kube-apiserver.log"), "kube-apiserver")?;
-        lock(&self.processes).kube_apiserver = Some(apiserver);
+        let launch = Launch {
+            assets: assets.clone(),
+            files: write_credentials(&dir)?,
+            etcd_port: free_port()?,
+            peer_port: free_port()?,
+            api_port: free_port()?,
+        };
         self.start_watchdog()?;
-
-        self.url = format!("https://127.0.0.1:{api_port}");
+        let launch = self.launch.insert(launch);
+        self.url = format!("https://127.0.0.1:{}", launch.api_port);
+        let token = launch.files.token.clone();
+        let ca_cert = launch.files.ca_cert.clone();
+        self.spawn(Component::Etcd)?;
+        self.spawn(Component::KubeApiserver)?;
         kubeconfig::write(
             &self.kubeconfig_path,
             &KubeconfigSpec {
                 name: "store-kube-control-plane",
                 server: &self.url,
-                certificate_authority: Some(&files.ca_cert),
-                token: &files.token,
+                certificate_authority: Some(&ca_cert),
+                token: &token,
             },
         )?;
         self.config = kubeconfig::load(&self.kubeconfig_path).await?;
         self.wait_until_ready().await
+    }
+
+    /// The command line that starts `component`.
+    fn command(&self, component: Component) -> Result<Command> {
+        let launch = self.launch.as_ref().ok_or_else(|| Error::ControlPlane {
+            component: component.name(),
+            message: "the control plane was never launched".to_owned(),
+        })?;
+        let dir = &self.directory;
+        let files = &launch.files;
+        let etcd_url = format!("http://127.0.0.1:{}", launch.etcd_port);
+        let peer_url = format!("http://127.0.0.1:{}", launch.peer_port);
+        Ok(match component {
+            Component::Etcd => {
+                let mut etcd = Command::new(&launch.assets.etcd);
+                etcd.arg("--name=default")
+                    .arg(format!("--data-dir={}", dir.join("etcd").display()))
+                    .arg(format!("--listen-client-urls={etcd_url}"))
+                    .arg(format!("--advertise-client-urls={etcd_url}"))
+                    .arg(format!("--listen-peer-urls={peer_url}"))
+                    .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+                    .arg(format!("--initial-cluster=default={peer_url}"));
+                etcd
+            }
+            Component::KubeApiserver => {
+                let mut apiserver = Command::new(&launch.assets.kube_apiserver);
+                apiserver
+                    .arg(format!("--etcd-servers={etcd_url}"))
+                    .arg("--bind-address=127.0.0.1")
+                    .arg("--advertise-address=127.0.0.1")
+                    .arg(format!("--secure-port={}", launch.api_port))
+                    // 1.20 still opens an unauthenticated port 8080 unless told not to.
+                    .arg("--insecure-port=0")
+                    .arg(format!("--cert-dir={}", dir.join("certs").display()))
+                    .arg(format!("--tls-cert-file={}", files.serving_cert.display()))
+                    .arg(format!(
+                        "--tls-private-key-file={}",
+                        files.serving_key.display()
+                    ))
+                    .arg(format!("--token-auth-file={}", files.tokens.display()))
+                    .arg("--authorization-mode=RBAC")
+                    .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+                    .arg(format!(
+                        "--service-account-key-file={}",
+                        files.sa_public.display()
+                    ))
+                    .arg(format!(
+                        "--service-account-signing-key-file={}",
+                        files.sa_private.display()
+                    ))
+                    .arg("--service-cluster-ip-range=10.0.0.0/24")
+                    .arg("--endpoint-reconciler-type=none")
+                    // History expires in seconds, not etcd's five minutes, so tests can
+                    // observe 410 Gone on a deadline (the fake's window plays this part).
+                    .arg("--etcd-compaction-interval=5s")
+                    .arg("--allow-privileged=true")
+                    .arg("--disable-admission-plugins=ServiceAccount");
+                apiserver
+            }
+        })
+    }
+
+    /// Starts `component` and records its process id where the watchdog
+    /// looks for it (appending to its log, so a restart keeps the history).
+    fn spawn(&self, component: Component) -> Result<()> {
+        let name = component.name();
+        let child = spawn(
+            self.command(component)?,
+            &self.directory.join(format!("{name}.log")),
+            name,
+        )?;
+        let pid_file = self.directory.join(format!("{name}.pid"));
+        std::fs::write(&pid_file, child.id().to_string()).map_err(|source| Error::Io {
+            path: pid_file,
+            source,
+        })?;
+        let mut processes = lock(&self.processes);
+        match component {
+            Component::Etcd => processes.etcd = Some(child),
+            Component::KubeApiserver => processes.kube_apiserver = Some(child),
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`) to `component`'s process.
+    fn signal(&self, component: Component, signal: &str) -> Result<()> {
+        let pid = {
+            let processes = lock(&self.processes);
+            let child = match component {
+                Component::Etcd => &processes.etcd,
+                Component::KubeApiserver => &processes.kube_apiserver,
+            };
+            child.as_ref().map(Child::id)
+        };
+        let failed = |message: String| Error::ControlPlane {
+            component: component.name(),
+            message,
+        };
+        let pid = pid.ok_or_else(|| failed("not running".to_owned()))?;
+        let status = Command::new("sh")
+            .args(["-c", "kill -s \"$1\" \"$2\"", "signal"])
+            .args([signal, &pid.to_string()])
+            .status()
+            .map_err(|e| failed(format!("cannot run sh: {e}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(failed(format!("kill -s {signal} {pid} failed: {status}")))
+        }
+    }
+
+    /// Stops `component` where it is (`SIGSTOP`): it keeps its connections
+    /// open and answers nothing, as a hung server. [`resume`](Self::resume)
+    /// lets it go on.
+    pub fn pause(&self, component: Component) -> Result<()> {
+        self.signal(component, "STOP")
+    }
+
+    /// Lets a [paused](Self::pause) component go on (`SIGCONT`); harmless
+    /// on one that is running.
+    pub fn resume(&self, component: Component) -> Result<()> {
+        self.signal(component, "CONT")
+    }
+
+    /// Kills `component` (`SIGKILL`, no chance to clean up) and starts it
+    /// again on the same ports; etcd keeps its data. Returns once the new
+    /// process runs: [`wait_until_ready`](Self::wait_until_ready) waits for
+    /// the API to answer again.
+    pub fn kill_and_restart(&self, component: Component) -> Result<()> {
+        let child = {
+            let mut processes = lock(&self.processes);
+            match component {
+                Component::Etcd => processes.etcd.take(),
+                Component::KubeApiserver => processes.kube_apiserver.take(),
+            }
+        };
+        if let Some(mut child) = child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn(component)
+    }
+
+    /// Compacts etcd's history up to its current revision (through its HTTP
+    /// gateway), as kube-apiserver does every few seconds here; returns the
+    /// revision compacted to. Watches from before it need a fresh list
+    /// (`410 Gone`), unless kube-apiserver's watch cache still covers them.
+    pub async fn compact_etcd(&self) -> Result<u64> {
+        let port = self
+            .launch
+            .as_ref()
+            .map(|launch| launch.etcd_port)
+            .ok_or_else(|| Error::ControlPlane {
+                component: "etcd",
+                message: "the control plane was never launched".to_owned(),
+            })?;
+        // Any key will do: the answer's header carries the store's revision.
+        let range = etcd_post(port, "/v3/kv/range", &serde_json::json!({"key": "AA=="})).await?;
+        let revision = range["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse::<u64>().ok())
+            .ok_or_else(|| Error::ControlPlane {
+                component: "etcd",
+                message: format!("no revision in {range}"),
+            })?;
+        etcd_post(
+            port,
+            "/v3/kv/compaction",
+            &serde_json::json!({"revision": revision.to_string(), "physical": true}),
+        )
+        .await?;
+        Ok(revision)
     }
 
     /// Starts the shell process that stops both servers and removes the
@@ -197,21 +358,20 @@ impl ControlPlane {
     /// `static`, a panic, a kill).
     fn start_watchdog(&self) -> Result<()> {
         let mut processes = lock(&self.processes);
-        let pids: Vec<String> = [&processes.etcd, &processes.kube_apiserver]
-            .into_iter()
-            .flatten()
-            .map(|child| child.id().to_string())
-            .collect();
+        // The process ids are read from the pid files when it is time, so
+        // processes restarted since are stopped too (resumed first, should
+        // one be paused).
         let script = r#"cat >/dev/null
-kill "$2" "$3" 2>/dev/null
-while kill -0 "$2" 2>/dev/null || kill -0 "$3" 2>/dev/null; do sleep 0.1; done
+pids=$(cat "$1"/etcd.pid "$1"/kube-apiserver.pid 2>/dev/null)
+kill -s CONT $pids 2>/dev/null
+kill $pids 2>/dev/null
+for pid in $pids; do while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; done
 rm -rf "$1""#;
         let mut watchdog = Command::new("sh")
             .arg("-c")
             .arg(script)
             .arg("store-kube-watchdog")
             .arg(&self.directory)
-            .args(&pids)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -228,7 +388,9 @@ rm -rf "$1""#;
         Ok(())
     }
 
-    async fn wait_until_ready(&self) -> Result<()> {
+    /// Waits until kube-apiserver answers `/readyz` and serves the `default`
+    /// namespace (after a start, or a restart of either process).
+    pub async fn wait_until_ready(&self) -> Result<()> {
         let client = self.client()?;
         let started = Instant::now();
         loop {
@@ -407,7 +569,11 @@ fn spawn(mut command: Command, log: &Path, component: &'static str) -> Result<Ch
         path: log.to_path_buf(),
         source,
     };
-    let file = std::fs::File::create(log).map_err(io)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io)?;
     let stderr = file.try_clone().map_err(io)?;
     command
         .stdin(Stdio::null())
@@ -505,4 +671,45 @@ fn write_credentials(dir: &Path) -> Result<Credentials> {
         )?,
         token,
     })
+}
+
+/// POSTs `body` to etcd's HTTP gateway on 127.0.0.1:`port` and returns the
+/// JSON answer.
+async fn etcd_post(port: u16, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+    use http_body_util::{BodyExt, Full};
+    let failed = |message: String| Error::ControlPlane {
+        component: "etcd",
+        message,
+    };
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| failed(format!("cannot connect: {e}")))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| failed(format!("handshake: {e}")))?;
+    tokio::spawn(connection);
+    let request = http::Request::post(path)
+        .header(http::header::HOST, format!("127.0.0.1:{port}"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(hyper::body::Bytes::from(body.to_string())))
+        .map_err(|e| failed(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| failed(format!("POST {path}: {e}")))?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| failed(format!("POST {path}: {e}")))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(failed(format!(
+            "POST {path}: {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        )));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| failed(format!("POST {path}: {e}")))
 }

@@ -240,7 +240,7 @@ mod watch;
 
 pub use assets::REQUIRE_REAL_ENV;
 pub use cluster::TestCluster;
-pub use control_plane::{ControlPlane, ControlPlaneAssets};
+pub use control_plane::{Component, ControlPlane, ControlPlaneAssets};
 pub use deadline::{DEADLINE_SCALE_ENV, DEFAULT_DEADLINE, deadline, unique_name, within};
 pub use error::{Error, Result};
 pub use faults::{Fault, FaultRule};

@@ -1,14 +1,19 @@
 //! Model-based test of the kube backend on a real control plane (etcd +
 //! kube-apiserver), when one is provisioned (`cargo xtask envtest`, or
 //! `KUBEBUILDER_ASSETS`): random calls from three replicas (each its own
-//! client) on one store, checked against `store_conformance::model`. There is no
-//! fault injection on this tier; what it adds is the real server's answers,
-//! watch cache and compaction. Reported as ignored where no control plane was
-//! found at build time (a build failure under `STORE_KUBE_REQUIRE_REAL=1`).
+//! client) on one store, checked against `store_conformance::model`, on a
+//! control plane of the test's own, whose processes the faults hit: a hung
+//! kube-apiserver (`SIGSTOP`, then `SIGCONT` after a quarter of a second to
+//! two seconds), kube-apiserver killed (`SIGKILL`) and started again, etcd
+//! killed and started again on its data, and a forced etcd compaction. Every
+//! replica must converge after each, with no acknowledged write lost.
+//! Reported as ignored where no control plane was found at build time (a
+//! build failure under `STORE_KUBE_REQUIRE_REAL=1`).
 //!
 //! `STORE_MODEL_CASES` sets the number of cases (default 4) and
 //! `PROPTEST_RNG_SEED` repeats a run; the summary line starts with `model:`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -19,24 +24,31 @@ use store_conformance::model::{self, MAX_STEPS, ModelCase, ModelHarness, RawStep
 use store_core::Store;
 use store_kube::KubeBackend;
 use store_kube::resource::store_shard_crd;
-use store_kube_testing::TestCluster;
+use store_kube_testing::{Component, ControlPlane, TestCluster};
 
-/// A fresh store (by name) per case, in one namespace of the shared control plane.
+/// A fresh store (by name) per case, in one namespace of a control plane of
+/// this test's own (the faults stop its processes).
 struct RealModel {
+    plane: Arc<ControlPlane>,
     cluster: TestCluster,
     namespace: String,
     cases: AtomicUsize,
 }
 
+/// The faults, in [`RealCase::inject`]'s numbering.
+const FAULTS: [&str; 4] = ["api_hang", "api_restart", "etcd_restart", "etcd_compaction"];
+
 impl RealModel {
     async fn start() -> Self {
-        let cluster = TestCluster::real().await.expect("control plane");
+        let plane = Arc::new(ControlPlane::start().await.expect("control plane"));
+        let cluster = TestCluster::from_control_plane(Arc::clone(&plane));
         cluster
             .apply_crd(&store_shard_crd())
             .await
             .expect("CRD served");
         let namespace = cluster.create_namespace("model").await.expect("namespace");
         RealModel {
+            plane,
             cluster,
             namespace,
             cases: AtomicUsize::new(0),
@@ -45,6 +57,7 @@ impl RealModel {
 }
 
 struct RealCase {
+    plane: Arc<ControlPlane>,
     replicas: Vec<Store>,
 }
 
@@ -56,7 +69,7 @@ impl ModelHarness for RealModel {
     }
 
     fn faults(&self) -> &[&'static str] {
-        &[]
+        &FAULTS
     }
 
     async fn open(&self, replicas: usize) -> RealCase {
@@ -86,7 +99,10 @@ impl ModelHarness for RealModel {
                     .expect("store starts"),
             );
         }
-        RealCase { replicas: stores }
+        RealCase {
+            plane: Arc::clone(&self.plane),
+            replicas: stores,
+        }
     }
 }
 
@@ -95,9 +111,43 @@ impl ModelCase for RealCase {
         &self.replicas
     }
 
-    async fn inject(&self, _fault: usize, _replica: usize, _arg: u8) {}
+    async fn inject(&self, fault: usize, _replica: usize, arg: u8) {
+        let plane = &self.plane;
+        match FAULTS.get(fault) {
+            Some(&"api_hang") => {
+                plane.pause(Component::KubeApiserver).expect("paused");
+                let hung = Duration::from_millis(250 * (u64::from(arg % 8) + 1));
+                let plane = Arc::clone(plane);
+                tokio::spawn(async move {
+                    tokio::time::sleep(hung).await;
+                    // `heal` may have resumed it already; resuming twice is harmless.
+                    let _ = plane.resume(Component::KubeApiserver);
+                });
+            }
+            Some(&"api_restart") => plane
+                .kill_and_restart(Component::KubeApiserver)
+                .expect("kube-apiserver restarted"),
+            Some(&"etcd_restart") => plane
+                .kill_and_restart(Component::Etcd)
+                .expect("etcd restarted"),
+            Some(&"etcd_compaction") => {
+                // Refused while etcd or the API server is down: nothing to do then.
+                let _ = plane.compact_etcd().await;
+            }
+            _ => {}
+        }
+    }
 
-    async fn heal(&self) {}
+    /// Resumes a hung server and waits until the API answers again.
+    async fn heal(&self) {
+        self.plane
+            .resume(Component::KubeApiserver)
+            .expect("resumed");
+        self.plane
+            .wait_until_ready()
+            .await
+            .expect("the control plane is ready again");
+    }
 }
 
 #[test]
