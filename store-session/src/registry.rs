@@ -121,8 +121,8 @@ struct Follower {
 enum Follow {
     /// The record was removed at this revision.
     Ended(Revision),
-    /// The record now names this generation.
-    Generation(u64),
+    /// The record was set to this generation at this revision.
+    Generation(u64, Revision),
 }
 
 impl Follower {
@@ -133,7 +133,9 @@ impl Follower {
                 let core: Arc<SessionCore> = core;
                 match follow {
                     Follow::Ended(revision) => core.ended_elsewhere(revision).await,
-                    Follow::Generation(generation) => core.reset_elsewhere(generation).await,
+                    Follow::Generation(generation, revision) => {
+                        core.reset_elsewhere(generation, revision).await;
+                    }
                 }
             }
         });
@@ -156,7 +158,7 @@ impl Follower {
         let follow = match value {
             None => Follow::Ended(revision),
             Some(value) => match store_core::decode::<u64>(key, value) {
-                Ok(generation) => Follow::Generation(generation),
+                Ok(generation) => Follow::Generation(generation, revision),
                 Err(error) => {
                     tracing::warn!(session = core.id(), %error, "unreadable generation record");
                     return;
@@ -198,7 +200,9 @@ impl Listener for Follower {
                 match config.inner.list(&key).await {
                     Ok(listing) => {
                         let entry = listing.entries.iter().find(|e| e.key == key);
-                        follower.follow(core, &key, entry.map(|e| &e.value), listing.revision);
+                        // A record's own version says when it was written.
+                        let revision = entry.map_or(listing.revision, |e| Revision(e.version.0));
+                        follower.follow(core, &key, entry.map(|e| &e.value), revision);
                     }
                     Err(error) => {
                         tracing::warn!(session = core.id(), %error, "re-reading a generation record failed");
@@ -284,7 +288,21 @@ impl Config {
     /// Removes every key under `prefix` (and `extra`, if given); lists only that
     /// prefix. Returns how many keys were removed.
     pub(crate) async fn remove_prefix(&self, prefix: &str, extra: Option<String>) -> Result<usize> {
-        let listing = self.inner.list(prefix).await?;
+        self.remove_prefix_since(prefix, extra, None).await
+    }
+
+    /// Like [`remove_prefix`](Self::remove_prefix), removing only keys
+    /// written after `since` when given.
+    pub(crate) async fn remove_prefix_since(
+        &self,
+        prefix: &str,
+        extra: Option<String>,
+        since: Option<Revision>,
+    ) -> Result<usize> {
+        let mut listing = self.inner.list(prefix).await?;
+        if let Some(since) = since {
+            listing.entries.retain(|entry| entry.version.0 > since.0);
+        }
         let count = listing.entries.len();
         let chunk = self
             .inner

@@ -122,10 +122,12 @@ impl SessionCore {
         tracing::debug!(session = %self.id, live_entries, "session ended on another replica");
     }
 
-    /// Another replica reset this session to `generation`: the instance here is
-    /// freed (the resetting replica's teardown owns the retired durable keys)
-    /// and a fresh one takes its place.
-    pub(crate) async fn reset_elsewhere(self: &Arc<Self>, generation: u64) {
+    /// Another replica reset this session to `generation`, recorded at
+    /// `revision`: the instance here is freed and a fresh one takes its place.
+    /// The resetting replica's teardown owns the retired durable keys; only
+    /// writes made here before the news arrived that landed after the reset
+    /// (which its teardown may have missed) are removed here.
+    pub(crate) async fn reset_elsewhere(self: &Arc<Self>, generation: u64, revision: Revision) {
         let _transition = self.transition.lock().await;
         let old = Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner));
         if self.is_ended() || generation <= old.generation {
@@ -139,7 +141,19 @@ impl SessionCore {
         ));
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
         old.retire();
+        // Closing the old stores lands (or fails) every write queued here.
         old.free().await;
+        let late = self
+            .config
+            .remove_prefix_since(
+                &layout::generation_prefix(&self.config.root, &self.id, old.generation),
+                None,
+                Some(revision),
+            )
+            .await;
+        if let Err(error) = late {
+            tracing::warn!(session = %self.id, %error, "removing late writes of a reset session failed");
+        }
         tracing::debug!(session = %self.id, generation, "session reset on another replica");
     }
 

@@ -284,6 +284,52 @@ async fn a_write_racing_the_end_never_reaches_a_later_life<A: Backend, B: Backen
 
 on_memory_and_kube!(a_write_racing_the_end_never_reaches_a_later_life);
 
+/// The same race with a reset: replica two writes through a handle of the
+/// retired generation after replica one's teardown freed it. Once replica
+/// two hears of the reset, the late write is gone too.
+async fn a_write_racing_a_reset_is_not_left_behind<A: Backend, B: Backend>(
+    pair: Pair<A, Held<B>>,
+) -> Result<()> {
+    let (one, two) = pair.registries();
+    let on_one = one.open("s-42").await?;
+    let on_two = two.open("s-42").await?;
+    let retired = on_two.generation()?;
+    let durable = on_two
+        .global()?
+        .durable()
+        .await?
+        .use_value("durable", 1_u64)
+        .await?;
+
+    pair.two.hold();
+    assert_eq!(on_one.reset().await?.finish().await?.durable_keys, 1);
+    durable.set(9)?;
+    let late_key = format!(
+        "{}durable",
+        layout::scope_prefix("", "s-42", retired, &ScopeKind::Global)
+    );
+    eventually_async("the late write to land", || async {
+        pair.one.read(&late_key).await.is_ok_and(|e| e.is_some())
+    })
+    .await;
+    pair.two.release();
+    eventually("replica two to move on", || {
+        on_two.generation().is_ok_and(|g| g != retired)
+    })
+    .await;
+    let retired_prefix = layout::generation_prefix("", "s-42", retired);
+    eventually_async("the late write to be removed", || async {
+        pair.one
+            .list(&retired_prefix)
+            .await
+            .is_ok_and(|l| l.entries.is_empty())
+    })
+    .await;
+    Ok(())
+}
+
+on_memory_and_kube!(a_write_racing_a_reset_is_not_left_behind);
+
 /// A replica that never opened `s-42` ends it by id (clean-up after a
 /// restart): the replica that has it open ends it too.
 async fn ending_by_id_where_the_session_is_not_open_ends_it_where_it_is<A: Backend, B: Backend>(
