@@ -8,6 +8,7 @@ use tokio::sync::{Notify, broadcast, watch};
 
 use crate::backend::{Capabilities, DynBackend, Revision};
 use crate::backoff::RetryPolicy;
+use crate::metrics::StoreMetrics;
 use crate::readiness::Readiness;
 use crate::subscribe::ChangeEvent;
 use crate::view::View;
@@ -37,6 +38,7 @@ pub(crate) struct Shared {
     pub(crate) closed: watch::Sender<bool>,
     /// Set by `close`: queued writes go at once, whatever the pacing.
     pub(crate) draining: watch::Sender<bool>,
+    pub(crate) metrics: StoreMetrics,
 }
 
 /// Where changes go while the store starts (see [`Shared::deliver`]).
@@ -111,6 +113,12 @@ impl Shared {
             Held::Listing | Held::Open => Vec::new(),
         };
         let ready = matches!(outcome, Readiness::Ready);
+        if ready {
+            self.metrics.ready.set(1.0);
+            if self.is_closed() {
+                self.metrics.ready.set(0.0);
+            }
+        }
         self.readiness.send_replace(outcome);
         if ready {
             for event in waiting {
@@ -129,6 +137,7 @@ impl Shared {
 
     pub(crate) fn close(&self) {
         self.is_closed.store(true, Ordering::Release);
+        self.metrics.ready.set(0.0);
         self.closed.send_replace(true);
         self.wake_flusher.notify_one();
     }
