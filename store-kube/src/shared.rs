@@ -20,6 +20,7 @@ use crate::config::ConfigError;
 use crate::error::{self, NAME};
 use crate::feed::{Feed, FeedState};
 use crate::layout::{Layout, PEPR_PLACEHOLDER};
+use crate::metrics::{KubeMetrics, error_outcome};
 use crate::resource::STORE_LABEL;
 use crate::writer::{self, Base, Limits};
 
@@ -41,6 +42,7 @@ pub(crate) struct Shared {
     pub(crate) feed: Arc<FeedState>,
     /// Dropped with the backend, which stops the feed's watcher.
     pub(crate) _stop: tokio::sync::watch::Sender<()>,
+    pub(crate) metrics: Arc<KubeMetrics>,
 }
 
 pub(crate) fn now_millis() -> u128 {
@@ -63,18 +65,30 @@ impl Shared {
         &self.field_manager
     }
 
-    /// Runs one API call under the request timeout.
+    /// Runs one API call under the request timeout; `what` names it in the
+    /// timeout's message, `verb` (the Kubernetes verb) in the metrics.
     pub(crate) async fn call<T>(
         &self,
         what: &str,
+        verb: &'static str,
         fut: impl std::future::Future<Output = kube::Result<T>>,
     ) -> std::result::Result<T, kube::Error> {
-        match tokio::time::timeout(self.request_timeout, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(kube::Error::Service(
-                format!("{what} timed out after {:?}", self.request_timeout).into(),
-            )),
-        }
+        let started = std::time::Instant::now();
+        let (result, outcome) = match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(Ok(answer)) => (Ok(answer), "ok"),
+            Ok(Err(error)) => {
+                let outcome = error_outcome(&error);
+                (Err(error), outcome)
+            }
+            Err(_) => (
+                Err(kube::Error::Service(
+                    format!("{what} timed out after {:?}", self.request_timeout).into(),
+                )),
+                "timeout",
+            ),
+        };
+        self.metrics.request(verb, outcome, started.elapsed());
+        result
     }
 
     /// The object as a new, empty one of this layout.
@@ -113,7 +127,7 @@ impl Shared {
     /// Gets the object, creating it when missing. Creation is idempotent: a
     /// replica that loses the race to create reads the winner's object.
     pub(crate) async fn ensure_object(&self, name: &str) -> Result<serde_json::Value> {
-        match self.call("get", self.api.get(name)).await {
+        match self.call("get", "get", self.api.get(name)).await {
             Ok(object) => return to_json(&object),
             Err(e) if error::is_not_found(&e) => {}
             Err(e) => return Err(error::from_kube(e)),
@@ -125,15 +139,20 @@ impl Shared {
             // so both kinds of pod own the same fields.
             Layout::Pepr { .. } => {
                 let params = PatchParams::apply("pepr");
-                self.call("apply", self.api.patch(name, &params, &Patch::Apply(&body)))
-                    .await
+                self.call(
+                    "apply",
+                    "patch",
+                    self.api.patch(name, &params, &Patch::Apply(&body)),
+                )
+                .await
             }
             Layout::Native { .. } => {
                 let params = PostParams {
                     field_manager: Some(self.field_manager.clone()),
                     ..PostParams::default()
                 };
-                self.call("create", self.api.create(&params, &body)).await
+                self.call("create", "create", self.api.create(&params, &body))
+                    .await
             }
         };
         match created {
@@ -143,7 +162,7 @@ impl Shared {
             }
             Err(e) if error::is_already_exists(&e) => {
                 let object = self
-                    .call("get", self.api.get(name))
+                    .call("get", "get", self.api.get(name))
                     .await
                     .map_err(error::from_kube)?;
                 to_json(&object)
@@ -311,6 +330,7 @@ impl Shared {
                     .map_err(|e| Error::backend(NAME, e))?;
             let result = self
                 .call(
+                    "patch",
                     "patch",
                     self.api.patch(name, &params, &Patch::Json::<()>(patch)),
                 )
