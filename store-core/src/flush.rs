@@ -79,7 +79,7 @@ fn take(shared: &Shared, max_batch: usize) -> Option<Vec<Slot>> {
             None
         } else {
             let batch = w.take_batch(max_batch);
-            shared.metrics.queue_depth.set(depth(w.queued()));
+            shared.metrics.unqueued(batch.len());
             Some(batch)
         }
     });

@@ -8,9 +8,15 @@
 //! calls it once when the first store starts).
 //!
 //! Every figure carries the labels `store` (the store's
-//! [name](crate::Store::name)) and `backend` (`memory`, `kube`, `redis`, or
-//! another backend's [`name`](crate::Backend::name)). No key and no value is
-//! ever a label.
+//! [name](crate::Store::name), or the label set with
+//! [`StoreBuilder::metrics_label`]) and `backend` (`memory`, `kube`, `redis`,
+//! or another backend's [`name`](crate::Backend::name)). No key and no value
+//! is ever a label. Stores that share a `store` label add up: counters and
+//! histograms gather every store's figures, the queue depth is the sum of
+//! their queues and `typed_store_ready` counts the ready ones; that is how
+//! `store-session` keeps one label per registry, not one per session.
+//!
+//! [`StoreBuilder::metrics_label`]: crate::StoreBuilder::metrics_label
 //!
 //! | name | type | more labels | what it counts |
 //! |---|---|---|---|
@@ -23,10 +29,9 @@
 //! | `typed_store_retries_total` | counter | `reason` = `transient`, `conflict` | a batch sent again after a transient failure; an `update` that ran its closure again after a conflict |
 //! | `typed_store_set_and_wait_duration_seconds` | histogram | | how long `set_and_wait` calls took, failed ones included |
 //! | `typed_store_view_lag_seconds` | histogram | | time from the backend acknowledging a batch to the local view reaching the batch's revision (how far the watch trails this store's own writes) |
-//! | `typed_store_view_revision` | gauge | | the backend revision the local view reflects |
 //! | `typed_store_watch_restarts_total` | counter | `reason` = `list_failed`, `start_failed`, `error`, `ended` | the sync task listing again after a failed listing, or following the watch again after it failed to start, failed, or ended |
 //! | `typed_store_watch_gaps_total` | counter | | the backend's watch reported a gap, so the view was listed afresh |
-//! | `typed_store_ready` | gauge | | 1 once the store is ready, 0 while it starts, after start-up failed, and once closed |
+//! | `typed_store_ready` | gauge | | 1 once the store is ready, 0 while it starts, after start-up failed, and once closed (with a shared label: how many stores are ready) |
 //!
 //! The writes of a [`Transaction`](crate::Transaction) go to the backend
 //! directly, not through the queue: they count in no `batches` figure, and
@@ -39,6 +44,7 @@
 //!
 //! [`StoreBuilder::start`]: crate::StoreBuilder::start
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 
 use ::metrics::{
@@ -64,13 +70,11 @@ pub const RETRIES: &str = "typed_store_retries_total";
 pub const SET_AND_WAIT_DURATION: &str = "typed_store_set_and_wait_duration_seconds";
 /// Time from a batch's acknowledgement to the view showing it (histogram, seconds; labels `store`, `backend`).
 pub const VIEW_LAG: &str = "typed_store_view_lag_seconds";
-/// The revision the local view reflects (gauge; labels `store`, `backend`).
-pub const VIEW_REVISION: &str = "typed_store_view_revision";
 /// The sync task listing or watching again (counter; labels `store`, `backend`, `reason`).
 pub const WATCH_RESTARTS: &str = "typed_store_watch_restarts_total";
 /// Gaps the backend's watch reported (counter; labels `store`, `backend`).
 pub const WATCH_GAPS: &str = "typed_store_watch_gaps_total";
-/// 1 once the store is ready, else 0 (gauge; labels `store`, `backend`).
+/// 1 once the store is ready, else 0; summed over stores sharing a label (gauge; labels `store`, `backend`).
 pub const READY: &str = "typed_store_ready";
 
 /// Gives the installed recorder the help text and unit of every figure above.
@@ -123,11 +127,6 @@ pub fn describe() {
         Unit::Seconds,
         "Time from the backend acknowledging a batch to the local view reaching its revision."
     );
-    describe_gauge!(
-        VIEW_REVISION,
-        Unit::Count,
-        "The backend revision the local view reflects."
-    );
     describe_counter!(
         WATCH_RESTARTS,
         Unit::Count,
@@ -167,13 +166,14 @@ pub(crate) struct StoreMetrics {
     pub(crate) retries_conflict: Counter,
     pub(crate) set_and_wait: Histogram,
     pub(crate) view_lag: Histogram,
-    pub(crate) view_revision: Gauge,
     pub(crate) restarts_list_failed: Counter,
     pub(crate) restarts_start_failed: Counter,
     pub(crate) restarts_error: Counter,
     pub(crate) restarts_ended: Counter,
     pub(crate) gaps: Counter,
-    pub(crate) ready: Gauge,
+    ready: Gauge,
+    /// Whether this store counts in `ready`.
+    counted_ready: AtomicBool,
 }
 
 impl StoreMetrics {
@@ -195,13 +195,40 @@ impl StoreMetrics {
             retries_conflict: counter!(RETRIES, "store" => s(), "backend" => backend, "reason" => "conflict"),
             set_and_wait: histogram!(SET_AND_WAIT_DURATION, "store" => s(), "backend" => backend),
             view_lag: histogram!(VIEW_LAG, "store" => s(), "backend" => backend),
-            view_revision: gauge!(VIEW_REVISION, "store" => s(), "backend" => backend),
             restarts_list_failed: counter!(WATCH_RESTARTS, "store" => s(), "backend" => backend, "reason" => "list_failed"),
             restarts_start_failed: counter!(WATCH_RESTARTS, "store" => s(), "backend" => backend, "reason" => "start_failed"),
             restarts_error: counter!(WATCH_RESTARTS, "store" => s(), "backend" => backend, "reason" => "error"),
             restarts_ended: counter!(WATCH_RESTARTS, "store" => s(), "backend" => backend, "reason" => "ended"),
             gaps: counter!(WATCH_GAPS, "store" => s(), "backend" => backend),
             ready: gauge!(READY, "store" => s(), "backend" => backend),
+            counted_ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts the store in `typed_store_ready`, or stops counting it; each
+    /// store adds at most one, so stores sharing a label add up.
+    pub(crate) fn set_ready(&self, ready: bool) {
+        if self.counted_ready.swap(ready, Ordering::AcqRel) != ready {
+            if ready {
+                self.ready.increment(1.0);
+            } else {
+                self.ready.decrement(1.0);
+            }
+        }
+    }
+
+    /// `added` writes joined the queue (by changes, so stores sharing a label
+    /// add up).
+    pub(crate) fn queued(&self, added: usize) {
+        if added > 0 {
+            self.queue_depth.increment(depth(added));
+        }
+    }
+
+    /// `taken` writes left the queue.
+    pub(crate) fn unqueued(&self, taken: usize) {
+        if taken > 0 {
+            self.queue_depth.decrement(depth(taken));
         }
     }
 }

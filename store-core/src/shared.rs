@@ -41,6 +41,15 @@ pub(crate) struct Shared {
     pub(crate) metrics: StoreMetrics,
 }
 
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Writes still queued leave with the store: they count no more.
+        let queued = lock(&self.writes).queued();
+        self.metrics.unqueued(queued);
+        self.metrics.set_ready(false);
+    }
+}
+
 /// Where changes go while the store starts (see [`Shared::deliver`]).
 pub(crate) enum Held {
     /// Before the initial listing is in the view: nothing to hold.
@@ -114,9 +123,9 @@ impl Shared {
         };
         let ready = matches!(outcome, Readiness::Ready);
         if ready {
-            self.metrics.ready.set(1.0);
+            self.metrics.set_ready(true);
             if self.is_closed() {
-                self.metrics.ready.set(0.0);
+                self.metrics.set_ready(false);
             }
         }
         self.readiness.send_replace(outcome);
@@ -137,7 +146,7 @@ impl Shared {
 
     pub(crate) fn close(&self) {
         self.is_closed.store(true, Ordering::Release);
-        self.metrics.ready.set(0.0);
+        self.metrics.set_ready(false);
         self.closed.send_replace(true);
         self.wake_flusher.notify_one();
     }

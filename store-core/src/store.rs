@@ -24,7 +24,7 @@ use crate::backoff::RetryPolicy;
 use crate::error::{BoxError, Error, Result};
 use crate::hooks::{self, Hook};
 use crate::key::{self, AnyKey, AsKey};
-use crate::metrics::{StoreMetrics, depth};
+use crate::metrics::StoreMetrics;
 use crate::readiness::Readiness;
 use crate::shared::{Held, Shared, lock, read};
 use crate::subscribe::Subscription;
@@ -127,6 +127,7 @@ pub struct StoreBuilder {
     retry: RetryPolicy,
     flush_interval: Option<Duration>,
     min_write_gap: Option<Duration>,
+    metrics_label: Option<String>,
 }
 
 impl std::fmt::Debug for StoreBuilder {
@@ -155,6 +156,7 @@ impl Default for StoreBuilder {
             },
             flush_interval: None,
             min_write_gap: None,
+            metrics_label: None,
         }
     }
 }
@@ -172,6 +174,15 @@ impl StoreBuilder {
     /// `"ops"`), else `"default"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// The `store` label on this store's metrics (default: its name). Stores
+    /// that share a label add up (see [`metrics`](crate::metrics)): give
+    /// many short-lived stores one label, so the number of series stays
+    /// bounded.
+    pub fn metrics_label(mut self, label: impl Into<String>) -> Self {
+        self.metrics_label = Some(label.into());
         self
     }
 
@@ -302,8 +313,10 @@ impl StoreBuilder {
             .max_batch_ops
             .map_or(self.max_batch_ops, |b| b.min(self.max_batch_ops));
         let (changes, _) = broadcast::channel(self.subscriber_capacity);
-        let metrics = StoreMetrics::new(&name, backend.name());
-        metrics.ready.set(0.0);
+        let metrics = StoreMetrics::new(
+            self.metrics_label.as_deref().unwrap_or(&name),
+            backend.name(),
+        );
         let shared = Arc::new(Shared {
             name,
             backend,
@@ -510,8 +523,9 @@ impl Store {
             OpKind::Delete => metrics.queued_remove.increment(1),
         }
         let was_empty = self.shared.with_writes(|w| {
+            let before = w.queued();
             let (_, was_empty) = w.push_plain(key, kind, waiter);
-            metrics.queue_depth.set(depth(w.queued()));
+            metrics.queued(w.queued() - before);
             was_empty
         });
         if was_empty {
@@ -653,11 +667,10 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let metrics = &self.shared.metrics;
         metrics.queued_conditional.increment(1);
-        let was_empty = self.shared.with_writes(|w| {
-            let was_empty = w.push_conditional(key, kind, expected, tx);
-            metrics.queue_depth.set(depth(w.queued()));
-            was_empty
-        });
+        let was_empty = self
+            .shared
+            .with_writes(|w| w.push_conditional(key, kind, expected, tx));
+        metrics.queued(1);
         if was_empty {
             self.shared.wake_flusher.notify_one();
         }
@@ -773,12 +786,13 @@ impl Store {
         let metrics = &self.shared.metrics;
         let started = self.shared.with_writes(|w| {
             let start = w.last_seq();
+            let before = w.queued();
             let pending: Vec<String> = w.overlays().map(|(k, _)| k.to_string()).collect();
             metrics.queued_remove.increment(pending.len() as u64);
             for key in pending {
                 w.push_plain(&key, OpKind::Delete, None);
             }
-            metrics.queue_depth.set(depth(w.queued()));
+            metrics.queued(w.queued() - before);
             start
         });
         // Writes queued before the call (a conditional one among them may create
@@ -798,6 +812,7 @@ impl Store {
             }
         };
         let target = self.shared.with_writes(|w| {
+            let before = w.queued();
             for entry in &listing.entries {
                 // Keys written through this handle since clear began stay.
                 let newer = w
@@ -808,7 +823,7 @@ impl Store {
                     w.push_plain(&entry.key, OpKind::Delete, None);
                 }
             }
-            metrics.queue_depth.set(depth(w.queued()));
+            metrics.queued(w.queued() - before);
             w.last_seq()
         });
         self.shared.wake_flusher.notify_one();

@@ -183,8 +183,6 @@ fn advance(shared: &Shared, revision: Revision) {
 fn view_moved(shared: &Shared, revision: Revision, events: Vec<ChangeEvent>) {
     let revision = shared.view_revision().max(revision);
     shared.with_writes(|w| w.view_reached(revision));
-    // A gauge is an f64: revisions past 2^53 round.
-    shared.metrics.view_revision.set(revision.0 as f64);
     shared.deliver(events);
     shared.revision.send_replace(revision);
 }

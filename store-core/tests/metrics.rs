@@ -8,7 +8,7 @@ use store_conformance::figures::Figures;
 use store_conformance::support::eventually;
 use store_core::metrics::{
     BATCH_DURATION, BATCH_SIZE, BATCHES, CONFLICTS, READY, RETRIES, SET_AND_WAIT_DURATION,
-    VIEW_LAG, VIEW_REVISION, WATCH_GAPS, WRITE_QUEUE_DEPTH, WRITES_QUEUED,
+    VIEW_LAG, WATCH_GAPS, WRITE_QUEUE_DEPTH, WRITES_QUEUED,
 };
 use store_core::{Backend, Error, MemoryBackend, Precondition, Store};
 
@@ -62,9 +62,6 @@ async fn sets_are_counted_when_queued_and_their_batches_add_up_to_them() {
     let waits = figures.histogram(SET_AND_WAIT_DURATION, &this);
     assert_eq!(waits.len(), 1);
     assert!(waits[0] > 0.0 && waits[0] < 10.0, "{waits:?}");
-    #[allow(clippy::cast_precision_loss, reason = "small revisions")]
-    let revision = store.snapshot().revision.0 as f64;
-    assert_eq!(figures.gauge(VIEW_REVISION, &this), Some(revision));
 
     store.close().await.expect("close");
     assert_eq!(figures.gauge(READY, &this), Some(0.0));
@@ -180,4 +177,66 @@ async fn a_compacted_history_counts_one_gap() {
     .await;
     assert_eq!(figures.counter(WATCH_GAPS, &[("store", "reader")]), 1);
     assert_eq!(figures.counter(WATCH_GAPS, &[("store", "writer")]), 0);
+}
+
+#[tokio::test]
+async fn stores_sharing_a_label_add_up() {
+    let figures = Figures::new();
+    let backend = MemoryBackend::new();
+    let open_shared = |name: &'static str| {
+        let _installed = figures.install();
+        Store::builder()
+            .backend(backend.clone())
+            .name(name)
+            .metrics_label("shared")
+            .linked_hooks(false)
+            .start()
+    };
+    let (a, b) = (open_shared("a"), open_shared("b"));
+    a.ready().await.expect("a starts");
+    b.ready().await.expect("b starts");
+    let shared = [("store", "shared"), ("backend", "memory")];
+    assert_eq!(figures.gauge(READY, &shared), Some(2.0));
+
+    a.set("x", &1).expect("set");
+    b.set("y", &1).expect("set");
+    b.set("z", &1).expect("set");
+    a.flush().await.expect("flush");
+    b.flush().await.expect("flush");
+    assert_eq!(figures.counter(WRITES_QUEUED, &shared), 3);
+    assert_eq!(figures.gauge(WRITE_QUEUE_DEPTH, &shared), Some(0.0));
+    assert!(figures.label_values(WRITES_QUEUED, "store") == ["shared"]);
+
+    a.close().await.expect("close");
+    assert_eq!(figures.gauge(READY, &shared), Some(1.0));
+    drop(b);
+    eventually("the dropped store to stop counting", || {
+        figures.gauge(READY, &shared) == Some(0.0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_queue_depth_counts_writes_waiting_behind_a_batch_in_flight() {
+    let figures = Figures::new();
+    let gated = Gated::new(MemoryBackend::new());
+    let store = open(&figures, "depth", gated.clone()).await;
+    let this = [("store", "depth")];
+    gated.close();
+    store.set("first", &0).expect("set");
+    eventually("the first write to be taken for sending", || {
+        figures.gauge(WRITE_QUEUE_DEPTH, &this) == Some(0.0)
+    })
+    .await;
+    for i in 1..5 {
+        store.set(format!("k{i}").as_str(), &i).expect("set");
+    }
+    store.set("k1", &10).expect("coalesces");
+    assert_eq!(figures.gauge(WRITE_QUEUE_DEPTH, &this), Some(4.0));
+
+    gated.open();
+    store.flush().await.expect("flush");
+    assert_eq!(figures.gauge(WRITE_QUEUE_DEPTH, &this), Some(0.0));
+    assert_eq!(figures.counter(WRITES_QUEUED, &this), 6);
+    assert_eq!(figures.histogram(BATCH_SIZE, &this), [1.0, 4.0]);
 }
