@@ -4,8 +4,8 @@
 //! Prometheus, `metrics-exporter-prometheus`); without one every figure is a
 //! no-op. A store takes its handles when it starts ([`StoreBuilder::start`]),
 //! so install the recorder before opening stores. Each name is a constant
-//! here; [`describe`] gives the recorder their help texts and units (a store
-//! calls it once when the first store starts).
+//! here; [`describe`] gives the recorder their help texts and units (the
+//! first store to start calls it).
 //!
 //! Every figure carries the labels `store` (the store's
 //! [name](crate::Store::name), or the label set with
@@ -38,7 +38,8 @@
 //! their conflicts count in `typed_store_conflicts_total`.
 //!
 //! The cost without a recorder: each figure is a handle the store keeps, and
-//! recording on a no-op handle is one branch; `get` records nothing.
+//! recording on a no-op handle is one branch; `get` records nothing, and
+//! only `set_and_wait` and each batch read the clock.
 //! `cargo xtask bench` measures `set` and `get` with and without a recorder
 //! (see `BENCHMARKS.md`).
 //!
