@@ -28,11 +28,14 @@
 //! - **Support** ([`support`]): deadlines scaled by
 //!   `STORE_TEST_DEADLINE_SCALE`, waiting on a condition, a proptest
 //!   configuration and a capture of every log line.
+//! - **Figures** ([`figures`]): a metrics recorder that keeps what stores
+//!   record, for tests of their metrics.
 
 mod gated;
 mod harness;
 
 pub mod cases;
+pub mod figures;
 pub mod model;
 pub mod support;
 

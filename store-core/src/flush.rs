@@ -24,6 +24,7 @@ use tracing::Instrument;
 use crate::backend::{Applied, Batch, Outcome, Revision, Version};
 use crate::backoff::Backoff;
 use crate::error::Error;
+use crate::metrics::depth;
 use crate::shared::Shared;
 use crate::writes::{Ack, Slot};
 
@@ -77,7 +78,9 @@ fn take(shared: &Shared, max_batch: usize) -> Option<Vec<Slot>> {
         if w.is_empty() {
             None
         } else {
-            Some(w.take_batch(max_batch))
+            let batch = w.take_batch(max_batch);
+            shared.metrics.unqueued(batch.len());
+            Some(batch)
         }
     });
     // Outside the lock: this may move every slot.
@@ -115,6 +118,9 @@ async fn until(shared: &Shared, at: Instant) {
 async fn send(shared: &Shared, mut slots: Vec<Slot>) {
     let mut backoff = Backoff::new(shared.retry);
     let last_seq = slots.iter().map(|s| s.seq).max().unwrap_or(0);
+    let metrics = &shared.metrics;
+    metrics.batch_size.record(depth(slots.len()));
+    let started = std::time::Instant::now();
     let span = tracing::debug_span!("flush", store = %shared.name, ops = slots.len());
     loop {
         let batch = Batch {
@@ -124,6 +130,8 @@ async fn send(shared: &Shared, mut slots: Vec<Slot>) {
         let result = shared.backend.apply(batch).instrument(span.clone()).await;
         match result {
             Ok(applied) => {
+                metrics.batches_applied.increment(1);
+                metrics.batch_duration.record(started.elapsed());
                 settle(shared, slots, applied).instrument(span).await;
                 break;
             }
@@ -133,6 +141,7 @@ async fn send(shared: &Shared, mut slots: Vec<Slot>) {
                     _ => None,
                 };
                 let delay = backoff.next_delay(asked);
+                metrics.retries_transient.increment(1);
                 tracing::warn!(parent: &span, %error, ?delay, "flush failed; retrying");
                 if !error.is_not_applied() {
                     for slot in &mut slots {
@@ -151,6 +160,8 @@ async fn send(shared: &Shared, mut slots: Vec<Slot>) {
                     error
                 };
                 tracing::error!(parent: &span, %error, "flush failed; the batch's writes are dropped");
+                metrics.batches_failed.increment(1);
+                metrics.batch_duration.record(started.elapsed());
                 fail(shared, slots, &error);
                 break;
             }
@@ -234,7 +245,10 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
                     .precondition
                     .unwrap_or(crate::backend::Precondition::Absent),
             }),
-            Outcome::Conflict { actual } => Err(conflict(&slot, actual)),
+            Outcome::Conflict { actual } => {
+                shared.metrics.conflicts.increment(1);
+                Err(conflict(&slot, actual))
+            }
             Outcome::Aborted => Err(conflict(&slot, None)),
             Outcome::Failed(error) => Err(error),
         };

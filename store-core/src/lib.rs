@@ -69,6 +69,16 @@
 //! production's limits. The `store-conformance` crate checks a backend
 //! against every promise above.
 //!
+//! # Metrics
+//!
+//! Every store exports its figures through the [`metrics`](::metrics)
+//! facade: writes queued, batches and their size, conflicts and retries,
+//! `set_and_wait` latency, view lag and revision, watch restarts and gaps,
+//! readiness. Names follow Prometheus conventions (`typed_store_*`, `_total`
+//! counters, `_seconds` histograms) and are listed, with their labels, in
+//! [`store_core::metrics`](crate::metrics). Without an installed recorder they cost a
+//! branch each.
+//!
 //! # Features
 //!
 //! - `derive`: `#[derive(StoreValue)]` and `#[on_ready]`.
@@ -86,6 +96,7 @@ mod flush;
 pub mod hooks;
 pub mod key;
 mod memory;
+pub mod metrics;
 mod readiness;
 mod shared;
 mod store;

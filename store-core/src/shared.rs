@@ -8,6 +8,7 @@ use tokio::sync::{Notify, broadcast, watch};
 
 use crate::backend::{Capabilities, DynBackend, Revision};
 use crate::backoff::RetryPolicy;
+use crate::metrics::StoreMetrics;
 use crate::readiness::Readiness;
 use crate::subscribe::ChangeEvent;
 use crate::view::View;
@@ -37,6 +38,16 @@ pub(crate) struct Shared {
     pub(crate) closed: watch::Sender<bool>,
     /// Set by `close`: queued writes go at once, whatever the pacing.
     pub(crate) draining: watch::Sender<bool>,
+    pub(crate) metrics: StoreMetrics,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Writes still queued leave with the store: they count no more.
+        let queued = lock(&self.writes).queued();
+        self.metrics.unqueued(queued);
+        self.metrics.set_ready(false);
+    }
 }
 
 /// Where changes go while the store starts (see [`Shared::deliver`]).
@@ -111,6 +122,12 @@ impl Shared {
             Held::Listing | Held::Open => Vec::new(),
         };
         let ready = matches!(outcome, Readiness::Ready);
+        if ready {
+            self.metrics.set_ready(true);
+            if self.is_closed() {
+                self.metrics.set_ready(false);
+            }
+        }
         self.readiness.send_replace(outcome);
         if ready {
             for event in waiting {
@@ -129,6 +146,7 @@ impl Shared {
 
     pub(crate) fn close(&self) {
         self.is_closed.store(true, Ordering::Release);
+        self.metrics.set_ready(false);
         self.closed.send_replace(true);
         self.wake_flusher.notify_one();
     }

@@ -24,6 +24,7 @@ use crate::backoff::RetryPolicy;
 use crate::error::{BoxError, Error, Result};
 use crate::hooks::{self, Hook};
 use crate::key::{self, AnyKey, AsKey};
+use crate::metrics::StoreMetrics;
 use crate::readiness::Readiness;
 use crate::shared::{Held, Shared, lock, read};
 use crate::subscribe::Subscription;
@@ -126,6 +127,7 @@ pub struct StoreBuilder {
     retry: RetryPolicy,
     flush_interval: Option<Duration>,
     min_write_gap: Option<Duration>,
+    metrics_label: Option<String>,
 }
 
 impl std::fmt::Debug for StoreBuilder {
@@ -154,6 +156,7 @@ impl Default for StoreBuilder {
             },
             flush_interval: None,
             min_write_gap: None,
+            metrics_label: None,
         }
     }
 }
@@ -171,6 +174,15 @@ impl StoreBuilder {
     /// `"ops"`), else `"default"`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// The `store` label on this store's metrics (default: its name). Stores
+    /// that share a label add up (see [`metrics`](crate::metrics)): give
+    /// many short-lived stores one label, so the number of series stays
+    /// bounded.
+    pub fn metrics_label(mut self, label: impl Into<String>) -> Self {
+        self.metrics_label = Some(label.into());
         self
     }
 
@@ -301,6 +313,10 @@ impl StoreBuilder {
             .max_batch_ops
             .map_or(self.max_batch_ops, |b| b.min(self.max_batch_ops));
         let (changes, _) = broadcast::channel(self.subscriber_capacity);
+        let metrics = StoreMetrics::new(
+            self.metrics_label.as_deref().unwrap_or(&name),
+            backend.name(),
+        );
         let shared = Arc::new(Shared {
             name,
             backend,
@@ -308,7 +324,7 @@ impl StoreBuilder {
             max_value_size,
             retry: self.retry,
             view: RwLock::new(View::default()),
-            writes: Mutex::new(Writes::default()),
+            writes: Mutex::new(Writes::new(metrics.view_lag.clone())),
             pending: AtomicUsize::new(0),
             wake_flusher: Notify::new(),
             revision: watch::Sender::new(Revision(0)),
@@ -319,6 +335,7 @@ impl StoreBuilder {
             is_closed: AtomicBool::new(false),
             closed: watch::Sender::new(false),
             draining: watch::Sender::new(false),
+            metrics,
         });
         let store = Store {
             _guard: Arc::new(Guard {
@@ -500,7 +517,17 @@ impl Store {
     }
 
     fn push_plain(&self, key: &str, kind: OpKind, waiter: Option<writes::Waiter>) {
-        let (_, was_empty) = self.shared.with_writes(|w| w.push_plain(key, kind, waiter));
+        let metrics = &self.shared.metrics;
+        match kind {
+            OpKind::Put { .. } => metrics.queued_set.increment(1),
+            OpKind::Delete => metrics.queued_remove.increment(1),
+        }
+        let was_empty = self.shared.with_writes(|w| {
+            let before = w.queued();
+            let (_, was_empty) = w.push_plain(key, kind, waiter);
+            metrics.queued(w.queued() - before);
+            was_empty
+        });
         if was_empty {
             self.shared.wake_flusher.notify_one();
         }
@@ -544,11 +571,17 @@ impl Store {
         key: impl AsKey<T>,
         value: &T,
     ) -> Result<Version> {
+        let started = std::time::Instant::now();
         let key = key.as_key();
-        let kind = self.encode_put(key, value, None)?;
-        let (tx, rx) = oneshot::channel();
-        self.push_plain(key, kind, Some(tx));
-        self.await_ack(key, rx).await
+        let result = async {
+            let kind = self.encode_put(key, value, None)?;
+            let (tx, rx) = oneshot::channel();
+            self.push_plain(key, kind, Some(tx));
+            self.await_ack(key, rx).await
+        }
+        .await;
+        self.shared.metrics.set_and_wait.record(started.elapsed());
+        result
     }
 
     /// Queues the removal of `key` and returns at once. Removing a missing key is
@@ -635,9 +668,12 @@ impl Store {
         expected: Precondition,
     ) -> Result<Version> {
         let (tx, rx) = oneshot::channel();
+        let metrics = &self.shared.metrics;
+        metrics.queued_conditional.increment(1);
         let was_empty = self
             .shared
             .with_writes(|w| w.push_conditional(key, kind, expected, tx));
+        metrics.queued(1);
         if was_empty {
             self.shared.wake_flusher.notify_one();
         }
@@ -737,6 +773,7 @@ impl Store {
                     }));
                 }
                 Ok(Err(Error::Conflict { actual, .. })) => {
+                    self.shared.metrics.retries_conflict.increment(1);
                     // Someone else wrote first: wait until the view shows their write.
                     let target = actual.map_or(Revision(seen.0 + 1), |v| Revision(v.0));
                     self.wait_revision(target, deadline, || format!("`{key}` to update"))
@@ -753,12 +790,16 @@ impl Store {
     pub async fn clear(&self) -> Result<()> {
         self.check_open()?;
         let deadline = Instant::now() + self.timeout;
+        let metrics = &self.shared.metrics;
         let started = self.shared.with_writes(|w| {
             let start = w.last_seq();
+            let before = w.queued();
             let pending: Vec<String> = w.overlays().map(|(k, _)| k.to_string()).collect();
+            metrics.queued_remove.increment(pending.len() as u64);
             for key in pending {
                 w.push_plain(&key, OpKind::Delete, None);
             }
+            metrics.queued(w.queued() - before);
             start
         });
         // Writes queued before the call (a conditional one among them may create
@@ -778,15 +819,18 @@ impl Store {
             }
         };
         let target = self.shared.with_writes(|w| {
+            let before = w.queued();
             for entry in &listing.entries {
                 // Keys written through this handle since clear began stay.
                 let newer = w
                     .overlay(entry.key.as_str())
                     .is_some_and(|o| o.seq > started);
                 if !newer {
+                    metrics.queued_remove.increment(1);
                     w.push_plain(&entry.key, OpKind::Delete, None);
                 }
             }
+            metrics.queued(w.queued() - before);
             w.last_seq()
         });
         self.shared.wake_flusher.notify_one();

@@ -30,6 +30,7 @@ pub(crate) async fn run(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
             Ok(listing) => listing,
             Err(error) => {
                 tracing::warn!(store = %shared.name, %error, "listing failed; retrying");
+                shared.metrics.restarts_list_failed.increment(1);
                 if !pause(&mut backoff, &mut closed).await {
                     return;
                 }
@@ -51,6 +52,7 @@ pub(crate) async fn run(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
                 Ok(stream) => stream,
                 Err(error) => {
                     tracing::warn!(store = %shared.name, %error, "watch failed to start; retrying");
+                    shared.metrics.restarts_start_failed.increment(1);
                     if !pause(&mut backoff, &mut closed).await {
                         return;
                     }
@@ -70,10 +72,12 @@ pub(crate) async fn run(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
                     Some(Ok(WatchEvent::Progress(revision))) => advance(&shared, revision),
                     Some(Ok(WatchEvent::Gap)) => {
                         tracing::info!(store = %shared.name, "watch reported a gap; re-listing");
+                        shared.metrics.gaps.increment(1);
                         continue 'relist;
                     }
                     Some(Err(error)) => {
                         tracing::warn!(store = %shared.name, %error, "watch failed; resuming");
+                        shared.metrics.restarts_error.increment(1);
                         if !pause(&mut backoff, &mut closed).await {
                             return;
                         }
@@ -81,6 +85,7 @@ pub(crate) async fn run(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
                     }
                     None => {
                         tracing::debug!(store = %shared.name, "watch ended; resuming");
+                        shared.metrics.restarts_ended.increment(1);
                         break;
                     }
                 }

@@ -151,6 +151,7 @@ impl<'a> Transaction<'a> {
                 Outcome::Applied(_) => {}
                 Outcome::Failed(error) => return Err(error),
                 Outcome::Conflict { actual } => {
+                    shared.metrics.conflicts.increment(1);
                     return Err(Error::Conflict {
                         key,
                         expected: expected.unwrap_or(Precondition::Absent),

@@ -20,8 +20,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::mem;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use metrics::Histogram;
 use tokio::sync::oneshot;
 
 use crate::backend::{Op, OpKind, Payload, Precondition, Revision, Version};
@@ -81,8 +82,10 @@ pub(crate) struct Writes {
     newest: u64,
     overlay: KeyMap<Overlay>,
     /// Batches acknowledged at a revision the view has not reached, oldest
-    /// first, as (revision, the batch's last sequence number).
-    acked: VecDeque<(Revision, u64)>,
+    /// first, as (revision, the batch's last sequence number, when).
+    acked: VecDeque<(Revision, u64, Instant)>,
+    /// Where the time from an acknowledgement to the view showing it goes.
+    lag: Lag,
     /// The newest revision the view was reported at.
     view_seen: Revision,
     next_seq: u64,
@@ -93,6 +96,15 @@ pub(crate) struct Writes {
     failures_beyond: u64,
     /// Highest revision any acknowledgement reported.
     pub(crate) last_ack: Revision,
+}
+
+/// The view-lag histogram; a no-op one by default.
+struct Lag(Histogram);
+
+impl Default for Lag {
+    fn default() -> Self {
+        Lag(Histogram::noop())
+    }
 }
 
 /// Failures kept whole for `flush` to report; past this only a count is kept.
@@ -112,8 +124,21 @@ fn slot_mut(queue: &mut VecDeque<Slot>, seq: u64) -> Option<&mut Slot> {
 }
 
 impl Writes {
+    /// An empty queue recording view lag in `lag`.
+    pub(crate) fn new(lag: Histogram) -> Self {
+        Writes {
+            lag: Lag(lag),
+            ..Writes::default()
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Writes queued and not yet taken for sending.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.len()
     }
 
     /// The sequence number of the newest write so far (0 when none).
@@ -238,7 +263,7 @@ impl Writes {
         view_revision: Revision,
     ) {
         self.last_ack = self.last_ack.max(revision);
-        self.acked.push_back((revision, last_seq));
+        self.acked.push_back((revision, last_seq, Instant::now()));
         // `view_revision` was read before the batch settled; the view may have
         // moved on (and reported it) since.
         self.view_reached(view_revision.max(self.view_seen));
@@ -247,11 +272,12 @@ impl Writes {
     /// Retires the overlay entries the view now covers.
     pub(crate) fn view_reached(&mut self, revision: Revision) {
         self.view_seen = self.view_seen.max(revision);
-        while let Some(&(acked, last_seq)) = self.acked.front() {
+        while let Some(&(acked, last_seq, at)) = self.acked.front() {
             if acked > revision {
                 break;
             }
             self.acked.pop_front();
+            self.lag.0.record(at.elapsed());
             self.covered = self.covered.max(last_seq);
         }
         self.sweep();

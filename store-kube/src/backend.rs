@@ -23,6 +23,7 @@ use crate::config::ConfigError;
 use crate::error::{self, NAME};
 use crate::feed::{self, FeedState};
 use crate::layout::Layout;
+use crate::metrics::{KubeMetrics, counting_client};
 use crate::resource::{pepr_store_resource, store_shard_resource};
 use crate::shared::Shared;
 use crate::writer::Limits;
@@ -287,6 +288,15 @@ impl KubeBackendBuilder {
             }
         };
         let namespace = self.namespace.unwrap_or(default_namespace);
+        let metrics = Arc::new(KubeMetrics::new(match &layout {
+            Layout::Native { store, .. } => store,
+            Layout::Pepr { capability, .. } => capability,
+        }));
+        let watching = Api::namespaced_with(
+            counting_client(self.client.clone(), Arc::clone(&metrics)),
+            &namespace,
+            &resource,
+        );
         let api = Api::namespaced_with(self.client, &namespace, &resource);
         let (stop, stopped) = tokio::sync::watch::channel(());
         let backend = KubeBackend {
@@ -306,6 +316,7 @@ impl KubeBackendBuilder {
                     .filter(|gap| !gap.is_zero()),
                 read_only: self.read_only,
                 _stop: stop,
+                metrics,
             }),
         };
         for name in backend.inner.layout.objects() {
@@ -338,7 +349,8 @@ impl KubeBackendBuilder {
         let (deleted, recreate) = mpsc::unbounded_channel();
         tokio::spawn(feed::run(
             Arc::downgrade(&backend.inner.feed),
-            backend.inner.api.clone(),
+            Arc::clone(&backend.inner.metrics),
+            watching,
             backend.inner.watcher_config(),
             stopped,
             deleted,
@@ -405,7 +417,7 @@ impl Backend for KubeBackend {
     async fn read(&self, key: &str) -> Result<Option<Entry>> {
         let inner = &self.inner;
         let name = &inner.layout.objects()[inner.layout.shard_of(key)];
-        let object = match inner.call("get", inner.api.get(name)).await {
+        let object = match inner.call("get", "get", inner.api.get(name)).await {
             Ok(object) => object,
             Err(e) if error::is_not_found(&e) => return Ok(None),
             Err(e) => return Err(error::from_kube(e)),
@@ -436,7 +448,11 @@ impl Backend for KubeBackend {
         // feed's cache, so a metadata-only list keeps a large store's values
         // off the wire and out of the parser.
         let list = inner
-            .call("list", inner.api.list_metadata(&inner.list_params()))
+            .call(
+                "list",
+                "list",
+                inner.api.list_metadata(&inner.list_params()),
+            )
             .await
             .map_err(error::from_kube)?;
         let targets = list

@@ -20,6 +20,7 @@ use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::cache::{Cache, parse_object, to_json};
 use crate::layout::Layout;
+use crate::metrics::KubeMetrics;
 
 /// Revisions kept for stores that watch from an older revision.
 const HISTORY: usize = 10_000;
@@ -176,6 +177,7 @@ impl FeedState {
 /// is the backend's call.
 pub(crate) async fn run(
     state: Weak<FeedState>,
+    metrics: Arc<KubeMetrics>,
     api: Api<DynamicObject>,
     config: watcher::Config,
     mut stop: tokio::sync::watch::Receiver<()>,
@@ -192,7 +194,10 @@ pub(crate) async fn run(
         let Some(event) = event else { return };
         let Some(state) = state.upgrade() else { return };
         match event {
-            Ok(watcher::Event::Init) => buffer = Some(Vec::new()),
+            Ok(watcher::Event::Init) => {
+                metrics.listing_started();
+                buffer = Some(Vec::new());
+            }
             Ok(watcher::Event::InitApply(object)) => {
                 if let Some(buffer) = buffer.as_mut() {
                     buffer.push(object);
@@ -209,6 +214,7 @@ pub(crate) async fn run(
                 let _ = deleted.send(name);
             }
             Err(error) => {
+                metrics.watch_error(&error);
                 // The watcher backs off and resumes by itself.
                 tracing::warn!(%error, "watch failed; backing off");
             }

@@ -71,6 +71,13 @@
 //!   after [`KubeBackendBuilder::pepr_v1_removal_delay`], so a Pepr pod starting
 //!   beside the store completes its own migration.
 //!
+//! # Metrics
+//!
+//! Beside the store's own figures (`store_core::metrics`), the backend
+//! exports its requests to the API server by verb and outcome, their
+//! duration, watch restarts, re-lists and watcher errors through the
+//! [`metrics`](::metrics) facade; every name and label is in [`metrics`].
+//!
 //! # Logs
 //!
 //! The backend never logs a value: its events name objects, count keys and
@@ -87,6 +94,7 @@ mod config;
 mod error;
 mod feed;
 pub mod layout;
+pub mod metrics;
 mod migration;
 pub mod resource;
 mod shared;

@@ -160,7 +160,7 @@ impl Shared {
             attempts += 1;
             let outcome = async {
                 let current = self
-                    .call("get", self.api.get(object))
+                    .call("get", "get", self.api.get(object))
                     .await
                     .map_err(error::from_kube)?;
                 let json = crate::cache::to_json(&current)?;
@@ -177,6 +177,7 @@ impl Shared {
                 match self
                     .call(
                         "migrate",
+                        "patch",
                         self.api.patch(object, &params, &Patch::Json::<()>(patch)),
                     )
                     .await

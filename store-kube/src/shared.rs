@@ -20,6 +20,7 @@ use crate::config::ConfigError;
 use crate::error::{self, NAME};
 use crate::feed::{Feed, FeedState};
 use crate::layout::{Layout, PEPR_PLACEHOLDER, PEPR_PLACEHOLDER_VALUE};
+use crate::metrics::{KubeMetrics, error_outcome};
 use crate::resource::STORE_LABEL;
 use crate::writer::{self, Base, Limits};
 
@@ -43,6 +44,7 @@ pub(crate) struct Shared {
     pub(crate) feed: Arc<FeedState>,
     /// Dropped with the backend, which stops the feed's watcher.
     pub(crate) _stop: tokio::sync::watch::Sender<()>,
+    pub(crate) metrics: Arc<KubeMetrics>,
 }
 
 pub(crate) fn now_millis() -> u128 {
@@ -65,18 +67,30 @@ impl Shared {
         &self.field_manager
     }
 
-    /// Runs one API call under the request timeout.
+    /// Runs one API call under the request timeout; `what` names it in the
+    /// timeout's message, `verb` (the Kubernetes verb) in the metrics.
     pub(crate) async fn call<T>(
         &self,
         what: &str,
+        verb: &'static str,
         fut: impl std::future::Future<Output = kube::Result<T>>,
     ) -> std::result::Result<T, kube::Error> {
-        match tokio::time::timeout(self.request_timeout, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(kube::Error::Service(
-                format!("{what} timed out after {:?}", self.request_timeout).into(),
-            )),
-        }
+        let started = std::time::Instant::now();
+        let (result, outcome) = match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(Ok(answer)) => (Ok(answer), "ok"),
+            Ok(Err(error)) => {
+                let outcome = error_outcome(&error);
+                (Err(error), outcome)
+            }
+            Err(_) => (
+                Err(kube::Error::Service(
+                    format!("{what} timed out after {:?}", self.request_timeout).into(),
+                )),
+                "timeout",
+            ),
+        };
+        self.metrics.request(verb, outcome, started.elapsed());
+        result
     }
 
     /// The object as a new, empty one of this layout.
@@ -114,7 +128,7 @@ impl Shared {
 
     /// Gets the object, `None` when it is missing (a read-only store's check).
     pub(crate) async fn existing_object(&self, name: &str) -> Result<Option<serde_json::Value>> {
-        match self.call("get", self.api.get_opt(name)).await {
+        match self.call("get", "get", self.api.get_opt(name)).await {
             Ok(object) => object.as_ref().map(to_json).transpose(),
             Err(e) => Err(error::from_kube(e)),
         }
@@ -125,7 +139,7 @@ impl Shared {
     /// A native shard whose store label was removed by hand (which hides it
     /// from every replica's watch) is labelled again.
     pub(crate) async fn ensure_object(&self, name: &str) -> Result<serde_json::Value> {
-        match self.call("get", self.api.get(name)).await {
+        match self.call("get", "get", self.api.get(name)).await {
             Ok(object) => return self.relabel(name, to_json(&object)?).await,
             Err(e) if error::is_not_found(&e) => {}
             Err(e) => return Err(error::from_kube(e)),
@@ -137,15 +151,20 @@ impl Shared {
             // so both kinds of pod own the same fields.
             Layout::Pepr { .. } => {
                 let params = PatchParams::apply("pepr");
-                self.call("apply", self.api.patch(name, &params, &Patch::Apply(&body)))
-                    .await
+                self.call(
+                    "apply",
+                    "patch",
+                    self.api.patch(name, &params, &Patch::Apply(&body)),
+                )
+                .await
             }
             Layout::Native { .. } => {
                 let params = PostParams {
                     field_manager: Some(self.field_manager.clone()),
                     ..PostParams::default()
                 };
-                self.call("create", self.api.create(&params, &body)).await
+                self.call("create", "create", self.api.create(&params, &body))
+                    .await
             }
         };
         match created {
@@ -155,7 +174,7 @@ impl Shared {
             }
             Err(e) if error::is_already_exists(&e) => {
                 let object = self
-                    .call("get", self.api.get(name))
+                    .call("get", "get", self.api.get(name))
                     .await
                     .map_err(error::from_kube)?;
                 to_json(&object)
@@ -188,6 +207,7 @@ impl Shared {
         let patch = json!({ "metadata": { "labels": { STORE_LABEL: store } } });
         let patched = self
             .call(
+                "relabel",
                 "patch",
                 self.api.patch(name, &params, &Patch::Merge(&patch)),
             )
@@ -352,6 +372,7 @@ impl Shared {
                     .map_err(|e| Error::backend(NAME, e))?;
             let result = self
                 .call(
+                    "patch",
                     "patch",
                     self.api.patch(name, &params, &Patch::Json::<()>(patch)),
                 )

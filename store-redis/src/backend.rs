@@ -24,6 +24,7 @@ use crate::conn::{Conn, Tls};
 use crate::error::{
     self, NAME, RedisStoreError, bad_reply, from_redis, is_transient, outcome_unknown, unavailable,
 };
+use crate::metrics::{RedisMetrics, outcome};
 use crate::scripts::scripts;
 
 /// The key prefix used unless [`RedisBackendBuilder::prefix`] sets one.
@@ -232,6 +233,7 @@ impl RedisBackendBuilder {
         let shared = Arc::new(Shared {
             endpoint,
             tls: self.tls,
+            metrics: RedisMetrics::new(&self.store),
             store: self.store,
             keys,
             conn,
@@ -313,6 +315,7 @@ struct Shared {
     reap_now: Notify,
     /// Changed when the backend is dropped: background tasks end.
     stop: watch::Sender<()>,
+    metrics: RedisMetrics,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -423,15 +426,23 @@ impl Shared {
         ]
     }
 
-    /// Runs a script invocation with the request timeout.
-    async fn invoke(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<Value> {
+    /// Runs a script invocation with the request timeout; `command` names
+    /// the script in the metrics.
+    async fn invoke(
+        &self,
+        command: &'static str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<Value> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(
+        let started = Instant::now();
+        let answer = tokio::time::timeout(
             self.request_timeout,
             invocation.invoke_async::<Value>(&mut conn),
         )
-        .await
-        {
+        .await;
+        self.metrics
+            .command(command, outcome(answer.as_ref().ok()), started.elapsed());
+        match answer {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(from_redis(e)),
             Err(_) => Err(unavailable(RedisStoreError::Timeout(self.request_timeout))),
@@ -462,7 +473,7 @@ impl Shared {
             invocation.key(key);
         }
         invocation.arg(self.history).arg(from).arg(count);
-        let reply = self.invoke(&invocation).await?;
+        let reply = self.invoke("since", &invocation).await?;
         parse_since(reply)
     }
 
@@ -479,12 +490,13 @@ impl Shared {
                 .unwrap_or(u64::MAX)
                 .max(1),
         );
-        let acknowledged = match tokio::time::timeout(
-            timeout + self.request_timeout,
-            cmd.query_async::<u64>(conn),
-        )
-        .await
-        {
+        let started = Instant::now();
+        let answer =
+            tokio::time::timeout(timeout + self.request_timeout, cmd.query_async::<u64>(conn))
+                .await;
+        self.metrics
+            .command("wait", outcome(answer.as_ref().ok()), started.elapsed());
+        let acknowledged = match answer {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => return Err(from_redis(e)),
             Err(_) => return Err(unavailable(RedisStoreError::Timeout(timeout))),
@@ -502,13 +514,17 @@ impl Shared {
     async fn persistence(&self) -> Result<Persistence> {
         let mut cmd = redis::cmd("CONFIG");
         cmd.arg("GET").arg("append*");
+        let started = Instant::now();
         let answer = tokio::time::timeout(
             self.request_timeout,
             self.conn.on_node_of(&self.keys.revision, cmd),
         )
-        .await
-        .map_err(|_| unavailable(RedisStoreError::Timeout(self.request_timeout)))?
-        .map_err(from_redis)?;
+        .await;
+        self.metrics
+            .command("config", outcome(answer.as_ref().ok()), started.elapsed());
+        let answer = answer
+            .map_err(|_| unavailable(RedisStoreError::Timeout(self.request_timeout)))?
+            .map_err(from_redis)?;
         let pairs: Vec<(String, String)> = match answer {
             Value::Array(items) => items
                 .chunks(2)
@@ -543,7 +559,7 @@ impl Shared {
             invocation.key(key);
         }
         invocation.arg(self.history);
-        match self.invoke(&invocation).await? {
+        match self.invoke("reap", &invocation).await? {
             Value::Int(ms) if ms >= 0 => Ok(Some(Duration::from_millis(ms.unsigned_abs()))),
             Value::Int(_) => Ok(None),
             _ => Err(bad_reply("the expiry script did not answer a number")),
@@ -600,11 +616,15 @@ async fn feed(shared: Arc<Shared>) {
             .arg("STREAMS")
             .arg(&shared.keys.log)
             .arg(format!("{after}-0"));
+        let started = Instant::now();
         let answer = tokio::time::timeout(
             BLOCK + shared.request_timeout,
             cmd.query_async::<Value>(current),
         )
         .await;
+        shared
+            .metrics
+            .command("xread", outcome(answer.as_ref().ok()), started.elapsed());
         match answer {
             Ok(Ok(value)) => {
                 delay = Duration::from_millis(50);
@@ -824,7 +844,7 @@ impl Backend for RedisBackend {
             invocation.key(k);
         }
         invocation.arg(shared.history).arg(key);
-        match shared.invoke(&invocation).await? {
+        match shared.invoke("read", &invocation).await? {
             Value::Array(parts) if parts.is_empty() => Ok(None),
             Value::Nil => Ok(None),
             Value::Array(parts) if parts.len() == 2 => Ok(Some(Entry {
@@ -846,7 +866,7 @@ impl Backend for RedisBackend {
             invocation.key(k);
         }
         invocation.arg(shared.history).arg(prefix);
-        let Value::Array(parts) = shared.invoke(&invocation).await? else {
+        let Value::Array(parts) = shared.invoke("list", &invocation).await? else {
             return Err(bad_reply("the list script did not answer an array"));
         };
         let Some((revision, rest)) = parts.split_first() else {
@@ -929,12 +949,19 @@ impl Backend for RedisBackend {
         let mut delay = Duration::from_millis(20);
         let last = loop {
             attempts += 1;
+            if attempts > 1 {
+                shared.metrics.resends.increment(1);
+            }
             let mut conn = shared.conn.clone();
+            let sent = Instant::now();
             let answer = tokio::time::timeout(
                 shared.request_timeout,
                 invocation.invoke_async::<String>(&mut conn),
             )
             .await;
+            shared
+                .metrics
+                .command("apply", outcome(answer.as_ref().ok()), sent.elapsed());
             let failure = match answer {
                 Ok(Ok(answer)) => {
                     let applied = parse_applied(&answer, batch.ops.len())?;

@@ -154,6 +154,13 @@
 //! tag, so they run on the one node that owns it. Each backend holds one
 //! multiplexed connection for requests and one for blocking on the log.
 //!
+//! # Metrics
+//!
+//! Beside the store's own figures (`store_core::metrics`), the backend
+//! exports the commands it sends by script or command and outcome, their
+//! duration, and resent batches through the [`metrics`](::metrics) facade;
+//! every name and label is in [`metrics`].
+//!
 //! # Limits
 //!
 //! - A batch holds at most [`MAX_BATCH_OPS`] ops; the store splits larger
@@ -170,6 +177,7 @@ mod backend;
 mod config;
 mod conn;
 mod error;
+pub mod metrics;
 mod scripts;
 
 pub use backend::{

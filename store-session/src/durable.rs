@@ -49,6 +49,16 @@ pub(crate) struct DurableState {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// The `store` label of every durable scope's metrics in the registry
+/// rooted at `root` (see `store_core::metrics`).
+pub(crate) fn metrics_label(root: &str) -> String {
+    if root.is_empty() {
+        "sessions".to_owned()
+    } else {
+        root.to_owned()
+    }
+}
+
 fn encoded_len<T: Serialize>(value: &T) -> usize {
     serde_json::to_string(value).map_or(0, |s| s.len())
 }
@@ -61,6 +71,8 @@ impl DurableState {
         let store = config
             .inner
             .scoped(prefix.clone())
+            // One metrics label per registry, not one per scope: sessions are many.
+            .metrics_label(metrics_label(&config.root))
             .timeout(config.timeout)
             .open()
             .await?;

@@ -127,6 +127,11 @@
 //!   [`Error::QuotaExceeded`] names the key and the limit.
 //! - Change notifications per key: [`Handle::changes`], [`DurableHandle::changes`].
 //! - [`Session::snapshot`]: a JSON picture of a session for debugging.
+//! - Metrics: every durable scope is a `store_core::Store`, and all of a
+//!   registry's scopes export the store figures (`store_core::metrics`)
+//!   under one `store` label, the registry's [root](SessionsBuilder::root)
+//!   (`sessions` when it has none), so the series stay few however many
+//!   sessions come and go.
 //!
 //! # The durable tier as a backend
 //!

@@ -24,7 +24,7 @@ const USAGE: &str = "cargo xtask bench [--quick] [--only B1,B7,...] [--no-save]\
 /// Everything above this line in `BENCHMARKS.md` is generated; everything below is kept.
 const NOTES_MARKER: &str = "<!-- Notes below are kept by `cargo xtask bench`. -->";
 
-const IDS: [&str; 9] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9"];
+const IDS: [&str; 10] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10"];
 
 /// Runs the suite; see [`USAGE`].
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
@@ -256,7 +256,7 @@ impl Spec {
     }
 }
 
-const ROWS: [Spec; 9] = [
+const ROWS: [Spec; 10] = [
     Spec {
         id: "B1",
         measures: "typed `get` of a small struct from the local view",
@@ -310,6 +310,12 @@ const ROWS: [Spec; 9] = [
         measures: "memory of the kube backend's view for 100,000 small keys",
         target: "≤ 3× payload",
         evaluate: b9,
+    },
+    Spec {
+        id: "B10",
+        measures: "what the metrics cost: `set` enqueue (flush task parked) and `get`, with a recorder",
+        target: "set ≤ 1.5×, get ≤ 1.1× without a recorder",
+        evaluate: b10,
     },
 ];
 
@@ -454,6 +460,20 @@ fn b9(r: &Results) -> Option<Measured> {
         baseline: format!("{:.1} MiB payload", payload / 1048576.0),
         ratio: format!("{ratio:.2}×"),
         met: ratio <= 3.0,
+    })
+}
+
+fn b10(r: &Results) -> Option<Measured> {
+    let set = r.ns("B10", "set_recorder")?;
+    let set_base = r.ns("B10", "set_no_recorder")?;
+    let get = r.ns("B10", "get_recorder")?;
+    let get_base = r.ns("B10", "get_no_recorder")?;
+    let (set_ratio, get_ratio) = (set / set_base, get / get_base);
+    Some(Measured {
+        figure: format!("set {}, get {}", ns(set), ns(get)),
+        baseline: format!("no recorder: set {}, get {}", ns(set_base), ns(get_base)),
+        ratio: format!("set {set_ratio:.2}×, get {get_ratio:.2}×"),
+        met: set_ratio <= 1.5 && get_ratio <= 1.1,
     })
 }
 
