@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use store_conformance::support::eventually_async;
 use store_core::{Error, Store};
-use store_kube::KubeBackend;
 use store_kube::resource::{STORE_LABEL, pepr_store_resource, store_shard_resource};
+use store_kube::{KubeBackend, KubeBackendBuilder};
 use store_kube_testing::{TestCluster, on_both_tiers, within};
 
 /// A native store of one shard in a namespace of its own, with two keys, and
@@ -38,52 +38,47 @@ async fn store_on(backend: KubeBackend) -> Store {
 
 impl Edited {
     async fn native(cluster: &TestCluster) -> Self {
-        cluster
-            .apply_crds(&store_kube::resource::crds())
-            .await
-            .expect("CRDs");
-        let namespace = cluster.create_namespace("edit").await.expect("namespace");
-        let client = cluster.client().expect("client");
-        let backend = within(
-            "the backend to start",
-            KubeBackend::builder(client.clone(), "edited")
-                .namespace(&namespace)
-                .build(),
+        Self::open(
+            cluster,
+            |builder| builder,
+            &store_shard_resource(),
+            "edited-0",
         )
         .await
-        .expect("backend");
-        let store = store_on(backend).await;
-        let edited = Edited {
-            store,
-            api: Api::namespaced_with(client, &namespace, &store_shard_resource()),
-            object: "edited-0".to_owned(),
-        };
-        edited.seed().await;
-        edited
     }
 
     async fn pepr(cluster: &TestCluster) -> Self {
+        let pepr = |builder: KubeBackendBuilder| {
+            builder
+                .pepr("edited", "hello")
+                .pepr_write_gap(Duration::ZERO)
+        };
+        Self::open(cluster, pepr, &pepr_store_resource(), "pepr-edited-store").await
+    }
+
+    /// A store named `edited` (its layout set by `layout`) with two keys, in
+    /// a namespace of its own, whose object `object` of kind `resource` the
+    /// test edits.
+    async fn open(
+        cluster: &TestCluster,
+        layout: impl FnOnce(KubeBackendBuilder) -> KubeBackendBuilder,
+        resource: &ApiResource,
+        object: &str,
+    ) -> Self {
         cluster
             .apply_crds(&store_kube::resource::crds())
             .await
             .expect("CRDs");
         let namespace = cluster.create_namespace("edit").await.expect("namespace");
         let client = cluster.client().expect("client");
-        let backend = within(
-            "the backend to start",
-            KubeBackend::builder(client.clone(), "unused")
-                .pepr("edited", "hello")
-                .namespace(&namespace)
-                .pepr_write_gap(Duration::ZERO)
-                .build(),
-        )
-        .await
-        .expect("backend");
-        let store = store_on(backend).await;
+        let builder = KubeBackend::builder(client.clone(), "edited").namespace(&namespace);
+        let backend = within("the backend to start", layout(builder).build())
+            .await
+            .expect("backend");
         let edited = Edited {
-            store,
-            api: Api::namespaced_with(client, &namespace, &pepr_store_resource()),
-            object: "pepr-edited-store".to_owned(),
+            store: store_on(backend).await,
+            api: Api::namespaced_with(client, &namespace, resource),
+            object: object.to_owned(),
         };
         edited.seed().await;
         edited
