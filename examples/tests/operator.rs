@@ -276,7 +276,7 @@ async fn two_replicas_decide_annotate_and_fail_closed_on_a_real_control_plane()
         .await?;
     assert_eq!(admitted, Ok(Some(format!("operator-1@{written_version}"))));
 
-    // The webhook's own metrics, as Prometheus scrapes them.
+    // The webhook's own metrics and the store's, as Prometheus scrapes them.
     let (code, metrics) = replicas[0]
         .client()?
         .request(hyper::Method::GET, "/metrics", Vec::new())
@@ -287,6 +287,11 @@ async fn two_replicas_decide_annotate_and_fail_closed_on_a_real_control_plane()
         r#"operator_admission_requests_total{endpoint="validate",outcome="denied"}"#,
         r#"operator_admission_requests_total{endpoint="mutate",outcome="allowed"}"#,
         r#"operator_admission_duration_seconds_bucket{endpoint="validate",le="0.005"}"#,
+        "typed_store_batches_total{",
+        "typed_store_set_and_wait_duration_seconds",
+        "typed_store_kube_requests_total{",
+        r#"verb="patch""#,
+        "typed_store_ready{",
     ] {
         assert!(metrics.contains(line), "no {line} in\n{metrics}");
     }
