@@ -78,13 +78,10 @@ pub(crate) fn from_kube(error: kube::Error) -> Error {
                 .filter(|s| *s > 0)
                 .map(Duration::from_secs);
             if transient {
-                // The API server answers 409 and 429 before acting: nothing
-                // applied, so a conditional write's retry keeps a definite answer.
-                let source: store_core::SharedError = if matches!(status.code, 409 | 429) {
-                    std::sync::Arc::new(store_core::NotApplied(Box::new(error)))
-                } else {
-                    std::sync::Arc::new(error)
-                };
+                // Not `Error::not_applied`, even for 409 and 429, which the API
+                // server gives before acting: a batch spans objects and patches,
+                // and others of them may have applied.
+                let source: store_core::SharedError = std::sync::Arc::new(error);
                 Error::Unavailable {
                     backend: NAME,
                     source,
@@ -106,29 +103,6 @@ mod tests {
 
     fn status(body: serde_json::Value) -> kube::Error {
         kube::Error::Api(Box::new(serde_json::from_value(body).expect("a Status")))
-    }
-
-    #[test]
-    fn answers_given_before_the_server_acts_say_nothing_applied() {
-        let answer = |code: u16| {
-            from_kube(status(serde_json::json!({
-                "status": "Failure", "code": code, "reason": "x", "message": "x", "details": {},
-            })))
-        };
-        for code in [409, 429] {
-            let error = answer(code);
-            assert!(
-                error.is_transient() && error.is_not_applied(),
-                "{code}: {error:?}"
-            );
-        }
-        for code in [500, 503, 504] {
-            let error = answer(code);
-            assert!(
-                error.is_transient() && !error.is_not_applied(),
-                "{code}: {error:?}"
-            );
-        }
     }
 
     #[test]
