@@ -506,7 +506,14 @@ pub async fn hooks_run_before_ready_and_before_any_change_is_delivered<H: Harnes
     for expected in [1, 2] {
         let event = tokio::time::timeout(deadline(CONVERGE_BASE), changes.next())
             .await
-            .expect("a change")
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the change to {expected} a hook made never reached the subscriber; \
+                     the store holds {:?} at {:?}",
+                    store.get::<i32>("from-hook"),
+                    store.snapshot().revision,
+                )
+            })
             .expect("open")
             .expect("no lag");
         assert_eq!(event.value::<i32>().expect("decodes"), Some(expected));

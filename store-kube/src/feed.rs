@@ -18,7 +18,7 @@ use store_core::Revision;
 use store_core::backend::{Change, WatchEvent, WatchStream};
 use tokio::sync::{Notify, broadcast, mpsc};
 
-use crate::cache::{Cache, parse_object, to_json};
+use crate::cache::{Cache, parse_object, parse_revision, to_json};
 use crate::layout::Layout;
 use crate::metrics::KubeMetrics;
 
@@ -105,6 +105,15 @@ impl Feed {
             }
         }
         let _ = self.tx.send(item);
+    }
+
+    /// The feed lost track up to `reached`: every watch from before it, live
+    /// or yet to start, must re-list. A store that listed before the gap and
+    /// starts watching after it would otherwise resume from a revision the
+    /// history no longer covers and miss what the gap changed.
+    fn gap(&mut self, reached: Revision) {
+        self.latest = self.latest.max(reached);
+        self.push(Item::Gap);
     }
 
     /// The changes after `from`, then live ones.
@@ -261,8 +270,7 @@ fn init_done(state: &FeedState, listed: &[DynamicObject]) {
                 .iter()
                 .any(|o| o.metadata.name.as_deref() == Some(name))
         });
-        feed.push(Item::Gap);
-        feed.latest = latest;
+        feed.gap(latest);
         return;
     }
     for item in items {
@@ -303,7 +311,72 @@ fn applied(state: &FeedState, object: &DynamicObject) {
 /// removed and subscribers see it. Returns its name.
 fn gone(state: &FeedState, object: &DynamicObject) -> String {
     let name = object.metadata.name.clone().unwrap_or_default();
-    state.cache().remove(&name);
-    state.history().push(Item::Gap);
+    let mut cache = state.cache();
+    cache.remove(&name);
+    let mut feed = state.history();
+    // The deletion's own revision; without one, a revision past everything seen.
+    let reached = parse_revision(object.metadata.resource_version.as_deref())
+        .map_or(Revision(feed.latest.0 + 1), Revision);
+    feed.gap(reached);
     name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(key: &str) -> Item {
+        Item::Changes(
+            Revision(0),
+            Arc::new(vec![Change {
+                key: key.to_owned(),
+                value: None,
+            }]),
+        )
+    }
+
+    fn at(revision: u64, item: Item) -> Item {
+        match item {
+            Item::Changes(_, changes) => Item::Changes(Revision(revision), changes),
+            other => other,
+        }
+    }
+
+    async fn first(feed: &Feed, from: u64) -> Option<WatchEvent> {
+        let mut stream = feed.watch(Revision(from));
+        tokio::time::timeout(std::time::Duration::from_millis(50), stream.next())
+            .await
+            .ok()
+            .flatten()
+            .and_then(Result::ok)
+    }
+
+    #[tokio::test]
+    async fn a_store_that_listed_before_a_gap_re_lists_when_it_starts_watching_after_it() {
+        let mut feed = Feed::default();
+        feed.push(at(5, changes("a")));
+        // A store lists here (revision 5); then the watcher re-lists and
+        // finds changes up to 9 it cannot place in the history.
+        feed.gap(Revision(9));
+        assert_eq!(first(&feed, 5).await, Some(WatchEvent::Gap));
+        // A store that listed after the gap resumes without one.
+        assert_eq!(first(&feed, 9).await, None);
+        feed.push(at(10, changes("b")));
+        assert!(matches!(
+            first(&feed, 9).await,
+            Some(WatchEvent::Changes {
+                revision: Revision(10),
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_deletion_without_a_revision_still_sends_earlier_watches_back_to_list() {
+        let mut feed = Feed::default();
+        feed.push(at(5, changes("a")));
+        feed.gap(Revision(feed.latest.0 + 1));
+        assert_eq!(first(&feed, 5).await, Some(WatchEvent::Gap));
+        assert_eq!(feed.latest, Revision(6));
+    }
 }
