@@ -468,6 +468,11 @@ pub async fn hooks_run_before_ready_and_before_any_change_is_delivered<H: Harnes
     let scope = scope("hooks");
     let log = Arc::new(Mutex::new(Vec::<String>::new()));
     let (l1, l2) = (Arc::clone(&log), Arc::clone(&log));
+    // The store's tasks run on other threads: without this, on a busy machine
+    // they could list, run the hooks and deliver their changes before this
+    // task subscribes, and a subscription sees only later changes.
+    let subscribed = Arc::new(tokio::sync::Notify::new());
+    let go = Arc::clone(&subscribed);
     let store = Store::builder()
         .backend(harness.open(&scope).await)
         .linked_hooks(false)
@@ -482,7 +487,9 @@ pub async fn hooks_run_before_ready_and_before_any_change_is_delivered<H: Harnes
         })
         .on_ready_ordered("first", 0, move |store: Store| {
             let log = Arc::clone(&l1);
+            let go = Arc::clone(&go);
             async move {
+                go.notified().await;
                 log.lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .push("first".into());
@@ -491,6 +498,7 @@ pub async fn hooks_run_before_ready_and_before_any_change_is_delivered<H: Harnes
         })
         .start();
     let mut changes = store.subscribe();
+    subscribed.notify_one();
     store.ready().await.expect("ready");
     assert_eq!(
         *log.lock().unwrap_or_else(PoisonError::into_inner),
