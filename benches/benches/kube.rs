@@ -12,12 +12,17 @@
 //! - B9: the live heap a replica holds for those 100,000 keys (backend cache
 //!   plus the store's view), beside the raw payload bytes (keys plus values).
 //!   Counted by `stats_alloc` around the system allocator.
+//! - B11: a hot key. 8 tasks sharing one store each `update` one counter
+//!   1,000 times: API requests and increments per second, beside kube-rs's
+//!   own way, 8 tasks each doing `Api::entry` + `commit` (a GET, then a PUT
+//!   carrying the resourceVersion) and starting again on a 409.
 
 use std::alloc::System;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use kube::api::entry::{CommitError, Entry};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
@@ -67,6 +72,9 @@ fn main() -> Result<()> {
     }
     if selected("B6") || selected("B9") {
         rt.block_on(b6_b9_cold_start())?;
+    }
+    if selected("B11") {
+        rt.block_on(b11_hot_key())?;
     }
     Ok(())
 }
@@ -405,4 +413,124 @@ async fn b6_b9_cold_start() -> Result<()> {
     report("B9", "view_bytes", held as f64);
     report("B9", "payload_bytes", payload_bytes as f64);
     Ok(())
+}
+
+/// B11's writers, and increments each (fewer in a smoke run).
+const B11_TASKS: usize = 8;
+
+fn b11_each() -> usize {
+    size(1000)
+}
+
+async fn b11_hot_key() -> Result<()> {
+    let each = b11_each();
+    let total = B11_TASKS * each;
+
+    let server = server().await?;
+    let store = open(backend(&server, "b11", 1 << 20).await?, None).await?;
+    server.set_latency(LATENCY);
+    server.clear_requests();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..B11_TASKS)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::with_capacity(each);
+                for _ in 0..each {
+                    let updated = store
+                        .update("counter", |n: Option<&u64>| n.copied().unwrap_or(0) + 1)
+                        .await?;
+                    seen.push(*updated.value);
+                }
+                Ok::<_, store_core::Error>(seen)
+            })
+        })
+        .collect();
+    let mut seen = Vec::with_capacity(total);
+    for task in tasks {
+        seen.extend(task.await??);
+    }
+    let store_elapsed = started.elapsed();
+    let store_requests = data_requests(&server);
+    seen.sort_unstable();
+    seen.dedup();
+    let stored = store.get::<u64>("counter")?.map(|n| *n);
+    if seen.len() != total || stored != Some(total as u64) {
+        return Err(format!(
+            "B11: {} distinct results and {stored:?} stored for {total} increments",
+            seen.len()
+        )
+        .into());
+    }
+    store.close().await?;
+    server.set_latency(Duration::ZERO);
+
+    let (entry_elapsed, entry_requests) = entry_counter(&server, each).await?;
+
+    report("B11", "store_requests", store_requests as f64);
+    report(
+        "B11",
+        "store_per_s",
+        total as f64 / store_elapsed.as_secs_f64(),
+    );
+    report("B11", "entry_requests", entry_requests as f64);
+    report(
+        "B11",
+        "entry_per_s",
+        total as f64 / entry_elapsed.as_secs_f64(),
+    );
+    report("B11", "increments", total as f64);
+    Ok(())
+}
+
+/// kube-rs's read-modify-write: 8 tasks each adding 1 to a counter in one
+/// object `each` times with `Api::entry` + `commit`, again on a 409.
+/// Returns the time taken and the requests the server answered.
+async fn entry_counter(server: &FakeApiServer, each: usize) -> Result<(Duration, usize)> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(server.client()?, "default", &store_shard_resource());
+    let mut object = DynamicObject::new("entry", &store_shard_resource());
+    object.data = json!({ "spec": { "store": "entry", "shard": 0, "shards": 1,
+        "data": { "counter": "0" } } });
+    api.create(&PostParams::default(), &object).await?;
+    server.set_latency(LATENCY);
+    server.clear_requests();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..B11_TASKS)
+        .map(|_| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                for _ in 0..each {
+                    loop {
+                        let Entry::Occupied(entry) = api.entry("entry").await? else {
+                            return Err("B11: the counter object is gone".into());
+                        };
+                        let mut entry = entry.and_modify(|object| {
+                            let counter = &mut object.data["spec"]["data"]["counter"];
+                            let n: u64 = counter.as_str().and_then(|n| n.parse().ok()).unwrap_or(0);
+                            *counter = json!((n + 1).to_string());
+                        });
+                        match entry.commit(&PostParams::default()).await {
+                            Ok(()) => break,
+                            Err(CommitError::Save(kube::Error::Api(status)))
+                                if status.is_conflict() => {}
+                            Err(error) => return Err(error.into()),
+                        }
+                    }
+                }
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = started.elapsed();
+    let requests = data_requests(server);
+    server.set_latency(Duration::ZERO);
+    let counter = api.get("entry").await?.data["spec"]["data"]["counter"].clone();
+    if counter != json!((B11_TASKS * each).to_string()) {
+        return Err(format!("B11: kube-rs's counter ended at {counter}").into());
+    }
+    Ok((elapsed, requests))
 }

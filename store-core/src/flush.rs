@@ -62,6 +62,9 @@ pub(crate) async fn run(shared: Arc<Shared>, max_batch: usize, pacing: Pacing) {
             // Writes queued meanwhile gather and coalesce until the gap is over.
             until(&shared, done + gap).await;
         }
+        if let Some(revision) = shared.with_writes(|w| w.hold_for.take()) {
+            let_round_callers_join(&shared, revision).await;
+        }
         match take(&shared, max_batch) {
             Some(slots) => {
                 send(&shared, slots).await;
@@ -85,6 +88,24 @@ fn take(shared: &Shared, max_batch: usize) -> Option<Vec<Slot>> {
     });
     // Outside the lock: this may move every slot.
     batch.map(Vec::from)
+}
+
+/// The longest the next batch waits for the view to show a round of updates.
+const ROUND_HOLD: Duration = Duration::from_millis(20);
+
+/// A round of updates was acknowledged at `revision`. Its callers return once
+/// the view shows `revision` and, on a hot key, update again at once: the next
+/// batch waits for the view (at most [`ROUND_HOLD`]) and lets them run first,
+/// so their updates go in one round instead of one alone and the rest in the
+/// next. Without it, callers split into groups taking turns, and a hot key
+/// costs twice the requests.
+async fn let_round_callers_join(shared: &Shared, revision: Revision) {
+    let mut view = shared.revision.subscribe();
+    let _ = tokio::time::timeout(ROUND_HOLD, view.wait_for(|r| *r >= revision)).await;
+    // The callers were woken with the view; let them queue first.
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Sleeps until the next tick of the schedule `epoch + k * interval`, or until the
@@ -115,9 +136,37 @@ async fn until(shared: &Shared, at: Instant) {
     }
 }
 
-async fn send(shared: &Shared, mut slots: Vec<Slot>) {
-    let mut backoff = Backoff::new(shared.retry);
+async fn send(shared: &Shared, slots: Vec<Slot>) {
     let last_seq = slots.iter().map(|s| s.seq).max().unwrap_or(0);
+    let (doomed, slots): (Vec<Slot>, Vec<Slot>) = slots
+        .into_iter()
+        .partition(|s| s.doomed.is_some() || s.after.is_some());
+    if !doomed.is_empty() {
+        // Rounds of updates whose round before them failed: they cannot apply.
+        let failed = doomed
+            .into_iter()
+            .map(|slot| {
+                let actual = slot.doomed.flatten();
+                let error = conflict(&slot, actual);
+                (slot, error)
+            })
+            .collect();
+        tell_failures(shared, failed);
+    }
+    if slots.is_empty() {
+        shared.with_writes(|w| w.batch_failed(last_seq));
+    } else {
+        apply(shared, slots).await;
+    }
+    shared.settled.send_if_modified(|s| {
+        let moved = *s < last_seq;
+        *s = (*s).max(last_seq);
+        moved
+    });
+}
+
+async fn apply(shared: &Shared, mut slots: Vec<Slot>) {
+    let mut backoff = Backoff::new(shared.retry);
     let metrics = &shared.metrics;
     metrics.batch_size.record(depth(slots.len()));
     let started = std::time::Instant::now();
@@ -167,17 +216,15 @@ async fn send(shared: &Shared, mut slots: Vec<Slot>) {
             }
         }
     }
-    shared.settled.send_if_modified(|s| {
-        let moved = *s < last_seq;
-        *s = (*s).max(last_seq);
-        moved
-    });
 }
 
 fn fail(shared: &Shared, slots: Vec<Slot>, error: &Error) {
     shared.with_writes(|w| {
         for slot in &slots {
             w.failed(&slot.key, slot.seq);
+            if slot.round {
+                w.round_settled(&slot.key, slot.seq, Err(None));
+            }
         }
         if let Some(last) = slots.last() {
             w.batch_failed(last.seq);
@@ -259,6 +306,14 @@ async fn settle(shared: &Shared, slots: Vec<Slot>, applied: Applied) {
         for (slot, result) in &results {
             if let (None, Err(_)) = (slot.precondition, result) {
                 w.failed(&slot.key, slot.seq);
+            }
+            if slot.round {
+                let outcome = match result {
+                    Ok(version) => Ok((*version, revision.max(Revision(version.0)))),
+                    Err(Error::Conflict { actual, .. }) => Err(*actual),
+                    Err(_) => Err(None),
+                };
+                w.round_settled(&slot.key, slot.seq, outcome);
             }
         }
         if let Some((last, _)) = results.last() {

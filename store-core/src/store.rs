@@ -29,8 +29,8 @@ use crate::readiness::Readiness;
 use crate::shared::{Held, Shared, lock, read};
 use crate::subscribe::Subscription;
 use crate::value;
-use crate::view::View;
-use crate::writes::{self, Ack, Writes};
+use crate::view::{Cell, View};
+use crate::writes::{self, Ack, Basis, RoundBase, Writes};
 use crate::{flush, sync};
 
 /// How long waits take at most unless configured otherwise.
@@ -691,6 +691,17 @@ impl Store {
     /// An attempt whose answer was lost ends the call with
     /// [`Error::OutcomeUnknown`] when its retry conflicts: the change may
     /// already be in the store, so it is not made again.
+    ///
+    /// Concurrent updates of one key through this store (any of its handles)
+    /// combine: while one conditional write of the key is queued, later
+    /// updates apply their change to the value it will write, in call order,
+    /// and ride in it; the next one queues behind a write in flight, on top of
+    /// its value. A hot key so costs one request per round, not one per
+    /// update, with nothing lost or doubled: each caller gets the value its
+    /// own change made, and all of a round's callers the version the round
+    /// wrote (the version of the last caller's value). Subscribers and other
+    /// replicas see a round as one change. If a round fails, every update in
+    /// it starts again from the newer value.
     pub async fn update<T, F>(&self, key: impl AsKey<T>, mut f: F) -> Result<Versioned<Arc<T>>>
     where
         T: Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -707,7 +718,9 @@ impl Store {
     /// its version, or `None` when `f` declined.
     ///
     /// `f` decides on this handle's view of the key, the same value `update`
-    /// would start from; a decline is not checked against the backend.
+    /// would start from; a decline is not checked against the backend. A
+    /// decline on the value of a round of updates still pending waits for the
+    /// round, and decides again if it failed.
     ///
     /// ```
     /// # use store_core::Store;
@@ -743,41 +756,115 @@ impl Store {
         self.check_open()?;
         key::validate(key)?;
         let deadline = Instant::now() + self.timeout;
+        let text = self.shared.caps.text_values;
+        let metrics = &self.shared.metrics;
         loop {
-            let (current, expected, seen) = {
+            // Where to start: a round of this key's updates pending in this
+            // store, or the view. Both locks, view first, as everywhere.
+            let (basis, view_entry, seen) = {
                 let view = read(&self.shared.view);
-                match view.entries.get(key) {
-                    Some(entry) => (
-                        Some(entry.cell.decode::<T>(
-                            key,
-                            validator,
-                            self.shared.caps.text_values,
-                        )?),
-                        Precondition::Version(entry.version),
-                        view.revision,
-                    ),
-                    None => (None, Precondition::Absent, view.revision),
+                let entry = view
+                    .entries
+                    .get(key)
+                    .map(|e| (e.cell.decode::<T>(key, validator, text), e.version));
+                let version = entry.as_ref().map(|(_, version)| *version);
+                let basis = self.shared.with_writes(|w| w.basis(key, version));
+                (basis, entry, view.revision)
+            };
+            let (current, base) = match &basis {
+                Basis::View => match view_entry {
+                    Some((value, version)) => (Some(value?), Some(Precondition::Version(version))),
+                    None => (None, Some(Precondition::Absent)),
+                },
+                Basis::Join { cell, .. } | Basis::Chain { cell, .. } => {
+                    (Some(cell.decode::<T>(key, validator, text)?), None)
+                }
+                Basis::Applied { cell, version } => (
+                    Some(cell.decode::<T>(key, validator, text)?),
+                    Some(Precondition::Version(*version)),
+                ),
+            };
+            let next = f(current.as_deref()).map(Arc::new);
+            let (tx, rx) = oneshot::channel();
+            let change = match &next {
+                Some(next) => {
+                    let kind = self.encode_put(key, &**next, None)?;
+                    let OpKind::Put { value, .. } = &kind else {
+                        unreachable!("encode_put makes a put")
+                    };
+                    let cell = Cell::decoded(value.clone(), Arc::clone(next));
+                    Some((kind, Arc::new(cell)))
+                }
+                None => None,
+            };
+            let placed = match (&basis, change) {
+                // Declined on the confirmed value: nothing to write.
+                (Basis::View | Basis::Applied { .. }, None) => return Ok(None),
+                // Declined on a value not confirmed yet: decide again once it is.
+                (Basis::Chain { seq, .. }, None) => {
+                    self.wait_seq(*seq, deadline, &format!("`{key}` to update"))
+                        .await?;
+                    continue;
+                }
+                (
+                    Basis::Join {
+                        seq, generation, ..
+                    },
+                    change,
+                ) => self
+                    .shared
+                    .with_writes(|w| w.join_round(key, *seq, *generation, change, tx))
+                    .then_some((*seq, false)),
+                (Basis::Chain { seq, .. }, Some((kind, cell))) => {
+                    let after = RoundBase::After(*seq);
+                    self.shared
+                        .with_writes(|w| w.push_round(key, kind, cell, after, tx))
+                }
+                (Basis::View | Basis::Applied { .. }, Some((kind, cell))) => {
+                    let base = RoundBase::Precondition(base.unwrap_or(Precondition::Absent));
+                    self.shared
+                        .with_writes(|w| w.push_round(key, kind, cell, base, tx))
                 }
             };
-            let Some(next) = f(current.as_deref()) else {
-                return Ok(None);
+            // Another update of the key got in first: start from its round.
+            let Some((round, was_empty)) = placed else {
+                continue;
             };
-            let kind = self.encode_put(key, &next, None)?;
-            let attempt = self.conditional(key, kind, expected);
+            metrics.queued_conditional.increment(1);
+            if matches!(
+                basis,
+                Basis::View | Basis::Applied { .. } | Basis::Chain { .. }
+            ) {
+                metrics.queued(1);
+            }
+            if was_empty {
+                self.shared.wake_flusher.notify_one();
+            }
+            let attempt = self.await_ack(key, rx);
             match tokio::time::timeout_at(deadline, attempt).await {
                 Err(_) => return Err(self.timeout_error(format!("`{key}` to update"))),
                 Ok(Ok(version)) => {
-                    return Ok(Some(Versioned {
-                        value: Arc::new(next),
-                        version,
-                    }));
+                    // The view shows it now: the next update starts from there.
+                    self.shared.with_writes(|w| w.forget_round(key, round));
+                    return Ok(next.map(|value| Versioned { value, version }));
                 }
                 Ok(Err(Error::Conflict { actual, .. })) => {
-                    self.shared.metrics.retries_conflict.increment(1);
-                    // Someone else wrote first: wait until the view shows their write.
-                    let target = actual.map_or(Revision(seen.0 + 1), |v| Revision(v.0));
-                    self.wait_revision(target, deadline, || format!("`{key}` to update"))
-                        .await?;
+                    metrics.retries_conflict.increment(1);
+                    match (actual, &basis) {
+                        // Someone else wrote first: wait until the view shows their write.
+                        (Some(actual), _) => {
+                            let target = Revision(actual.0);
+                            self.wait_revision(target, deadline, || format!("`{key}` to update"))
+                                .await?;
+                        }
+                        (None, Basis::View) => {
+                            let target = Revision(seen.0 + 1);
+                            self.wait_revision(target, deadline, || format!("`{key}` to update"))
+                                .await?;
+                        }
+                        // The round this one built on failed: start again from the view.
+                        (None, _) => {}
+                    }
                 }
                 Ok(Err(other)) => return Err(other),
             }

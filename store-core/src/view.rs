@@ -31,6 +31,15 @@ impl Cell {
         }
     }
 
+    /// A cell whose value is already decoded as `T`.
+    pub(crate) fn decoded<T: Send + Sync + 'static>(payload: Payload, value: Arc<T>) -> Self {
+        let cell = Cell::new(payload);
+        let _ = cell
+            .decoded
+            .set((TypeId::of::<T>(), value as Arc<dyn Any + Send + Sync>));
+        cell
+    }
+
     /// The value decoded as `T`, from the cache when `T` was decoded before.
     pub(crate) fn decode<T>(
         &self,

@@ -8,6 +8,11 @@
 //!   wins and a key never has two queued plain slots;
 //! - conditional writes (compare-and-set) never coalesce and never show in the
 //!   overlay: until the backend says yes they are not the truth;
+//! - concurrent `update`s of one key combine instead: each key has at most one
+//!   *round* of them queued, which later updates join (their change applied
+//!   to the round's value, in order), and at most one in flight; a round
+//!   queued behind one in flight writes on top of it, its precondition the
+//!   version that one gets, and fails with it if it fails;
 //! - an overlay entry stops counting when the view reaches the revision that
 //!   acknowledged it, or at once when its write failed.
 //!
@@ -48,6 +53,14 @@ pub(crate) struct Slot {
     /// A conditional write whose earlier attempt may have applied (the attempt's
     /// outcome was lost to a transient error).
     pub(crate) ambiguous: bool,
+    /// A round of updates (see [`Round`]).
+    pub(crate) round: bool,
+    /// A round queued behind the round with this sequence number, which was in
+    /// flight: its precondition comes from that round's outcome.
+    pub(crate) after: Option<u64>,
+    /// That round failed, so this one cannot apply: the conflict it reported
+    /// (`None` when it failed otherwise). Failed without being sent.
+    pub(crate) doomed: Option<Option<Version>>,
 }
 
 impl Slot {
@@ -68,6 +81,44 @@ pub(crate) struct Overlay {
     /// Whether a later plain write may replace this one in its queued slot (no
     /// conditional write to the key was queued after it).
     coalesce: bool,
+}
+
+/// The newest round of `update`s of one key: one conditional write that
+/// every concurrent update of the key joins while it is queued.
+pub(crate) struct Round {
+    pub(crate) seq: u64,
+    /// The value it writes, decoded for whoever joins next.
+    pub(crate) cell: Arc<Cell>,
+    /// Bumped by every join: a change computed from an older value must be
+    /// computed again.
+    pub(crate) generation: u64,
+    /// The round in flight this one waits for, until its outcome is known.
+    after: Option<u64>,
+    pub(crate) outcome: RoundOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RoundOutcome {
+    Pending,
+    /// The backend took it: the key holds the round's value at this version.
+    Applied(Version),
+    Failed,
+}
+
+/// Where an `update` starts from (see [`Writes::basis`]).
+pub(crate) enum Basis {
+    /// No round is pending: the view's value, with this precondition.
+    View,
+    /// A round queued and open to join.
+    Join {
+        seq: u64,
+        generation: u64,
+        cell: Arc<Cell>,
+    },
+    /// A round in flight: a new round goes on top of its value.
+    Chain { seq: u64, cell: Arc<Cell> },
+    /// A round the backend took that the view does not show yet.
+    Applied { cell: Arc<Cell>, version: Version },
 }
 
 #[derive(Default)]
@@ -96,6 +147,12 @@ pub(crate) struct Writes {
     failures_beyond: u64,
     /// Highest revision any acknowledgement reported.
     pub(crate) last_ack: Revision,
+    /// The newest round of updates per key, until the view shows its outcome.
+    rounds: KeyMap<Round>,
+    /// A round of updates was acknowledged at this revision: the flush task
+    /// lets its callers (who wait for the view) queue their next updates
+    /// before it sends more, so they go in one round.
+    pub(crate) hold_for: Option<Revision>,
 }
 
 /// The view-lag histogram; a no-op one by default.
@@ -208,6 +265,9 @@ impl Writes {
             precondition: None,
             waiters: waiter.into_iter().collect(),
             ambiguous: false,
+            round: false,
+            after: None,
+            doomed: None,
         });
         (seq, was_empty)
     }
@@ -234,8 +294,194 @@ impl Writes {
             precondition: Some(precondition),
             waiters: vec![waiter],
             ambiguous: false,
+            round: false,
+            after: None,
+            doomed: None,
         });
         was_empty
+    }
+
+    /// Where an update of `key` starts from: the round to join or build on,
+    /// or the view when no round is pending. `view_version` is the view's
+    /// version of the key: a round the view already shows is forgotten.
+    pub(crate) fn basis(&mut self, key: &str, view_version: Option<Version>) -> Basis {
+        let Some(round) = self.rounds.get(key) else {
+            return Basis::View;
+        };
+        let cell = Arc::clone(&round.cell);
+        match round.outcome {
+            RoundOutcome::Pending if round.seq > self.taken => Basis::Join {
+                seq: round.seq,
+                generation: round.generation,
+                cell,
+            },
+            RoundOutcome::Pending => Basis::Chain {
+                seq: round.seq,
+                cell,
+            },
+            RoundOutcome::Applied(version) if view_version.is_none_or(|v| v < version) => {
+                Basis::Applied { cell, version }
+            }
+            RoundOutcome::Applied(_) | RoundOutcome::Failed => {
+                self.rounds.remove(key);
+                Basis::View
+            }
+        }
+    }
+
+    /// Joins the queued round `seq` of `key` with `change` (its new value; `None`
+    /// leaves the value, to learn the round's outcome only), if no one joined
+    /// since `generation`. `false` when the round moved on: start again.
+    /// Whatever the outcome, `waiter` hears the round's.
+    pub(crate) fn join_round(
+        &mut self,
+        key: &str,
+        seq: u64,
+        generation: u64,
+        change: Option<(OpKind, Arc<Cell>)>,
+        waiter: Waiter,
+    ) -> bool {
+        let taken = self.taken;
+        let Some(round) = self.rounds.get_mut(key) else {
+            return false;
+        };
+        if round.seq != seq
+            || round.generation != generation
+            || seq <= taken
+            || round.outcome != RoundOutcome::Pending
+        {
+            return false;
+        }
+        let Some(slot) = slot_mut(&mut self.queue, seq) else {
+            return false;
+        };
+        if let Some((kind, cell)) = change {
+            slot.kind = kind;
+            round.cell = cell;
+            round.generation += 1;
+        }
+        slot.waiters.push(waiter);
+        true
+    }
+
+    /// Queues a new round of updates of `key`: conditional on `precondition`,
+    /// or on top of the round `after` (in flight). `None` when another round
+    /// began meanwhile (start again); else its sequence number and whether the
+    /// queue was empty.
+    pub(crate) fn push_round(
+        &mut self,
+        key: &str,
+        kind: OpKind,
+        cell: Arc<Cell>,
+        base: RoundBase,
+        waiter: Waiter,
+    ) -> Option<(u64, bool)> {
+        let after = match base {
+            RoundBase::Precondition(_) => None,
+            RoundBase::After(seq) => Some(seq),
+        };
+        let current = self.rounds.get(key).map(|r| (r.seq, r.outcome));
+        let free = match (current, after) {
+            (None, None) => true,
+            (Some((_, RoundOutcome::Applied(_) | RoundOutcome::Failed)), None) => true,
+            (Some((seq, RoundOutcome::Pending)), Some(after)) => seq == after && seq <= self.taken,
+            _ => false,
+        };
+        if !free {
+            return None;
+        }
+        let precondition = match base {
+            RoundBase::Precondition(p) => Some(p),
+            RoundBase::After(_) => None,
+        };
+        let was_empty = self.queue.is_empty();
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        if let Some(entry) = self.overlay.get_mut(key) {
+            entry.coalesce = false;
+        }
+        let name: Arc<str> = Arc::from(key);
+        self.rounds.insert(
+            Arc::clone(&name),
+            Round {
+                seq,
+                cell,
+                generation: 0,
+                after,
+                outcome: RoundOutcome::Pending,
+            },
+        );
+        self.queue.push_back(Slot {
+            seq,
+            key: name,
+            kind,
+            precondition,
+            waiters: vec![waiter],
+            ambiguous: false,
+            round: true,
+            after,
+            doomed: None,
+        });
+        Some((seq, was_empty))
+    }
+
+    /// The round `seq` of `key` settled: `Ok` with the version it wrote at
+    /// `revision`, or `Err` with the conflicting version if one was reported.
+    /// A round queued on top of it gets its precondition, or is doomed.
+    pub(crate) fn round_settled(
+        &mut self,
+        key: &str,
+        seq: u64,
+        outcome: std::result::Result<(Version, Revision), Option<Version>>,
+    ) {
+        let Some(round) = self.rounds.get_mut(key) else {
+            return;
+        };
+        if round.seq == seq {
+            round.outcome = match outcome {
+                Ok((version, _)) => RoundOutcome::Applied(version),
+                Err(_) => RoundOutcome::Failed,
+            };
+            if let Ok((_, revision)) = outcome {
+                self.hold(revision);
+            }
+            return;
+        }
+        if round.after != Some(seq) {
+            return;
+        }
+        round.after = None;
+        let next = round.seq;
+        let failed = outcome.is_err();
+        if failed {
+            round.outcome = RoundOutcome::Failed;
+        }
+        let Some(slot) = slot_mut(&mut self.queue, next) else {
+            return;
+        };
+        slot.after = None;
+        match outcome {
+            Ok((version, revision)) => {
+                slot.precondition = Some(Precondition::Version(version));
+                self.hold(revision);
+            }
+            Err(actual) => slot.doomed = Some(actual),
+        }
+    }
+
+    fn hold(&mut self, revision: Revision) {
+        self.hold_for = Some(self.hold_for.unwrap_or_default().max(revision));
+    }
+
+    /// Forgets `key`'s round `seq` once the view shows what it wrote.
+    pub(crate) fn forget_round(&mut self, key: &str, seq: u64) {
+        if self
+            .rounds
+            .get(key)
+            .is_some_and(|r| r.seq == seq && r.outcome != RoundOutcome::Pending)
+        {
+            self.rounds.remove(key);
+        }
     }
 
     /// Takes up to `max` slots from the front of the queue for sending: the
@@ -346,6 +592,14 @@ impl Writes {
     }
 }
 
+/// What a new round's write is conditional on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RoundBase {
+    Precondition(Precondition),
+    /// The outcome of the round with this sequence number, in flight.
+    After(u64),
+}
+
 /// Builds the op kind for a put.
 pub(crate) fn put(value: Payload, ttl: Option<Duration>) -> OpKind {
     OpKind::Put { value, ttl }
@@ -388,6 +642,77 @@ mod tests {
         let batch = w.take_batch(100);
         assert_eq!(batch.len(), 1);
         assert_eq!(payload(&batch[0].kind), Some("3"));
+    }
+
+    fn cell(v: &str) -> Arc<Cell> {
+        Arc::new(Cell::new(Payload::from(v)))
+    }
+
+    fn waiter() -> (Waiter, oneshot::Receiver<Result<Ack>>) {
+        oneshot::channel()
+    }
+
+    #[test]
+    fn updates_join_the_queued_round_and_the_next_goes_on_top_of_one_in_flight() {
+        let mut w = Writes::default();
+        let (a, _ra) = waiter();
+        let base = RoundBase::Precondition(Precondition::Version(Version(7)));
+        let (first, _) = w
+            .push_round("k", value("1"), cell("1"), base, a)
+            .expect("a new round");
+        // A second update joins it: one slot, two waiters, the newer value.
+        let Basis::Join {
+            seq, generation, ..
+        } = w.basis("k", Some(Version(7)))
+        else {
+            panic!("a queued round is joined");
+        };
+        let (b, _rb) = waiter();
+        assert!(w.join_round("k", seq, generation, Some((value("2"), cell("2"))), b));
+        // A change computed from the value before that join must be computed again.
+        let (c, _rc) = waiter();
+        assert!(!w.join_round("k", seq, generation, Some((value("2"), cell("2"))), c));
+        let sent = w.take_batch(100);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(payload(&sent[0].kind), Some("2"));
+        assert_eq!(sent[0].waiters.len(), 2);
+        // In flight: the next update queues on top of it.
+        let Basis::Chain { seq, .. } = w.basis("k", Some(Version(7))) else {
+            panic!("a round in flight is built on");
+        };
+        assert_eq!(seq, first);
+        let (d, _rd) = waiter();
+        let (next, _) = w
+            .push_round("k", value("3"), cell("3"), RoundBase::After(seq), d)
+            .expect("queued on top");
+        w.round_settled("k", first, Ok((Version(9), Revision(9))));
+        let queued = w.take_batch(100);
+        assert_eq!(queued[0].seq, next);
+        assert_eq!(
+            queued[0].precondition,
+            Some(Precondition::Version(Version(9)))
+        );
+        assert!(queued[0].after.is_none() && queued[0].doomed.is_none());
+        assert_eq!(w.hold_for, Some(Revision(9)));
+    }
+
+    #[test]
+    fn a_round_on_top_of_one_that_failed_is_doomed_with_its_conflict() {
+        let mut w = Writes::default();
+        let (a, _ra) = waiter();
+        let base = RoundBase::Precondition(Precondition::Absent);
+        let (first, _) = w
+            .push_round("k", value("1"), cell("1"), base, a)
+            .expect("a new round");
+        w.take_batch(100);
+        let (b, _rb) = waiter();
+        w.push_round("k", value("2"), cell("2"), RoundBase::After(first), b)
+            .expect("queued on top");
+        w.round_settled("k", first, Err(Some(Version(4))));
+        let queued = w.take_batch(100);
+        assert_eq!(queued[0].doomed, Some(Some(Version(4))));
+        // The next update starts from the view.
+        assert!(matches!(w.basis("k", None), Basis::View));
     }
 
     #[test]
