@@ -4,10 +4,14 @@
 //!
 //! - B3: API requests for 10,000 `set` calls on 1,000 keys, beside a naive
 //!   writer (one PATCH per call) and a Pepr-style writer (one batch every 4 s).
-//! - B4: `set_and_wait` p50 and p99, beside Pepr-style timing: writes sent on a
-//!   4 s schedule and seen through a 1 s receive debounce.
-//! - B5: a write on replica A visible on replica B (p50), beside the injected
-//!   latency.
+//! - B4: `set_and_wait` p50 and p99, beside the API's floor (one JSON Patch
+//!   round trip plus its watch event reaching a plain kube-rs watcher) and a
+//!   simulation of Pepr's timing (writes sent on a 4 s schedule, seen through
+//!   a 1 s receive debounce).
+//! - B5: a write on replica A visible on replica B (p50), beside the floor.
+//! - B4 and B5 again on a real etcd + kube-apiserver when their binaries are
+//!   found, with Pepr's own store code (npm `pepr` in Node, see
+//!   [`PeprPeer`]) beside ours when it is installed.
 //! - B6: cold start to `ready()` with 100,000 keys over shards.
 //! - B9: the live heap a replica holds for those 100,000 keys (backend cache
 //!   plus the store's view), beside the raw payload bytes (keys plus values).
@@ -18,20 +22,21 @@
 //!   carrying the resourceVersion) and starting again on a 409.
 
 use std::alloc::System;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use kube::api::entry::{CommitError, Entry};
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use store_benches::{Samples, repetitions, report, runtime, selected, size};
 use store_core::Store;
 use store_kube::KubeBackend;
-use store_kube::resource::{store_shard_crd, store_shard_resource};
-use store_kube_testing::{ControlPlane, ControlPlaneAssets, FakeApiServer, Verb};
+use store_kube::resource::{pepr_store_crd, store_shard_crd, store_shard_resource};
+use store_kube_testing::{ControlPlane, ControlPlaneAssets, FakeApiServer, PeprPeer, Verb};
 use tokio::sync::Notify;
 
 /// Every allocation is counted, so B9 reads the live heap a replica holds.
@@ -240,6 +245,57 @@ async fn b4_b5_against_the_floor() -> Result<()> {
     if selected("B5") {
         let seen = visibility_ms(real, "b5").await?;
         report("B5", "real_p50_ms", seen.median());
+    }
+    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../store-kube/tests/pepr");
+    match PeprPeer::unavailable(&peer) {
+        Some(why) => println!("B4, B5: Pepr's own store not measured: {why}"),
+        None => real_pepr(&plane, &peer).await?,
+    }
+    Ok(())
+}
+
+/// Pepr's own store code (npm `pepr` 1.1.4 in Node, two pods of one module)
+/// on the real control plane: `setItemAndWait` on one, and how long a
+/// `setItem` on one takes to read back on the other.
+async fn real_pepr(plane: &ControlPlane, dir: &Path) -> Result<()> {
+    plane.apply_crd(&pepr_store_crd()).await?;
+    let namespaces = ApiResource {
+        group: String::new(),
+        version: "v1".to_owned(),
+        api_version: "v1".to_owned(),
+        kind: "Namespace".to_owned(),
+        plural: "namespaces".to_owned(),
+    };
+    let namespace: DynamicObject =
+        serde_json::from_value(json!({"metadata": {"name": "pepr-system"}}))?;
+    Api::<DynamicObject>::all_with(plane.client()?, &namespaces)
+        .create(&PostParams::default(), &namespace)
+        .await?;
+    let kubeconfig = plane.kubeconfig_path();
+    let mut a = PeprPeer::start(dir, kubeconfig, "bench", &["cap"]).await?;
+    let mut b = PeprPeer::start(dir, kubeconfig, "bench", &["cap"]).await?;
+    if selected("B4") {
+        let mut waits = Samples::new();
+        for i in 0..repetitions(10, 2) {
+            let started = Instant::now();
+            a.set_and_wait("cap", &format!("wait-{i}"), &i.to_string())
+                .await?;
+            waits.push_ms(started.elapsed());
+        }
+        report("B4", "real_pepr_p50_ms", waits.median());
+        report("B4", "real_pepr_p99_ms", waits.percentile(99.0));
+    }
+    if selected("B5") {
+        let mut seen = Samples::new();
+        for i in 0..repetitions(10, 2) {
+            let (key, value) = (format!("seen-{i}"), i.to_string());
+            let started = Instant::now();
+            a.send(json!({"op": "set", "cap": "cap", "key": key, "value": value}))
+                .await?;
+            b.wait_for_value("cap", &key, &value).await?;
+            seen.push_ms(started.elapsed());
+        }
+        report("B5", "real_pepr_p50_ms", seen.median());
     }
     Ok(())
 }

@@ -84,6 +84,9 @@ pub enum Error {
         /// How long the harness waited.
         after: Duration,
     },
+    /// The Pepr peer (npm `pepr` in Node) failed or answered out of turn.
+    #[error("the Pepr peer {0}")]
+    Peer(String),
     /// Generating test certificates failed.
     #[error("cannot generate certificates: {0}")]
     Certificate(#[from] rcgen::Error),

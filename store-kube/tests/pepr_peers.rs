@@ -13,7 +13,7 @@ use serde_json::json;
 use store_core::Store;
 use store_kube::KubeBackend;
 use store_kube::resource::{pepr_store_crd, pepr_store_resource};
-use store_kube_testing::TestCluster;
+use store_kube_testing::{PeprPeer, TestCluster};
 use store_kube_testing::{on_both_tiers, unique_name as unique, within};
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -226,110 +226,33 @@ on_both_tiers!(a_busy_writer_leaves_pepr_pods_quiet_gaps);
 // The real peer: npm `pepr`'s own store code in Node (`tests/pepr/peer.js`).
 // ---------------------------------------------------------------------------
 
-/// A TypeScript Pepr module's store running in Node, driven line by line.
-struct PeprPeer {
-    child: tokio::process::Child,
-    stdin: tokio::process::ChildStdin,
-    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-}
-
 /// Where the peer's package lives; `npm ci` there installs npm `pepr` 1.1.4.
 fn peer_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/pepr")
 }
 
-impl PeprPeer {
-    /// Starts the peer for `capabilities` of module `uuid` (the build script
-    /// found Node and npm `pepr`, or the test is ignored).
-    async fn start(cluster: &TestCluster, uuid: &str, capabilities: &[&str]) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new("node")
-            .arg("peer.js")
-            .arg(uuid)
-            .args(capabilities)
-            .current_dir(peer_dir())
-            .env("KUBECONFIG", cluster.kubeconfig_path())
-            .env("LOG_LEVEL", "warn")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node starts");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut peer = PeprPeer {
-            child,
-            stdin,
-            lines: tokio::io::BufReader::new(stdout).lines(),
-        };
-        let ready = peer.answer().await;
-        assert_eq!(ready, json!({"ready": true}), "the peer's stores are ready");
-        peer
-    }
-
-    /// The peer's next answer.
-    async fn answer(&mut self) -> serde_json::Value {
-        within("the Pepr peer to answer", async {
-            loop {
-                let line = self
-                    .lines
-                    .next_line()
-                    .await
-                    .expect("the peer's output")
-                    .expect("the peer is running");
-                if let Some(message) = line.strip_prefix("@@ ") {
-                    return serde_json::from_str(message).expect("a JSON answer");
-                }
-            }
-        })
+/// The peer for `capabilities` of module `uuid` (the build script found Node
+/// and npm `pepr`, or the test is ignored).
+async fn start_peer(cluster: &TestCluster, uuid: &str, capabilities: &[&str]) -> PeprPeer {
+    PeprPeer::start(&peer_dir(), cluster.kubeconfig_path(), uuid, capabilities)
         .await
-    }
-
-    async fn send(&mut self, command: serde_json::Value) -> serde_json::Value {
-        use tokio::io::AsyncWriteExt;
-        let line = format!("{command}\n");
-        self.stdin
-            .write_all(line.as_bytes())
-            .await
-            .expect("the peer reads");
-        self.answer().await
-    }
-
-    async fn get(&mut self, cap: &str, key: &str) -> Option<String> {
-        let answer = self
-            .send(json!({"op": "get", "cap": cap, "key": key}))
-            .await;
-        answer["value"].as_str().map(str::to_owned)
-    }
-
-    async fn set_and_wait(&mut self, cap: &str, key: &str, value: &str) {
-        let answer = self
-            .send(json!({"op": "setAndWait", "cap": cap, "key": key, "value": value}))
-            .await;
-        assert_eq!(answer, json!({"ok": true}), "Pepr's setItemAndWait");
-    }
-
-    /// Polls the peer's view of `key` until `check` holds.
-    async fn wait_for(&mut self, cap: &str, key: &str, check: impl Fn(Option<&str>) -> bool) {
-        let limit = store_conformance::deadline(Duration::from_secs(20));
-        let until = tokio::time::Instant::now() + limit;
-        loop {
-            let seen = self.get(cap, key).await;
-            if check(seen.as_deref()) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < until,
-                "the Pepr peer's view of {key} stayed {seen:?} for {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+        .expect("the Pepr peer starts and its stores are ready")
 }
 
-impl Drop for PeprPeer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
+/// Polls the peer's view of `key` until `check` holds.
+async fn wait_for(peer: &mut PeprPeer, cap: &str, key: &str, check: impl Fn(Option<&str>) -> bool) {
+    let limit = store_conformance::deadline(Duration::from_secs(20));
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        let seen = peer.get(cap, key).await.expect("the peer answers");
+        if check(seen.as_deref()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the Pepr peer's view of {key} stayed {seen:?} for {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -363,10 +286,12 @@ async fn a_real_pepr_pod_and_a_busy_rust_replica_share_one_store() {
     let cluster = real_pepr_cluster().await;
     let uuid = unique("peer");
     let store = pepr_store(&cluster, "pepr-system", &uuid).await;
-    let mut peer = PeprPeer::start(&cluster, &uuid, &["cap"]).await;
+    let mut peer = start_peer(&cluster, &uuid, &["cap"]).await;
 
     // Values are strings both ways, JSON text included.
-    peer.set_and_wait("cap", "ts-json", "{\"a\":1}").await;
+    peer.set_and_wait("cap", "ts-json", "{\"a\":1}")
+        .await
+        .expect("Pepr's setItemAndWait");
     within("Rust to read Pepr's text", async {
         while text(&store, "ts-json").as_deref() != Some("{\"a\":1}") {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -381,8 +306,7 @@ async fn a_real_pepr_pod_and_a_busy_rust_replica_share_one_store() {
         .set_and_wait("rs-json", &"{\"b\":2}".to_owned())
         .await
         .expect("set");
-    peer.wait_for("cap", "rs-json", |v| v == Some("{\"b\":2}"))
-        .await;
+    wait_for(&mut peer, "cap", "rs-json", |v| v == Some("{\"b\":2}")).await;
 
     // A Rust replica writing ten times a second does not starve Pepr's view
     // (Pepr applies a change only after a second without another), and Pepr's
@@ -398,7 +322,7 @@ async fn a_real_pepr_pod_and_a_busy_rust_replica_share_one_store() {
     let mut seen = std::collections::BTreeSet::new();
     let sampling = tokio::time::Instant::now();
     while sampling.elapsed() < Duration::from_secs(5) {
-        if let Some(value) = peer.get("cap", "busy").await {
+        if let Some(value) = peer.get("cap", "busy").await.expect("the peer answers") {
             seen.insert(value);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -409,9 +333,11 @@ async fn a_real_pepr_pod_and_a_busy_rust_replica_share_one_store() {
         "Pepr's view of a key Rust writes ten times a second moved {} times in 5 s: {seen:?}",
         seen.len()
     );
-    peer.set_and_wait("cap", "ts-during", "x").await;
+    peer.set_and_wait("cap", "ts-during", "x")
+        .await
+        .expect("Pepr's setItemAndWait");
     busy.await.expect("writer");
-    peer.wait_for("cap", "busy", |v| v == Some("99")).await;
+    wait_for(&mut peer, "cap", "busy", |v| v == Some("99")).await;
     assert_eq!(text(&store, "ts-during").as_deref(), Some("x"));
 }
 
@@ -448,15 +374,11 @@ async fn a_real_pepr_pod_starting_beside_a_rust_store_migrates_every_capability(
             .await
             .expect("store opens")
     };
-    let (store, peer) = tokio::join!(
-        rust,
-        PeprPeer::start(&cluster, &uuid, &["holdout", "other"])
-    );
+    let (store, peer) = tokio::join!(rust, start_peer(&cluster, &uuid, &["holdout", "other"]));
     let mut peer = peer;
     assert_eq!(text(&store, "a").as_deref(), Some("from-v1"));
-    peer.wait_for("other", "k", |v| v == Some("other's")).await;
-    peer.wait_for("holdout", "a", |v| v == Some("from-v1"))
-        .await;
+    wait_for(&mut peer, "other", "k", |v| v == Some("other's")).await;
+    wait_for(&mut peer, "holdout", "a", |v| v == Some("from-v1")).await;
     let data = api
         .get(&format!("pepr-{uuid}-store"))
         .await

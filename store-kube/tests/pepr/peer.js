@@ -8,6 +8,9 @@
 //   {"op":"set","cap":"c","key":"k","value":"v"}    -> {"ok":true}
 //   {"op":"setAndWait","cap":"c","key":"k","value":"v"} -> {"ok":true}|{"error":"..."}
 //   {"op":"remove","cap":"c","key":"k"}             -> {"ok":true}
+//   {"op":"waitFor","cap":"c","key":"k","value":"v","timeoutMs":n}
+//                                                    -> {"ok":true}|{"error":"..."}
+//     (answers once getItem(k) is v, checked every millisecond)
 // and prints `@@ {"ready":true}` once every capability's store is ready.
 "use strict";
 
@@ -74,6 +77,15 @@ lines.on("line", async (line) => {
         await store.setItemAndWait(command.key, command.value);
         say({ ok: true });
         break;
+      case "waitFor": {
+        const until = Date.now() + (command.timeoutMs ?? 60000);
+        while (store.getItem(command.key) !== command.value) {
+          if (Date.now() > until) throw new Error(`${command.key} never read ${command.value}`);
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+        say({ ok: true });
+        break;
+      }
       case "remove":
         store.removeItem(command.key);
         say({ ok: true });
