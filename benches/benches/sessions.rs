@@ -1,8 +1,10 @@
 //! B7 and B8: the session layer.
 //!
 //! - B7: `use_value` + `update` on the live tier, from 1 and from 2 threads on
-//!   one scope, beside a `Mutex<HashMap<String, Box<dyn Any>>>` doing the same
-//!   (find or insert the typed entry, then change it in place).
+//!   one scope, beside three maps doing the same (find or insert the typed
+//!   entry, then change it in place): a `Mutex<HashMap<String, Box<dyn Any>>>`,
+//!   a `DashMap` of the same entries, and a `moka::sync::Cache` of shared,
+//!   locked entries.
 //! - B8: ending a session of 10,000 keys (5,000 live entries and 5,000 durable
 //!   keys, its durable scope open) while 999 other sessions are open, each with
 //!   10 live entries and 100 durable keys in an open durable scope, beside the
@@ -19,6 +21,7 @@ use std::sync::{Arc, Barrier, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use dashmap::DashMap;
 use store_benches::{Samples, keys, repetitions, report, runtime, selected};
 use store_core::backend::{Batch, Op};
 use store_core::{Backend, MemoryBackend, Payload};
@@ -50,6 +53,44 @@ fn baseline_op(map: &AnyMap, key: &str) {
     }
 }
 
+/// A `DashMap` of the same entries as [`AnyMap`]: a sharded map, each shard
+/// behind its own reader-writer lock.
+type AnyDashMap = DashMap<String, Box<dyn Any + Send + Sync>>;
+
+/// The `DashMap` baseline's `use_value(key, 0)` + `update(|n| *n += 1)`: the
+/// entry found (or inserted, the key copied only then) and changed in place
+/// under its shard's write lock.
+fn dashmap_op(map: &AnyDashMap, key: &str) {
+    let mut entry = match map.get_mut(key) {
+        Some(entry) => entry,
+        None => map.entry(key.to_owned()).or_insert_with(|| Box::new(0_u64)),
+    };
+    if let Some(n) = entry.downcast_mut::<u64>() {
+        *n += 1;
+    }
+}
+
+/// A shared, locked entry, as a handle of the live tier holds one.
+type AnyCell = Arc<Mutex<dyn Any + Send>>;
+
+/// A `moka::sync::Cache` of entries: values are cloned out of the cache, so
+/// each is an `Arc` of a locked value, as the live tier's are. No capacity
+/// bound and no expiry, so the cache never evicts during the run; it still
+/// records every access for its eviction policy (a clock read and a channel
+/// send per hit), as the live tier records use for its idle expiry.
+type AnyCache = moka::sync::Cache<String, AnyCell>;
+
+/// The `moka` baseline's `use_value(key, 0)` + `update(|n| *n += 1)`: the
+/// entry's `Arc` taken from the cache (inserted when missing, the key copied
+/// only then), then the value changed under the entry's lock.
+fn moka_op(cache: &AnyCache, key: &str) {
+    let cell = cache.get_with_by_ref(key, || Arc::new(Mutex::new(0_u64)) as AnyCell);
+    let mut value = cell.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(n) = value.downcast_mut::<u64>() {
+        *n += 1;
+    }
+}
+
 #[expect(
     clippy::expect_used,
     reason = "a benchmark that cannot set up has nothing to measure"
@@ -61,9 +102,15 @@ fn b7_live(c: &mut Criterion) {
     let scope = session.local("env").expect("scope");
     let keys = keys("counter/", B7_KEYS);
     let map: AnyMap = Mutex::new(HashMap::new());
+    let dash: AnyDashMap = DashMap::new();
+    let cache: AnyCache = moka::sync::Cache::builder()
+        .initial_capacity(B7_KEYS)
+        .build();
     for key in &keys {
         scope.use_value(key, 0_u64).expect("use_value");
         baseline_op(&map, key);
+        dashmap_op(&dash, key);
+        moka_op(&cache, key);
     }
     let session_op = |key: &str| {
         scope
@@ -81,28 +128,40 @@ fn b7_live(c: &mut Criterion) {
             session_op(black_box(&keys[i]));
         });
     });
-    group.bench_function("mutex_map_1t", |b| {
-        let mut i = 0;
-        b.iter(|| {
-            i = (i + 1) % B7_KEYS;
-            baseline_op(&map, black_box(&keys[i]));
+    let baselines: [(&str, &KeyOp<'_>); 3] = [
+        ("mutex_map", &|k: &str| baseline_op(&map, k)),
+        ("dashmap", &|k: &str| dashmap_op(&dash, k)),
+        ("moka", &|k: &str| moka_op(&cache, k)),
+    ];
+    for (name, op) in baselines {
+        group.bench_function(format!("{name}_1t"), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i = (i + 1) % B7_KEYS;
+                op(black_box(&keys[i]));
+            });
         });
-    });
+    }
     // Per-thread time per op: both threads run `iters` ops; the slower one counts.
     group.bench_function("session_2t", |b| {
         b.iter_custom(|iters| on_two_threads(iters, &keys, &session_op));
     });
-    group.bench_function("mutex_map_2t", |b| {
-        b.iter_custom(|iters| on_two_threads(iters, &keys, &|k: &str| baseline_op(&map, k)));
-    });
+    for (name, op) in baselines {
+        group.bench_function(format!("{name}_2t"), |b| {
+            b.iter_custom(|iters| on_two_threads(iters, &keys, op));
+        });
+    }
     group.finish();
     drop(session);
     drop(rt);
 }
 
+/// One operation on a key, callable from several threads.
+type KeyOp<'a> = dyn Fn(&str) + Sync + 'a;
+
 /// Runs `iters` calls of `op` on each of two threads at once, over `keys` from
 /// opposite ends; returns the time from the common start to the last finish.
-fn on_two_threads(iters: u64, keys: &[String], op: &(dyn Fn(&str) + Sync)) -> Duration {
+fn on_two_threads(iters: u64, keys: &[String], op: &KeyOp<'_>) -> Duration {
     let start = Barrier::new(2);
     let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..2)

@@ -3,7 +3,10 @@
 //! - B1: a typed `get` of a small struct from the local view, beside a
 //!   `HashMap<String, Arc<T>>` lookup and clone.
 //! - B2: `set` enqueue throughput from one thread, the flush task draining the
-//!   queue on the runtime's worker meanwhile.
+//!   queue on the runtime's worker meanwhile, beside two baselines that encode
+//!   the same value the same way and then hand it on: a bounded
+//!   `tokio::sync::mpsc` channel drained by a task on the runtime's worker, and
+//!   a `Mutex<HashMap<String, Payload>>` insert.
 //! - B10: what the store's metrics cost: the `set` enqueue (flush task parked)
 //!   and `get` on a store started with no recorder, beside the same on a store
 //!   started with a recorder (a `metrics-util` registry of atomics, the
@@ -11,14 +14,19 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use criterion::Criterion;
 use store_benches::{Profile, keys, runtime, selected};
 use store_conformance::figures::Figures;
-use store_core::Store;
+use store_core::{Payload, Store};
+use tokio::sync::mpsc::error::TrySendError;
 
 const KEYS: usize = 1000;
+
+/// Capacity of B2's channel baseline: one slot per key, as many writes as the
+/// store's queue holds once every key has a queued write.
+const CHANNEL: usize = KEYS;
 
 fn main() {
     let mut c = store_benches::criterion();
@@ -112,10 +120,87 @@ fn b2_set(c: &mut Criterion) {
             idle.set(black_box(keys[i].as_str()), black_box(&values[i]))
         });
     });
+
+    // Baseline (a): the key and the encoded value sent through a bounded
+    // channel to a consumer task on the runtime's one worker, the hand-off
+    // `set` makes to its flush task, without the coalescing queue.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Payload)>(CHANNEL);
+    let consumer = rt.spawn(async move {
+        let mut batch = Vec::with_capacity(CHANNEL);
+        let mut drained = 0_u64;
+        while rx.recv_many(&mut batch, CHANNEL).await > 0 {
+            drained += batch.len() as u64;
+            black_box(&batch);
+            batch.clear();
+        }
+        drained
+    });
+    let (mut sent, mut full) = (0_u64, 0_u64);
+    group.bench_function("mpsc_try_send", |b| {
+        let mut buffer = Vec::new();
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            let mut message = (
+                black_box(keys[i].as_str()).to_owned(),
+                encode(&mut buffer, black_box(&values[i])),
+            );
+            // Every iteration hands one write on: a full channel is retried.
+            loop {
+                match tx.try_send(message) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(back)) => {
+                        full += 1;
+                        message = back;
+                        std::thread::yield_now();
+                    }
+                    Err(TrySendError::Closed(_)) => panic!("the consumer task stopped"),
+                }
+            }
+            sent += 1;
+        });
+    });
+
+    // Baseline (b): the encoded value stored under the key in a
+    // `Mutex<HashMap>`, the last write winning as in the store's queue; the
+    // key is copied only when new, as the queue keeps its keys.
+    let map: Mutex<HashMap<String, Payload>> = Mutex::new(HashMap::with_capacity(KEYS));
+    group.bench_function("mutex_map_insert", |b| {
+        let mut buffer = Vec::new();
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            let key = black_box(keys[i].as_str());
+            let payload = encode(&mut buffer, black_box(&values[i]));
+            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+            match map.get_mut(key) {
+                Some(slot) => *slot = payload,
+                None => {
+                    map.insert(key.to_owned(), payload);
+                }
+            }
+        });
+    });
     group.finish();
+    drop(tx);
+    let drained = rt.block_on(consumer).expect("consumer");
+    assert_eq!(drained, sent, "the consumer drained every write sent");
+    eprintln!("B2: channel baseline found the channel full {full} times in {sent} sends");
     rt.block_on(store.flush()).expect("flush");
     drop(store);
     drop(rt);
+}
+
+/// Encodes `value` as `Store::set` does: JSON written into a reused buffer,
+/// then copied once into a shared [`Payload`].
+#[expect(
+    clippy::expect_used,
+    reason = "a sample value always encodes, and serde_json writes UTF-8"
+)]
+fn encode(buffer: &mut Vec<u8>, value: &Profile) -> Payload {
+    buffer.clear();
+    serde_json::to_writer(&mut *buffer, value).expect("encode");
+    Payload::from(std::str::from_utf8(buffer).expect("UTF-8"))
 }
 
 #[expect(
