@@ -268,7 +268,7 @@ const ROWS: [Spec; 11] = [
     Spec {
         id: "B2",
         measures: "`set` enqueue throughput, 1 thread",
-        target: "≥ 5 M ops/s",
+        target: "≤ 3× the `mpsc` baseline's time",
         evaluate: b2,
     },
     Spec {
@@ -297,8 +297,8 @@ const ROWS: [Spec; 11] = [
     },
     Spec {
         id: "B7",
-        measures: "session `use_value` + `update` on the live tier, 1 and 2 threads",
-        target: "≥ 10 M ops/s per thread; ≤ 2× baseline",
+        measures: "session `use_value` + `update` on the live tier, 1 and 2 threads, beside concurrent maps doing the same",
+        target: "≥ 10 M ops/s per thread; ≤ 2× `DashMap`'s time",
         evaluate: b7,
     },
     Spec {
@@ -353,19 +353,37 @@ fn b1(r: &Results) -> Option<Measured> {
     })
 }
 
+/// B2's judged ratio: `set` time over the channel baseline's, at most this.
+const B2_RATIO: f64 = 3.0;
+
 fn b2(r: &Results) -> Option<Measured> {
     let t = r.ns("B2", "store_set")?;
-    let rate = mops(t);
+    // The judged baseline: the same encode, handed to a consumer task through a
+    // bounded channel, as `set` hands its write to the flush task.
+    let channel = r.ns("B2", "mpsc_try_send")?;
+    // Shown beside it: the same encode stored in a `Mutex<HashMap>`.
+    let map = r.ns("B2", "mutex_map_insert")?;
     // Diagnostic: the enqueue alone, with the flush task parked.
     let parked = r
         .ns("B2", "store_set_flusher_parked")
         .map(|p| format!("; enqueue alone (flush task parked) {:.2} M ops/s", mops(p)))
         .unwrap_or_default();
+    let ratio = t / channel;
     Some(Measured {
-        figure: format!("{rate:.2} M ops/s ({}/op){parked}", ns(t)),
-        baseline: "none".to_owned(),
-        ratio: "–".to_owned(),
-        met: rate >= 5.0,
+        figure: format!("{:.2} M ops/s ({}/op){parked}", mops(t), ns(t)),
+        baseline: format!(
+            "same encode, then bounded `mpsc` `try_send` to a draining task {} ({:.2} M ops/s); \
+             `Mutex<HashMap>` insert {} ({:.2} M ops/s)",
+            ns(channel),
+            mops(channel),
+            ns(map),
+            mops(map)
+        ),
+        ratio: format!(
+            "{ratio:.2}× the `mpsc` baseline's time; {:.2}× the map's",
+            t / map
+        ),
+        met: ratio <= B2_RATIO,
     })
 }
 
@@ -458,10 +476,22 @@ fn b6(r: &Results) -> Option<Measured> {
 
 fn b7(r: &Results) -> Option<Measured> {
     let one = r.ns("B7", "session_1t")?;
-    let one_base = r.ns("B7", "mutex_map_1t")?;
     let two = r.ns("B7", "session_2t")?;
-    let two_base = r.ns("B7", "mutex_map_2t")?;
-    let (ratio1, ratio2) = (one / one_base, two / two_base);
+    // The judged baseline: `DashMap`, the faster of the two mature concurrent
+    // maps measured (`moka`'s cache records every access for its eviction
+    // policy and is several times slower); at 1 thread it is about as fast as
+    // an uncontended `Mutex<HashMap>`.
+    let one_dash = r.ns("B7", "dashmap_1t")?;
+    let two_dash = r.ns("B7", "dashmap_2t")?;
+    // Shown beside it: a `Mutex<HashMap>` and a `moka::sync::Cache`.
+    let per_thread = |label: &str, name: &str| match (
+        r.ns("B7", &format!("{name}_1t")),
+        r.ns("B7", &format!("{name}_2t")),
+    ) {
+        (Some(one), Some(two)) => format!("{label} {:.2} / {:.2}", mops(one), mops(two)),
+        _ => format!("{label} not measured"),
+    };
+    let (ratio1, ratio2) = (one / one_dash, two / two_dash);
     Some(Measured {
         figure: format!(
             "1 thread {:.2} M ops/s; 2 threads {:.2} M ops/s per thread",
@@ -469,11 +499,13 @@ fn b7(r: &Results) -> Option<Measured> {
             mops(two)
         ),
         baseline: format!(
-            "`Mutex<HashMap>` 1 thread {:.2}, 2 threads {:.2} M ops/s per thread",
-            mops(one_base),
-            mops(two_base)
+            "M ops/s per thread, 1 / 2 threads: `DashMap` {:.2} / {:.2}; {}; {}",
+            mops(one_dash),
+            mops(two_dash),
+            per_thread("`Mutex<HashMap>`", "mutex_map"),
+            per_thread("`moka::sync::Cache`", "moka"),
         ),
-        ratio: format!("{ratio1:.1}× / {ratio2:.1}× the time"),
+        ratio: format!("{ratio1:.2}× / {ratio2:.2}× `DashMap`'s time"),
         met: mops(one) >= 10.0 && mops(two) >= 10.0 && ratio1 <= 2.0 && ratio2 <= 2.0,
     })
 }
