@@ -89,6 +89,15 @@ async fn increments(store: &Store, tasks: usize, each: usize) -> Vec<u64> {
     seen
 }
 
+/// What `store` holds at `counter`.
+fn counter(store: &Store) -> Option<u64> {
+    store
+        .get::<u64>("counter")
+        .expect("get")
+        .as_deref()
+        .copied()
+}
+
 /// Every value from 1 to `n` returned exactly once: no change lost or doubled,
 /// and each caller saw its own.
 fn each_once(seen: Vec<u64>, n: u64) {
@@ -104,16 +113,8 @@ async fn concurrent_updates_of_one_key_combine_into_few_writes() {
     let store = open(&backend).await;
     let seen = increments(&store, 8, 200).await;
     each_once(seen, 1600);
-    assert_eq!(
-        store
-            .get::<u64>("counter")
-            .expect("get")
-            .as_deref()
-            .copied(),
-        Some(1600)
-    );
+    assert_eq!(counter(&store), Some(1600));
     let writes = backend.writes();
-    eprintln!("{writes} writes for 1,600 updates");
     // One write per update would be 1,600 (more with conflicts); combined,
     // each round carries several.
     assert!(writes <= 1600 / 4, "{writes} writes for 1,600 updates");
@@ -130,13 +131,7 @@ async fn two_stores_updating_one_key_lose_and_double_nothing() {
     for store in [&a, &b] {
         let mut changes = store.subscribe().key("counter");
         let converged = tokio::time::timeout(Duration::from_secs(30), async {
-            while store
-                .get::<u64>("counter")
-                .expect("get")
-                .as_deref()
-                .copied()
-                != Some(800)
-            {
+            while counter(store) != Some(800) {
                 changes.next().await.expect("open").expect("no lag");
             }
         });
@@ -175,12 +170,5 @@ async fn declines_decide_on_confirmed_values() {
         made, 300,
         "exactly as many updates made as the bound allows"
     );
-    assert_eq!(
-        store
-            .get::<u64>("counter")
-            .expect("get")
-            .as_deref()
-            .copied(),
-        Some(300)
-    );
+    assert_eq!(counter(&store), Some(300));
 }
