@@ -146,8 +146,7 @@ async fn send(shared: &Shared, slots: Vec<Slot>) {
         let failed = doomed
             .into_iter()
             .map(|slot| {
-                let actual = slot.doomed.flatten();
-                let error = conflict(&slot, actual);
+                let error = conflict(&slot, slot.doomed.flatten());
                 (slot, error)
             })
             .collect();

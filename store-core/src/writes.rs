@@ -376,9 +376,9 @@ impl Writes {
         base: RoundBase,
         waiter: Waiter,
     ) -> Option<(u64, bool)> {
-        let after = match base {
-            RoundBase::Precondition(_) => None,
-            RoundBase::After(seq) => Some(seq),
+        let (precondition, after) = match base {
+            RoundBase::Precondition(p) => (Some(p), None),
+            RoundBase::After(seq) => (None, Some(seq)),
         };
         let current = self.rounds.get(key).map(|r| (r.seq, r.outcome));
         let free = match (current, after) {
@@ -390,10 +390,6 @@ impl Writes {
         if !free {
             return None;
         }
-        let precondition = match base {
-            RoundBase::Precondition(p) => Some(p),
-            RoundBase::After(_) => None,
-        };
         let was_empty = self.queue.is_empty();
         self.next_seq += 1;
         let seq = self.next_seq;
@@ -452,8 +448,7 @@ impl Writes {
         }
         round.after = None;
         let next = round.seq;
-        let failed = outcome.is_err();
-        if failed {
+        if outcome.is_err() {
             round.outcome = RoundOutcome::Failed;
         }
         let Some(slot) = slot_mut(&mut self.queue, next) else {

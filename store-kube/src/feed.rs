@@ -325,21 +325,14 @@ fn gone(state: &FeedState, object: &DynamicObject) -> String {
 mod tests {
     use super::*;
 
-    fn changes(key: &str) -> Item {
+    fn changes(revision: u64, key: &str) -> Item {
         Item::Changes(
-            Revision(0),
+            Revision(revision),
             Arc::new(vec![Change {
                 key: key.to_owned(),
                 value: None,
             }]),
         )
-    }
-
-    fn at(revision: u64, item: Item) -> Item {
-        match item {
-            Item::Changes(_, changes) => Item::Changes(Revision(revision), changes),
-            other => other,
-        }
     }
 
     async fn first(feed: &Feed, from: u64) -> Option<WatchEvent> {
@@ -354,14 +347,14 @@ mod tests {
     #[tokio::test]
     async fn a_store_that_listed_before_a_gap_re_lists_when_it_starts_watching_after_it() {
         let mut feed = Feed::default();
-        feed.push(at(5, changes("a")));
+        feed.push(changes(5, "a"));
         // A store lists here (revision 5); then the watcher re-lists and
         // finds changes up to 9 it cannot place in the history.
         feed.gap(Revision(9));
         assert_eq!(first(&feed, 5).await, Some(WatchEvent::Gap));
         // A store that listed after the gap resumes without one.
         assert_eq!(first(&feed, 9).await, None);
-        feed.push(at(10, changes("b")));
+        feed.push(changes(10, "b"));
         assert!(matches!(
             first(&feed, 9).await,
             Some(WatchEvent::Changes {
@@ -374,7 +367,7 @@ mod tests {
     #[tokio::test]
     async fn a_deletion_without_a_revision_still_sends_earlier_watches_back_to_list() {
         let mut feed = Feed::default();
-        feed.push(at(5, changes("a")));
+        feed.push(changes(5, "a"));
         feed.gap(Revision(feed.latest.0 + 1));
         assert_eq!(first(&feed, 5).await, Some(WatchEvent::Gap));
         assert_eq!(feed.latest, Revision(6));
