@@ -182,7 +182,11 @@ impl RedisBackendBuilder {
     }
 
     /// Checks the configuration, connects and checks that the server runs
-    /// Lua scripts.
+    /// Lua scripts. A server that is not ready yet (a cluster answering
+    /// CLUSTERDOWN while a restarted node rejoins, a server still loading
+    /// its data) is asked again until three times the connect timeout has
+    /// passed; a lasting refusal (bad credentials, no scripting) fails at
+    /// once.
     pub async fn build(self) -> std::result::Result<RedisBackend, BuildError> {
         let endpoint = Endpoint::parse(&self.url)?;
         check_name("store name", &self.store)?;
@@ -212,8 +216,10 @@ impl RedisBackendBuilder {
             endpoint: shown.clone(),
             source,
         };
-        let conn = tokio::time::timeout(
-            self.connect_timeout * 3,
+        // Connecting and the first request share one deadline.
+        let limit = Instant::now() + self.connect_timeout * 3;
+        let conn = tokio::time::timeout_at(
+            limit,
             Conn::connect(
                 &endpoint,
                 &self.tls,
@@ -250,8 +256,21 @@ impl RedisBackendBuilder {
             stop,
         });
         // One request up front: a server that cannot run the scripts (or
-        // refuses the credentials) fails here, not at the first write.
-        let revision = shared.current_revision().await.map_err(connect_error)?;
+        // refuses the credentials) fails here, not at the first write. A
+        // passing refusal (a cluster healing after a node restarted says
+        // CLUSTERDOWN for a few seconds) is asked again until the deadline.
+        let mut pause = Duration::from_millis(20);
+        let revision = loop {
+            match shared.current_revision().await {
+                Ok(revision) => break revision,
+                Err(error @ Error::Unavailable { .. }) if Instant::now() + pause < limit => {
+                    tracing::debug!(store = %shared.store, %error, "the server is not ready yet; asking again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(error) => return Err(connect_error(error)),
+            }
+        };
         shared.saw(revision.0);
         tracing::debug!(store = %shared.store, endpoint = %shared.endpoint, %revision, "redis backend ready");
         match shared.persistence().await {

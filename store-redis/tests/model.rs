@@ -191,7 +191,13 @@ impl ModelCase for RedisCase {
         let servers = Arc::clone(&self.servers);
         let tag = self.tag.clone();
         tokio::task::spawn_blocking(move || {
-            let _ = lock(&servers).node(&tag).try_cli(&["CLIENT", "UNPAUSE"]);
+            let mut servers = lock(&servers);
+            let _ = servers.node(&tag).try_cli(&["CLIENT", "UNPAUSE"]);
+            // A restarted primary refuses requests (CLUSTERDOWN) for a
+            // while; the next case starts on a cluster that is whole.
+            if let Servers::Cluster(cluster) = &mut *servers {
+                cluster.wait_ok();
+            }
         })
         .await
         .expect("healed");
