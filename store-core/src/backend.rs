@@ -95,8 +95,9 @@ impl From<&str> for Payload {
 /// A stored key with its value and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The key.
-    pub key: String,
+    /// The key (shared: a backend that keeps its keys as `Arc<str>` hands out
+    /// the same allocation the stores' views then keep).
+    pub key: Arc<str>,
     /// The encoded value.
     pub value: Payload,
     /// When it last changed.
@@ -227,8 +228,8 @@ pub struct Applied {
 /// One key's change, as seen by a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// The key changed.
-    pub key: String,
+    /// The key changed (shared, like [`Entry::key`]).
+    pub key: Arc<str>,
     /// The new value, `None` when removed.
     pub value: Option<Payload>,
 }

@@ -41,10 +41,10 @@ struct Stored {
 type Event = (Revision, Arc<Vec<Change>>);
 
 struct State {
-    entries: BTreeMap<String, Stored>,
+    entries: BTreeMap<Arc<str>, Stored>,
     /// Keys with a time to live, by deadline: the reaper and every call look at
     /// the front only, so expiry costs nothing per key that never expires.
-    expiring: BTreeSet<(Instant, String)>,
+    expiring: BTreeSet<(Instant, Arc<str>)>,
     revision: Revision,
     /// Revisions after `compacted` are in `history`.
     history: VecDeque<Event>,
@@ -219,23 +219,23 @@ impl State {
     }
 
     /// Stores `key`, keeping the expiry index in step.
-    fn insert(&mut self, key: String, stored: Stored) {
+    fn insert(&mut self, key: Arc<str>, stored: Stored) {
         if let Some(at) = self.entries.get(&key).and_then(|s| s.expires) {
-            self.expiring.remove(&(at, key.clone()));
+            self.expiring.remove(&(at, Arc::clone(&key)));
         }
         if let Some(at) = stored.expires {
-            self.expiring.insert((at, key.clone()));
+            self.expiring.insert((at, Arc::clone(&key)));
         }
         self.entries.insert(key, stored);
     }
 
     /// Removes `key`, keeping the expiry index in step; whether it was there.
     fn remove(&mut self, key: &str) -> bool {
-        let Some(stored) = self.entries.remove(key) else {
+        let Some((key, stored)) = self.entries.remove_entry(key) else {
             return false;
         };
         if let Some(at) = stored.expires {
-            self.expiring.remove(&(at, key.to_owned()));
+            self.expiring.remove(&(at, key));
         }
         true
     }
@@ -288,8 +288,8 @@ impl Backend for MemoryBackend {
     async fn read(&self, key: &str) -> Result<Option<Entry>> {
         let mut state = self.lock();
         state.expire(Instant::now());
-        Ok(state.entries.get(key).map(|s| Entry {
-            key: key.to_owned(),
+        Ok(state.entries.get_key_value(key).map(|(k, s)| Entry {
+            key: Arc::clone(k),
             value: s.value.clone(),
             version: s.version,
         }))
@@ -300,10 +300,13 @@ impl Backend for MemoryBackend {
         state.expire(Instant::now());
         let entries = state
             .entries
-            .range(prefix.to_owned()..)
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, s)| Entry {
-                key: k.clone(),
+                key: Arc::clone(k),
                 value: s.value.clone(),
                 version: s.version,
             })
@@ -350,7 +353,7 @@ impl Backend for MemoryBackend {
                 let current = shadow
                     .get(op.key.as_str())
                     .copied()
-                    .unwrap_or_else(|| state.entries.get(&op.key).map(|s| s.version));
+                    .unwrap_or_else(|| state.entries.get(op.key.as_str()).map(|s| s.version));
                 let ok = match op.precondition {
                     None => true,
                     Some(Precondition::Absent) => current.is_none(),
@@ -364,7 +367,10 @@ impl Backend for MemoryBackend {
                 !ok
             });
             if let Some(index) = failed {
-                let actual = state.entries.get(&batch.ops[index].key).map(|s| s.version);
+                let actual = state
+                    .entries
+                    .get(batch.ops[index].key.as_str())
+                    .map(|s| s.version);
                 let outcomes = (0..batch.ops.len())
                     .map(|i| {
                         if i == index {
@@ -390,7 +396,7 @@ impl Backend for MemoryBackend {
             let mut seen = HashSet::with_capacity(batch.ops.len());
             !batch.ops.iter().all(|op| seen.insert(op.key.as_str()))
         };
-        let mut positions: HashMap<String, usize> = HashMap::new();
+        let mut positions: HashMap<Arc<str>, usize> = HashMap::new();
         let mut record = |change: Change| {
             if repeats && let Some(earlier) = positions.insert(change.key.clone(), changes.len()) {
                 changes[earlier] = None;
@@ -421,16 +427,20 @@ impl Backend for MemoryBackend {
                     needs_reaper |= expires.is_some();
                     let unchanged = state
                         .entries
-                        .get(&op.key)
+                        .get(op.key.as_str())
                         .is_some_and(|s| s.value == value && s.expires == expires);
                     if unchanged {
                         // A write that changes nothing makes no new version and no event.
-                        let version = state.entries.get(&op.key).map_or(next, |s| s.version);
+                        let version = state
+                            .entries
+                            .get(op.key.as_str())
+                            .map_or(next, |s| s.version);
                         outcomes.push(Outcome::Applied(version));
                         continue;
                     }
+                    let key: Arc<str> = Arc::from(op.key);
                     state.insert(
-                        op.key.clone(),
+                        Arc::clone(&key),
                         Stored {
                             value: value.clone(),
                             version: next,
@@ -438,7 +448,7 @@ impl Backend for MemoryBackend {
                         },
                     );
                     record(Change {
-                        key: op.key,
+                        key,
                         value: Some(value),
                     });
                     outcomes.push(Outcome::Applied(next));
@@ -446,7 +456,7 @@ impl Backend for MemoryBackend {
                 OpKind::Delete => {
                     if state.remove(&op.key) {
                         record(Change {
-                            key: op.key,
+                            key: op.key.into(),
                             value: None,
                         });
                         outcomes.push(Outcome::Applied(next));
@@ -551,7 +561,7 @@ mod tests {
         };
         let seen: Vec<(&str, Option<&str>)> = changes
             .iter()
-            .map(|c| (c.key.as_str(), c.value.as_ref().map(Payload::as_str)))
+            .map(|c| (&*c.key, c.value.as_ref().map(Payload::as_str)))
             .collect();
         assert_eq!(seen, [("b", Some("1")), ("a", Some("2"))]);
     }
@@ -579,7 +589,7 @@ mod tests {
         );
         let second = futures_util::StreamExt::next(&mut watch).await;
         assert!(
-            matches!(&second, Some(Ok(WatchEvent::Changes { changes, .. })) if changes.len() == 1 && changes[0].key == "a/1"),
+            matches!(&second, Some(Ok(WatchEvent::Changes { changes, .. })) if changes.len() == 1 && &*changes[0].key == "a/1"),
             "{second:?}"
         );
     }

@@ -909,9 +909,7 @@ impl Store {
             let before = w.queued();
             for entry in &listing.entries {
                 // Keys written through this handle since clear began stay.
-                let newer = w
-                    .overlay(entry.key.as_str())
-                    .is_some_and(|o| o.seq > started);
+                let newer = w.overlay(&entry.key).is_some_and(|o| o.seq > started);
                 if !newer {
                     metrics.queued_remove.increment(1);
                     w.push_plain(&entry.key, OpKind::Delete, None);

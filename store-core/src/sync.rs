@@ -110,7 +110,7 @@ fn replace_view(shared: &Shared, listing: Listing) {
     let mut events = Vec::new();
     {
         let mut view = write(&shared.view);
-        let listed: HashSet<&str> = listing.entries.iter().map(|e| e.key.as_str()).collect();
+        let listed: HashSet<&str> = listing.entries.iter().map(|e| &*e.key).collect();
         let gone: Vec<Arc<str>> = view
             .entries
             .keys()
@@ -124,13 +124,13 @@ fn replace_view(shared: &Shared, listing: Listing) {
         for entry in &listing.entries {
             let changed = view
                 .entries
-                .get(entry.key.as_str())
+                .get(&*entry.key)
                 .is_none_or(|e| e.cell.payload != entry.value || e.version != entry.version);
             if changed {
-                view.entries.remove(entry.key.as_str());
+                view.entries.remove(&*entry.key);
                 view.record(&entry.key, Some(&entry.value), entry.version);
                 events.push(ChangeEvent::new(
-                    Arc::from(entry.key.as_str()),
+                    Arc::clone(&entry.key),
                     Some(entry.value.clone()),
                     revision,
                     text,
@@ -153,12 +153,7 @@ fn fold_changes(shared: &Shared, revision: Revision, changes: Vec<Change>) {
         }
         for change in changes {
             if view.record(&change.key, change.value.as_ref(), Version(revision.0)) {
-                events.push(ChangeEvent::new(
-                    Arc::from(change.key),
-                    change.value,
-                    revision,
-                    text,
-                ));
+                events.push(ChangeEvent::new(change.key, change.value, revision, text));
             }
         }
         view.revision = revision;

@@ -4,9 +4,11 @@
 //! last type asked for, so a typed `get` costs a hash lookup and an `Arc`
 //! clone, not a JSON parse.
 
-use std::any::{Any, TypeId};
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+
+use once_cell::race::OnceBox;
 
 use serde::de::DeserializeOwned;
 
@@ -17,17 +19,20 @@ use crate::value;
 
 pub(crate) type KeyMap<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
 
-/// A value together with its decoded form, cached per type.
+/// A value together with its decoded form, cached for the first type asked
+/// for (the `Arc` knows its type: a downcast checks it). The slot is one
+/// pointer, boxed only once something is decoded: a view of many keys few
+/// of which are read typed pays 8 bytes a key for it.
 pub(crate) struct Cell {
     pub(crate) payload: Payload,
-    decoded: OnceLock<(TypeId, Arc<dyn Any + Send + Sync>)>,
+    decoded: OnceBox<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Cell {
     pub(crate) fn new(payload: Payload) -> Self {
         Cell {
             payload,
-            decoded: OnceLock::new(),
+            decoded: OnceBox::new(),
         }
     }
 
@@ -36,7 +41,7 @@ impl Cell {
         let cell = Cell::new(payload);
         let _ = cell
             .decoded
-            .set((TypeId::of::<T>(), value as Arc<dyn Any + Send + Sync>));
+            .set(Box::new(value as Arc<dyn Any + Send + Sync>));
         cell
     }
 
@@ -50,18 +55,17 @@ impl Cell {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        if let Some((type_id, any)) = self.decoded.get()
-            && *type_id == TypeId::of::<T>()
+        if let Some(any) = self.decoded.get()
+            && (**any).is::<T>()
             && let Ok(typed) = Arc::clone(any).downcast::<T>()
         {
             return Ok(typed);
         }
         let typed: Arc<T> = Arc::new(value::decode_stored(key, &self.payload, text, validator)?);
         // The first type decoded wins the cache; another type decodes afresh each time.
-        let _ = self.decoded.set((
-            TypeId::of::<T>(),
-            Arc::clone(&typed) as Arc<dyn Any + Send + Sync>,
-        ));
+        let _ = self
+            .decoded
+            .set(Box::new(Arc::clone(&typed) as Arc<dyn Any + Send + Sync>));
         Ok(typed)
     }
 }
@@ -80,10 +84,15 @@ pub(crate) struct View {
 
 impl View {
     /// Applies one change; returns whether the view changed.
-    pub(crate) fn record(&mut self, key: &str, value: Option<&Payload>, version: Version) -> bool {
+    pub(crate) fn record(
+        &mut self,
+        key: &Arc<str>,
+        value: Option<&Payload>,
+        version: Version,
+    ) -> bool {
         match value {
             Some(payload) => {
-                if let Some(existing) = self.entries.get_mut(key) {
+                if let Some(existing) = self.entries.get_mut(&**key) {
                     if existing.version > version {
                         return false;
                     }
@@ -93,7 +102,7 @@ impl View {
                     }
                 } else {
                     self.entries.insert(
-                        Arc::from(key),
+                        Arc::clone(key),
                         ViewEntry {
                             cell: Cell::new(payload.clone()),
                             version,
@@ -102,7 +111,38 @@ impl View {
                 }
                 true
             }
-            None => self.entries.remove(key).is_some(),
+            None => self.entries.remove(&**key).is_some(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_keeps_the_key_it_is_given_and_one_decode_per_type() {
+        let mut view = View::default();
+        let key: Arc<str> = Arc::from("k");
+        assert!(view.record(&key, Some(&Payload::from("7")), Version(1)));
+        let (kept, entry) = view.entries.get_key_value("k").expect("recorded");
+        assert!(
+            Arc::ptr_eq(kept, &key),
+            "the backend's key is shared, not copied"
+        );
+        let first = entry.cell.decode::<u32>("k", None, false).expect("decodes");
+        let again = entry.cell.decode::<u32>("k", None, false).expect("decodes");
+        assert!(Arc::ptr_eq(&first, &again), "the decoded value is cached");
+        // Another type decodes afresh and leaves the cached one in place.
+        assert_eq!(
+            *entry.cell.decode::<u64>("k", None, false).expect("decodes"),
+            7
+        );
+        let third = entry.cell.decode::<u32>("k", None, false).expect("decodes");
+        assert!(Arc::ptr_eq(&first, &third));
+        // An older version changes nothing; a removal does.
+        assert!(!view.record(&key, Some(&Payload::from("8")), Version(0)));
+        assert!(view.record(&key, None, Version(2)));
+        assert!(view.entries.is_empty());
     }
 }

@@ -176,7 +176,7 @@ async fn backend_types_holding_values_print_them_redacted() {
     let listing: Listing = backend.list("").await.expect("list");
     let entry: Option<Entry> = backend.read("a").await.expect("read");
     let change = Change {
-        key: "a".to_owned(),
+        key: "a".into(),
         value: Some(payload.clone()),
     };
     let event = WatchEvent::Changes {

@@ -424,14 +424,14 @@ impl Backend for KubeBackend {
         };
         let seen = parse_object(&inner.layout, &to_json(&object)?)?;
         let cache = inner.cache();
-        Ok(seen.data.get(key).map(|stored| {
+        Ok(seen.data.get_key_value(key).map(|(key, stored)| {
             let watched = cache
                 .shards
                 .get(name)
-                .filter(|s| s.data.get(key) == Some(stored));
+                .filter(|s| s.stored(key) == Some(stored));
             Entry {
-                key: key.to_owned(),
-                value: inner.layout.payload(stored),
+                key: Arc::clone(key),
+                value: inner.layout.shared_payload(stored),
                 version: watched
                     .and_then(|s| s.version(key))
                     .unwrap_or(Version(seen.revision)),

@@ -5,8 +5,14 @@
 //! resourceVersion of the object when its value last changed. Only the watch
 //! and listings write here: a write's own response never does, or the watch
 //! event that follows would diff to nothing and the view would miss it.
+//!
+//! Keys and stored strings are `Arc<str>`, kept across events while they do
+//! not change and handed to stores in changes and listings: with the native
+//! layout (where a value's payload is its stored string) each key and each
+//! value is in memory once per process, however many stores read it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use store_core::backend::{Change, Entry};
 use store_core::{Error, Version};
@@ -14,29 +20,44 @@ use store_core::{Error, Version};
 use crate::error::NAME;
 use crate::layout::Layout;
 
+/// One key of an object as last seen.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    /// The string in the object's data map.
+    pub(crate) stored: Arc<str>,
+    /// The object's revision when the value last changed.
+    pub(crate) version: Version,
+}
+
 /// One object as last seen.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Shard {
     pub(crate) revision: u64,
-    /// Store key to stored string.
-    pub(crate) data: BTreeMap<String, String>,
-    pub(crate) versions: HashMap<String, Version>,
+    /// Store key to its slot.
+    pub(crate) data: BTreeMap<Arc<str>, Slot>,
     /// Serialized size of the whole object, `managedFields` included.
     pub(crate) size: usize,
 }
 
 impl Shard {
     pub(crate) fn version(&self, key: &str) -> Option<Version> {
-        self.versions.get(key).copied()
+        self.data.get(key).map(|slot| slot.version)
+    }
+
+    pub(crate) fn stored(&self, key: &str) -> Option<&Arc<str>> {
+        self.data.get(key).map(|slot| &slot.stored)
     }
 }
+
+/// Store key to stored string, as an object holds them.
+pub(crate) type Data = BTreeMap<Arc<str>, Arc<str>>;
 
 /// A parsed object: its revision, its store keys and its size.
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
     pub(crate) name: String,
     pub(crate) revision: u64,
-    pub(crate) data: BTreeMap<String, String>,
+    pub(crate) data: Data,
     pub(crate) size: usize,
     /// Entries of the data map whose value is not a string (edited by hand).
     pub(crate) malformed: Vec<String>,
@@ -77,7 +98,7 @@ pub(crate) fn parse_object(layout: &Layout, object: &serde_json::Value) -> Resul
     let has_labels = metadata
         .and_then(|m| m.get("labels"))
         .is_some_and(serde_json::Value::is_object);
-    let mut data = BTreeMap::new();
+    let mut data = Vec::new();
     let mut malformed = Vec::new();
     let map = layout.data_of(object);
     for (map_key, value) in map.into_iter().flatten() {
@@ -85,21 +106,20 @@ pub(crate) fn parse_object(layout: &Layout, object: &serde_json::Value) -> Resul
             continue;
         };
         match value.as_str() {
-            Some(text) => {
-                data.insert(key.to_owned(), text.to_owned());
-            }
+            Some(text) => data.push((Arc::from(key), Arc::from(text))),
             // Not a string: someone edited the object by hand. Keep it visible as
             // its JSON text so reads give a decode error for this key alone.
             None => {
                 malformed.push(key.to_owned());
-                data.insert(key.to_owned(), value.to_string());
+                data.push((Arc::from(key), Arc::from(value.to_string())));
             }
         }
     }
     Ok(Seen {
         name,
         revision,
-        data,
+        // Collected at once, the map is built densely.
+        data: data.into_iter().collect(),
         size: object.to_string().len(),
         malformed,
         has_data_map: map.is_some(),
@@ -114,38 +134,32 @@ pub(crate) struct Cache {
 
 impl Cache {
     /// Replaces one object's copy; returns the changes, with keys whose value
-    /// changed taking the object's revision as their version.
+    /// changed taking the object's revision as their version. Keys and values
+    /// that did not change keep the allocations stores already share.
     pub(crate) fn observe(&mut self, layout: &Layout, seen: Seen) -> Vec<Change> {
-        let shard = self.shards.entry(seen.name.clone()).or_default();
+        let shard = self.shards.entry(seen.name).or_default();
+        let mut old = std::mem::take(&mut shard.data);
         let mut changes = Vec::new();
-        let mut versions = HashMap::with_capacity(seen.data.len());
-        for (key, value) in &seen.data {
-            let unchanged = shard.data.get(key) == Some(value);
-            let version = match shard.versions.get(key) {
-                Some(v) if unchanged => *v,
-                _ => {
-                    if !unchanged {
-                        changes.push(Change {
-                            key: key.clone(),
-                            value: Some(layout.payload(value)),
-                        });
-                    }
-                    Version(seen.revision)
+        let mut data = Vec::with_capacity(seen.data.len());
+        for (key, stored) in seen.data {
+            let slot = match old.remove_entry(&*key) {
+                Some((key, slot)) if slot.stored == stored => (key, slot),
+                earlier => {
+                    let key = earlier.map_or(key, |(key, _)| key);
+                    changes.push(Change {
+                        key: Arc::clone(&key),
+                        value: Some(layout.shared_payload(&stored)),
+                    });
+                    let version = Version(seen.revision);
+                    (key, Slot { stored, version })
                 }
             };
-            versions.insert(key.clone(), version);
+            data.push(slot);
         }
-        for key in shard.data.keys() {
-            if !seen.data.contains_key(key) {
-                changes.push(Change {
-                    key: key.clone(),
-                    value: None,
-                });
-            }
-        }
+        changes.extend(old.into_keys().map(|key| Change { key, value: None }));
         shard.revision = shard.revision.max(seen.revision);
-        shard.data = seen.data;
-        shard.versions = versions;
+        // In key order already: collected at once, the map is built densely.
+        shard.data = data.into_iter().collect();
         shard.size = seen.size;
         changes
     }
@@ -166,10 +180,10 @@ impl Cache {
                     .data
                     .iter()
                     .filter(|(k, _)| k.starts_with(prefix))
-                    .map(|(k, v)| Entry {
-                        key: k.clone(),
-                        value: layout.payload(v),
-                        version: shard.version(k).unwrap_or(Version(shard.revision)),
+                    .map(|(k, slot)| Entry {
+                        key: Arc::clone(k),
+                        value: layout.shared_payload(&slot.stored),
+                        version: slot.version,
                     })
             })
             .collect();
@@ -208,7 +222,7 @@ mod tests {
         let changes = cache.observe(&layout, second);
         let summary: Vec<_> = changes
             .iter()
-            .map(|c| (c.key.as_str(), c.value.is_some()))
+            .map(|c| (&*c.key, c.value.is_some()))
             .collect();
         assert_eq!(summary, [("c", true), ("b", false)]);
         let shard = &cache.shards["s-0"];
@@ -221,6 +235,34 @@ mod tests {
     }
 
     #[test]
+    fn keys_and_values_are_one_allocation_shared_with_changes_and_listings() {
+        let layout = native();
+        let mut cache = Cache::default();
+        let first = parse_object(&layout, &object(5, serde_json::json!({"a": "1", "b": "2"})))
+            .expect("parses");
+        let changes = cache.observe(&layout, first);
+        let change = changes.iter().find(|c| &*c.key == "a").expect("a change");
+        let value = change.value.as_ref().expect("a value").as_str();
+        let same = |cache: &Cache| {
+            let (key, slot) = cache.shards["s-0"].data.get_key_value("a").expect("cached");
+            Arc::ptr_eq(key, &change.key) && std::ptr::eq(slot.stored.as_ptr(), value.as_ptr())
+        };
+        assert!(
+            same(&cache),
+            "the change carries the cache's own key and value"
+        );
+        // `b` changes, `a` does not: `a` keeps what stores already hold.
+        let second = parse_object(&layout, &object(9, serde_json::json!({"a": "1", "b": "3"})))
+            .expect("parses");
+        assert_eq!(cache.observe(&layout, second).len(), 1);
+        assert!(same(&cache), "an unchanged key keeps its allocations");
+        let entries = cache.entries(&layout, "");
+        let listed = entries.iter().find(|e| &*e.key == "a").expect("listed");
+        assert!(Arc::ptr_eq(&listed.key, &change.key));
+        assert!(std::ptr::eq(listed.value.as_str().as_ptr(), value.as_ptr()));
+    }
+
+    #[test]
     fn a_value_edited_by_hand_into_a_number_is_kept_as_text_for_that_key_only() {
         let layout = native();
         let seen = parse_object(
@@ -229,8 +271,8 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(seen.malformed, ["a"]);
-        assert_eq!(seen.data["a"], "7");
-        assert_eq!(seen.data["b"], "\"ok\"");
+        assert_eq!(&*seen.data["a"], "7");
+        assert_eq!(&*seen.data["b"], "\"ok\"");
     }
 
     #[test]

@@ -329,7 +329,7 @@ mod tests {
         Item::Changes(
             Revision(revision),
             Arc::new(vec![Change {
-                key: key.to_owned(),
+                key: key.into(),
                 value: None,
             }]),
         )

@@ -13,6 +13,8 @@
 //! Data-map keys are raw strings; only JSON-Patch paths escape them
 //! ([`pointer_segment`], RFC 6901), so no key can reach outside its map.
 
+use std::sync::Arc;
+
 use store_core::Payload;
 
 /// The data-map key Pepr keeps so its `data` map is never empty.
@@ -198,6 +200,15 @@ impl Layout {
             Layout::Pepr { .. } => {
                 Payload::from(serde_json::Value::String(stored.to_owned()).to_string())
             }
+        }
+    }
+
+    /// [`payload`](Self::payload) of a shared stored string: in the native
+    /// layout the payload is that same allocation.
+    pub(crate) fn shared_payload(&self, stored: &Arc<str>) -> Payload {
+        match self {
+            Layout::Native { .. } => Payload::new(Arc::clone(stored)),
+            Layout::Pepr { .. } => self.payload(stored),
         }
     }
 }
@@ -427,7 +438,7 @@ mod fuzz_tests {
                         .filter_map(|(k, _)| layout.store_key(k))
                         .collect();
                     expected.sort_unstable();
-                    let found: Vec<&str> = seen.data.keys().map(String::as_str).collect();
+                    let found: Vec<&str> = seen.data.keys().map(|k| &**k).collect();
                     prop_assert_eq!(found, expected);
                     for (key, stored) in &seen.data {
                         // Pepr's placeholder entry is never read as a key.
@@ -436,12 +447,13 @@ mod fuzz_tests {
                         let raw = map.and_then(|m| m.get(&layout.map_key(key)));
                         match raw {
                             Some(Value::String(text)) => {
-                                prop_assert_eq!(text, stored);
-                                prop_assert!(!seen.malformed.contains(key));
+                                prop_assert_eq!(text.as_str(), &**stored);
+                                prop_assert!(!seen.malformed.iter().any(|m| **m == **key));
                             }
                             Some(other) => {
-                                prop_assert_eq!(&other.to_string(), stored);
-                                prop_assert!(seen.malformed.contains(key));
+                                let text = other.to_string();
+                                prop_assert_eq!(text.as_str(), &**stored);
+                                prop_assert!(seen.malformed.iter().any(|m| **m == **key));
                             }
                             None => prop_assert!(false, "{key:?} is not in the data map"),
                         }
@@ -484,8 +496,8 @@ mod fuzz_tests {
                         last = Some(seen);
                     }
                     let entries = cache.entries(&layout, "");
-                    let keys: Vec<&String> = entries.iter().map(|e| &e.key).collect();
-                    let expected: Vec<&String> = last
+                    let keys: Vec<&Arc<str>> = entries.iter().map(|e| &e.key).collect();
+                    let expected: Vec<&Arc<str>> = last
                         .as_ref()
                         .map(|s| s.data.keys().collect())
                         .unwrap_or_default();

@@ -395,8 +395,8 @@ impl Shared {
                     let cache = self.cache();
                     let watched = cache.shards.get(name);
                     for (index, op, stored) in sent {
-                        let unchanged =
-                            stored.is_some() && current.data.get(&op.key) == stored.as_ref();
+                        let unchanged = stored.is_some()
+                            && current.data.get(op.key.as_str()).map(|v| &**v) == stored.as_deref();
                         let version = if seen.revision == current.revision || unchanged {
                             watched
                                 .and_then(|s| s.version(&op.key))

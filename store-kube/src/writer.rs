@@ -12,13 +12,14 @@
 //! `Rejected` and plans the rest again. Sizes are projected before sending so a full
 //! object refuses the write that would overflow it, not the whole batch.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use store_core::backend::{Op, OpKind, Outcome, Precondition};
 use store_core::{Error, Version};
 
-use crate::cache::{Seen, Shard};
+use crate::cache::{Data, Seen, Shard};
 use crate::layout::{Layout, PEPR_PLACEHOLDER, PEPR_PLACEHOLDER_VALUE};
 
 /// Limits on one patch request.
@@ -66,7 +67,7 @@ impl Default for Limits {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Base {
     pub(crate) revision: u64,
-    pub(crate) data: BTreeMap<String, String>,
+    pub(crate) data: Data,
     pub(crate) malformed: HashSet<String>,
     pub(crate) size: usize,
     pub(crate) has_data_map: bool,
@@ -88,7 +89,11 @@ impl Base {
     pub(crate) fn from_shard(shard: &Shard) -> Self {
         Base {
             revision: shard.revision,
-            data: shard.data.clone(),
+            data: shard
+                .data
+                .iter()
+                .map(|(key, slot)| (Arc::clone(key), Arc::clone(&slot.stored)))
+                .collect(),
             malformed: HashSet::new(),
             size: shard.size,
             has_data_map: true,
@@ -147,7 +152,7 @@ pub(crate) fn plan(
         let key = op.key.as_str();
         let current: Option<&str> = match projected.get(key) {
             Some(value) => value.as_deref(),
-            None => base.data.get(key).map(String::as_str),
+            None => base.data.get(key).map(|v| &**v),
         };
         let mut these: Vec<Value> = Vec::new();
         let pointer = layout.pointer(key);
@@ -157,12 +162,10 @@ pub(crate) fn plan(
                 let watched_version = watched.and_then(|s| s.version(key));
                 let expected_value = watched
                     .filter(|_| watched_version == Some(expected))
-                    .and_then(|s| s.data.get(key));
+                    .and_then(|s| s.stored(key));
                 match expected_value {
-                    Some(value)
-                        if current == Some(value.as_str()) && !base.malformed.contains(key) =>
-                    {
-                        these.push(json!({"op": "test", "path": pointer, "value": value}));
+                    Some(value) if current == Some(&**value) && !base.malformed.contains(key) => {
+                        these.push(json!({"op": "test", "path": pointer, "value": &**value}));
                     }
                     Some(_) => {
                         plan.decided.push((
@@ -293,7 +296,7 @@ pub(crate) fn plan(
                 bytes += key.len() + value.len();
             };
             for (key, value) in &base.data {
-                if !projected.contains_key(key.as_str()) {
+                if !projected.contains_key(&**key) {
                     count(key, value);
                 }
             }
@@ -313,6 +316,7 @@ pub(crate) fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::Slot;
 
     #[test]
     fn the_memory_backend_twin_refuses_what_this_backend_refuses() {
@@ -332,7 +336,7 @@ mod tests {
             revision: 10,
             data: data
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .map(|(k, v)| (Arc::from(*k), Arc::from(*v)))
                 .collect(),
             size: 500,
             has_data_map: true,
@@ -346,11 +350,13 @@ mod tests {
             revision: 10,
             data: data
                 .iter()
-                .map(|(k, v, _)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            versions: data
-                .iter()
-                .map(|(k, _, r)| ((*k).to_owned(), Version(*r)))
+                .map(|(k, v, r)| {
+                    let slot = Slot {
+                        stored: Arc::from(*v),
+                        version: Version(*r),
+                    };
+                    (Arc::from(*k), slot)
+                })
                 .collect(),
             size: 500,
         }

@@ -798,7 +798,7 @@ fn parse_entry(entry: &Value) -> Result<(Revision, Vec<Change>, bool)> {
             _ => return Err(malformed()),
         };
         changes.push(Change {
-            key: key.to_owned(),
+            key: key.into(),
             value,
         });
     }
@@ -867,7 +867,7 @@ impl Backend for RedisBackend {
             Value::Array(parts) if parts.is_empty() => Ok(None),
             Value::Nil => Ok(None),
             Value::Array(parts) if parts.len() == 2 => Ok(Some(Entry {
-                key: key.to_owned(),
+                key: key.into(),
                 value: payload(&parts[0])?,
                 version: Version(
                     number(&parts[1])
@@ -899,7 +899,7 @@ impl Backend for RedisBackend {
         for triple in rest.chunks(3) {
             let key = text(&triple[0]).ok_or_else(|| bad_reply("a stored key is not UTF-8"))?;
             entries.push(Entry {
-                key: key.to_owned(),
+                key: key.into(),
                 value: payload(&triple[1])?,
                 version: Version(
                     number(&triple[2])

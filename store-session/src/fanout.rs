@@ -201,7 +201,7 @@ fn strip(prefix: &str, changes: &[Change]) -> Vec<Change> {
         .iter()
         .filter_map(|change| {
             Some(Change {
-                key: change.key.strip_prefix(prefix)?.to_owned(),
+                key: change.key.strip_prefix(prefix)?.into(),
                 value: change.value.clone(),
             })
         })
@@ -417,7 +417,7 @@ impl<B: Backend> Hub<B> {
                             if !route.is_live() {
                                 continue;
                             }
-                            let key = change.key[route.prefix.len()..].to_owned();
+                            let key = change.key[route.prefix.len()..].into();
                             per_route
                                 .entry(Arc::as_ptr(route))
                                 .or_insert_with(|| (Arc::clone(route), Vec::new()))

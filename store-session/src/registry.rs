@@ -199,7 +199,7 @@ impl Listener for Follower {
                 let key = layout::meta_key(&config.root, core.id());
                 match config.inner.list(&key).await {
                     Ok(listing) => {
-                        let entry = listing.entries.iter().find(|e| e.key == key);
+                        let entry = listing.entries.iter().find(|e| *e.key == *key);
                         // A record's own version says when it was written.
                         let revision = entry.map_or(listing.revision, |e| Revision(e.version.0));
                         follower.follow(core, &key, entry.map(|e| &e.value), revision);
@@ -247,7 +247,7 @@ impl Config {
             }
             // A listing says which revision the backend is at.
             let listing = self.inner.list(&key).await?;
-            if let Some(entry) = listing.entries.into_iter().find(|e| e.key == key) {
+            if let Some(entry) = listing.entries.into_iter().find(|e| *e.key == *key) {
                 return store_core::decode::<u64>(&key, &entry.value).map_err(Error::from);
             }
             let generation = listing.revision.0;
@@ -313,7 +313,7 @@ impl Config {
         let mut ops: Vec<Op> = listing
             .entries
             .into_iter()
-            .map(|entry| Op::delete(entry.key))
+            .map(|entry| Op::delete(&*entry.key))
             .collect();
         ops.extend(extra.map(Op::delete));
         while !ops.is_empty() {

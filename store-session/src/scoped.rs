@@ -105,8 +105,7 @@ fn strip_entries(prefix: &str, entries: Vec<Entry>) -> Vec<Entry> {
     entries
         .into_iter()
         .filter_map(|mut entry| {
-            let key = entry.key.strip_prefix(prefix)?.to_owned();
-            entry.key = key;
+            entry.key = entry.key.strip_prefix(prefix)?.into();
             Some(entry)
         })
         .collect()
@@ -121,9 +120,8 @@ fn filter_event(prefix: &str, event: WatchEvent) -> WatchEvent {
             let mine: Vec<Change> = changes
                 .into_iter()
                 .filter_map(|change| {
-                    let key = change.key.strip_prefix(prefix)?.to_owned();
                     Some(Change {
-                        key,
+                        key: change.key.strip_prefix(prefix)?.into(),
                         value: change.value,
                     })
                 })
@@ -153,7 +151,7 @@ impl<B: Backend> Backend for ScopedBackend<B> {
     async fn read(&self, key: &str) -> Result<Option<Entry>> {
         let entry = self.inner.read(&self.full(key)).await?;
         Ok(entry.map(|mut entry| {
-            key.clone_into(&mut entry.key);
+            entry.key = key.into();
             entry
         }))
     }
@@ -217,7 +215,7 @@ mod tests {
         ab.apply(put("k")).await.expect("apply");
         let listing = a.list("").await.expect("list");
         assert_eq!(listing.entries.len(), 1);
-        assert_eq!(listing.entries[0].key, "k");
+        assert_eq!(&*listing.entries[0].key, "k");
         assert_eq!(
             a.read("k").await.expect("read").map(|e| e.key),
             Some("k".into())
@@ -237,7 +235,7 @@ mod tests {
         assert_eq!(first, Some(WatchEvent::Progress(Revision(1))));
         let second = watch.next().await.and_then(Result::ok);
         assert!(
-            matches!(second, Some(WatchEvent::Changes { ref changes, .. }) if changes[0].key == "k"),
+            matches!(second, Some(WatchEvent::Changes { ref changes, .. }) if &*changes[0].key == "k"),
             "{second:?}"
         );
     }

@@ -49,7 +49,10 @@ impl Backend for Recording {
 
     async fn list(&self, prefix: &str) -> store_core::Result<Listing> {
         let listing = self.inner.list(prefix).await?;
-        self.record(&self.listed, listing.entries.iter().map(|e| e.key.clone()));
+        self.record(
+            &self.listed,
+            listing.entries.iter().map(|e| e.key.to_string()),
+        );
         Ok(listing)
     }
 

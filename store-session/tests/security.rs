@@ -131,7 +131,7 @@ async fn check_inner(
             continue;
         }
         let value: String = serde_json::from_str(entry.value.as_str()).map_err(fail)?;
-        found.insert(entry.key, value);
+        found.insert(entry.key.to_string(), value);
     }
     prop_assert_eq!(&found, placement);
     Ok(())
