@@ -182,6 +182,14 @@ pub(crate) async fn handle(app: Arc<App>, request: Request<Incoming>) -> Respons
         .get(CLIENT_HEADER)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
+    // `Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`
+    // (and `as=PartialObjectMetadata`): answer with the metadata alone.
+    let metadata_only = request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("as=PartialObjectMetadata"));
     let routed = route(&app, &path);
     let query = Query::parse(&raw_query);
     let watch = query.as_ref().is_ok_and(|query| query.watch);
@@ -209,6 +217,7 @@ pub(crate) async fn handle(app: Arc<App>, request: Request<Incoming>) -> Respons
                     user_agent: user_agent.as_deref(),
                     client: client.as_deref(),
                     body: &body,
+                    metadata_only,
                 };
                 dispatch(&app, route, &call)
             }
@@ -248,6 +257,38 @@ struct Call<'a> {
     user_agent: Option<&'a str>,
     client: Option<&'a str>,
     body: &'a [u8],
+    /// The client asked for `PartialObjectMetadata` (a list of them).
+    metadata_only: bool,
+}
+
+/// A list or an object as kube-apiserver serves it to a client asking for
+/// metadata only: `PartialObjectMetadataList` items, or one
+/// `PartialObjectMetadata`, each with the object's whole `metadata`.
+fn metadata_only(reply: Reply, call: &Call<'_>) -> Reply {
+    let Reply::Json { status: 200, body } = reply else {
+        return reply;
+    };
+    if !call.metadata_only {
+        return Reply::Json { status: 200, body };
+    }
+    let partial = |object: &Value| {
+        json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadata",
+            "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        })
+    };
+    let body = match body.get("items").and_then(Value::as_array) {
+        Some(items) => json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadataList",
+            "metadata": body.get("metadata").cloned().unwrap_or_else(|| json!({})),
+            // kube-apiserver sends `null`, not `[]`, when none match.
+            "items": (!items.is_empty()).then(|| items.iter().map(partial).collect::<Vec<_>>()),
+        }),
+        None => partial(&body),
+    };
+    Reply::Json { status: 200, body }
 }
 
 fn dispatch(app: &Arc<App>, route: Route, call: &Call<'_>) -> Response<Body> {
@@ -343,8 +384,12 @@ fn resource(
         (&Method::GET, Some(_)) if call.query.watch || watch_path => {
             handlers::watch(app, target, call.query)
         }
-        (&Method::GET, None) => handlers::list(app, target, call.query),
-        (&Method::GET, Some(name)) => handlers::get(app, target, name),
+        (&Method::GET, None) => {
+            handlers::list(app, target, call.query).map(|reply| metadata_only(reply, call))
+        }
+        (&Method::GET, Some(name)) => {
+            handlers::get(app, target, name).map(|reply| metadata_only(reply, call))
+        }
         (&Method::POST, None) if !cluster_wide_namespaced => {
             check_object_type()?;
             handlers::create(app, target, call.body, &ctx)

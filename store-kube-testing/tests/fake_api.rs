@@ -790,6 +790,64 @@ async fn lists_paginate_with_limit_and_continue(cluster: &TestCluster) {
 }
 on_both_tiers!(lists_paginate_with_limit_and_continue);
 
+async fn metadata_only_reads_carry_the_metadata_alone(cluster: &TestCluster) {
+    let f = setup(cluster).await;
+    for i in 0..3 {
+        f.widgets
+            .create(&PostParams::default(), &widget(&format!("m{i}"), sized(i)))
+            .await
+            .expect("create");
+    }
+    let url = support::Widget::url_path(&(), Some(&f.namespace));
+    let list = kube::core::Request::new(&url)
+        .list_metadata(&ListParams::default())
+        .expect("a request");
+    let list = raw(&f.client, list).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert_eq!(
+        list.body["kind"], "PartialObjectMetadataList",
+        "{}",
+        list.text
+    );
+    assert_eq!(list.body["apiVersion"], "meta.k8s.io/v1");
+    assert!(list.body["metadata"]["resourceVersion"].is_string());
+    let items = list.body["items"].as_array().expect("items");
+    let names: Vec<&str> = items
+        .iter()
+        .map(|item| item["metadata"]["name"].as_str().expect("a name"))
+        .collect();
+    assert_eq!(names, ["m0", "m1", "m2"]);
+    for item in items {
+        assert_eq!(item["kind"], "PartialObjectMetadata");
+        assert!(item["metadata"]["resourceVersion"].is_string());
+        assert!(item["metadata"]["managedFields"].is_array());
+        assert!(item.get("spec").is_none(), "{item}");
+    }
+    let one = kube::core::Request::new(&url)
+        .get_metadata("m1", &kube::api::GetParams::default())
+        .expect("a request");
+    let one = raw(&f.client, one).await;
+    assert_eq!(one.status, 200, "{}", one.text);
+    assert_eq!(one.body["kind"], "PartialObjectMetadata");
+    assert_eq!(one.body["metadata"]["name"], "m1");
+    assert!(one.body.get("spec").is_none(), "{}", one.text);
+    // None selected: `items` is `null`, not `[]`.
+    let none = kube::core::Request::new(&url)
+        .list_metadata(&ListParams::default().labels("absent=yes"))
+        .expect("a request");
+    let none = raw(&f.client, none).await;
+    assert_eq!(none.status, 200, "{}", none.text);
+    assert!(none.body["items"].is_null(), "{}", none.text);
+    // kube-rs reads both.
+    let typed = f
+        .widgets
+        .list_metadata(&ListParams::default())
+        .await
+        .expect("a metadata list");
+    assert_eq!(typed.items.len(), 3);
+}
+on_both_tiers!(metadata_only_reads_carry_the_metadata_alone);
+
 async fn an_exact_list_shows_an_earlier_revision(cluster: &TestCluster) {
     let f = setup(cluster).await;
     let created = f

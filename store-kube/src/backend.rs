@@ -18,7 +18,7 @@ use store_core::backend::{Applied, Batch, Entry, Listing, Op, Outcome, WatchStre
 use store_core::{Backend, Capabilities, Error, Result, Revision, Version};
 use tokio::sync::mpsc;
 
-use crate::cache::{parse_object, parse_revision, to_json};
+use crate::cache::{parse_object, to_json};
 use crate::config::ConfigError;
 use crate::error::{self, NAME};
 use crate::feed::{self, FeedState};
@@ -319,16 +319,18 @@ impl KubeBackendBuilder {
                 metrics,
             }),
         };
-        for name in backend.inner.layout.objects() {
-            let object = if self.read_only {
-                backend.inner.existing_object(&name).await?
-            } else {
-                Some(backend.inner.ensure_object(&name).await?)
-            };
-            if let Some(object) = object {
-                backend.inner.check_shard_count(&object)?;
-            }
-        }
+        // The watcher starts first: its listing is what checks the objects
+        // that exist, and what stores list from.
+        let (deleted, recreate) = mpsc::unbounded_channel();
+        tokio::spawn(feed::run(
+            Arc::downgrade(&backend.inner.feed),
+            Arc::clone(&backend.inner.metrics),
+            watching,
+            backend.inner.watcher_config(),
+            stopped.clone(),
+            deleted,
+        ));
+        backend.inner.check_objects(self.read_only).await?;
         if self.read_only {
             // Nothing to migrate or recreate: the watcher's reports of deleted
             // objects go nowhere.
@@ -346,15 +348,6 @@ impl KubeBackendBuilder {
                 self.v1_removal_delay,
             );
         }
-        let (deleted, recreate) = mpsc::unbounded_channel();
-        tokio::spawn(feed::run(
-            Arc::downgrade(&backend.inner.feed),
-            Arc::clone(&backend.inner.metrics),
-            watching,
-            backend.inner.watcher_config(),
-            stopped,
-            deleted,
-        ));
         if !self.read_only {
             tokio::spawn(recreate_deleted(Arc::downgrade(&backend.inner), recreate));
         }
@@ -447,22 +440,7 @@ impl Backend for KubeBackend {
         // Names and resourceVersions are all it needs: the data comes from the
         // feed's cache, so a metadata-only list keeps a large store's values
         // off the wire and out of the parser.
-        let list = inner
-            .call(
-                "list",
-                "list",
-                inner.api.list_metadata(&inner.list_params()),
-            )
-            .await
-            .map_err(error::from_kube)?;
-        let targets = list
-            .items
-            .iter()
-            .map(|o| {
-                let revision = parse_revision(o.metadata.resource_version.as_deref())?;
-                Ok((o.metadata.name.clone().unwrap_or_default(), revision))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let targets = inner.object_revisions().await?;
         let deadline = tokio::time::Instant::now() + inner.request_timeout * 3;
         loop {
             let notified = inner.feed.advanced.notified();

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use kube::api::DynamicObject;
 use store_core::backend::{Change, Entry};
 use store_core::{Error, Version};
 
@@ -37,6 +38,8 @@ pub(crate) struct Shard {
     pub(crate) data: BTreeMap<Arc<str>, Slot>,
     /// Serialized size of the whole object, `managedFields` included.
     pub(crate) size: usize,
+    /// The shard count its spec declares (native layout).
+    pub(crate) declared_shards: Option<u64>,
 }
 
 impl Shard {
@@ -61,6 +64,8 @@ pub(crate) struct Seen {
     pub(crate) size: usize,
     /// Entries of the data map whose value is not a string (edited by hand).
     pub(crate) malformed: Vec<String>,
+    /// The shard count its spec declares (native layout).
+    pub(crate) declared_shards: Option<u64>,
     pub(crate) has_data_map: bool,
     pub(crate) has_labels: bool,
 }
@@ -82,25 +87,85 @@ pub(crate) fn parse_revision(resource_version: Option<&str>) -> Result<u64, Erro
     })
 }
 
+/// The shard count a native object's spec declares.
+pub(crate) fn declared_shards(object: &serde_json::Value) -> Option<u64> {
+    object
+        .pointer("/spec/shards")
+        .and_then(serde_json::Value::as_u64)
+}
+
 /// Reads an object's JSON through the layout.
 pub(crate) fn parse_object(layout: &Layout, object: &serde_json::Value) -> Result<Seen, Error> {
     let metadata = object.get("metadata");
-    let name = metadata
-        .and_then(|m| m.get("name"))
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let revision = parse_revision(
+    let text = |field: &str| {
         metadata
-            .and_then(|m| m.get("resourceVersion"))
-            .and_then(serde_json::Value::as_str),
-    )?;
+            .and_then(|m| m.get(field))
+            .and_then(serde_json::Value::as_str)
+    };
     let has_labels = metadata
         .and_then(|m| m.get("labels"))
         .is_some_and(serde_json::Value::is_object);
+    read_parts(
+        layout,
+        Parts {
+            name: text("name").unwrap_or_default(),
+            resource_version: text("resourceVersion"),
+            has_labels,
+            body: object,
+            size: object.to_string().len(),
+        },
+    )
+}
+
+/// Reads an object as the watcher hands it over, without first turning it
+/// into one JSON value (a copy of every key and value).
+pub(crate) fn parse_dynamic(layout: &Layout, object: &DynamicObject) -> Result<Seen, Error> {
+    let mut counted = Counted(0);
+    serde_json::to_writer(&mut counted, object).map_err(|e| Error::backend(NAME, e))?;
+    read_parts(
+        layout,
+        Parts {
+            name: object.metadata.name.as_deref().unwrap_or_default(),
+            resource_version: object.metadata.resource_version.as_deref(),
+            has_labels: object.metadata.labels.is_some(),
+            // Everything but `apiVersion`, `kind` and `metadata`, where the
+            // layout's data pointer leads as in the whole object.
+            body: &object.data,
+            size: counted.0,
+        },
+    )
+}
+
+/// Counts the bytes written to it.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What [`Seen`] is read from.
+struct Parts<'a> {
+    name: &'a str,
+    resource_version: Option<&'a str>,
+    has_labels: bool,
+    /// Holds `spec` (native layout) or `data` (Pepr layout).
+    body: &'a serde_json::Value,
+    /// Serialized size of the whole object.
+    size: usize,
+}
+
+fn read_parts(layout: &Layout, parts: Parts<'_>) -> Result<Seen, Error> {
+    let revision = parse_revision(parts.resource_version)?;
     let mut data = Vec::new();
     let mut malformed = Vec::new();
-    let map = layout.data_of(object);
+    let map = layout.data_of(parts.body);
     for (map_key, value) in map.into_iter().flatten() {
         let Some(key) = layout.store_key(map_key) else {
             continue;
@@ -116,14 +181,15 @@ pub(crate) fn parse_object(layout: &Layout, object: &serde_json::Value) -> Resul
         }
     }
     Ok(Seen {
-        name,
+        name: parts.name.to_owned(),
         revision,
         // Collected at once, the map is built densely.
         data: data.into_iter().collect(),
-        size: object.to_string().len(),
+        size: parts.size,
         malformed,
+        declared_shards: declared_shards(parts.body),
         has_data_map: map.is_some(),
-        has_labels,
+        has_labels: parts.has_labels,
     })
 }
 
@@ -161,6 +227,7 @@ impl Cache {
         // In key order already: collected at once, the map is built densely.
         shard.data = data.into_iter().collect();
         shard.size = seen.size;
+        shard.declared_shards = seen.declared_shards;
         changes
     }
 
@@ -260,6 +327,41 @@ mod tests {
         let listed = entries.iter().find(|e| &*e.key == "a").expect("listed");
         assert!(Arc::ptr_eq(&listed.key, &change.key));
         assert!(std::ptr::eq(listed.value.as_str().as_ptr(), value.as_ptr()));
+    }
+
+    #[test]
+    fn a_watched_object_reads_as_its_json_does() {
+        let pepr = Layout::Pepr {
+            object: "pepr-u-store".into(),
+            capability: "cap".into(),
+        };
+        let objects = [
+            (native(), object(7, serde_json::json!({"a": "1", "b": 2}))),
+            (
+                pepr,
+                serde_json::json!({
+                    "apiVersion": "pepr.dev/v1",
+                    "kind": "PeprStore",
+                    "metadata": { "name": "pepr-u-store", "resourceVersion": "4", "labels": {"x": "y"} },
+                    "data": { "__pepr_do_not_delete__": "k-v", "cap-v2-a": "one", "other-v2-b": "two" },
+                }),
+            ),
+        ];
+        for (layout, json) in objects {
+            let dynamic: DynamicObject = serde_json::from_value(json).expect("an object");
+            let from_json =
+                parse_object(&layout, &to_json(&dynamic).expect("json")).expect("parses");
+            let watched = parse_dynamic(&layout, &dynamic).expect("parses");
+            assert_eq!(watched.name, from_json.name);
+            assert_eq!(watched.revision, from_json.revision);
+            assert_eq!(watched.data, from_json.data);
+            assert_eq!(watched.size, from_json.size);
+            assert_eq!(watched.malformed, from_json.malformed);
+            assert_eq!(watched.declared_shards, from_json.declared_shards);
+            assert_eq!(watched.has_data_map, from_json.has_data_map);
+            assert_eq!(watched.has_labels, from_json.has_labels);
+            assert!(!watched.data.is_empty());
+        }
     }
 
     #[test]

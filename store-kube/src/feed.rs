@@ -18,7 +18,7 @@ use store_core::Revision;
 use store_core::backend::{Change, WatchEvent, WatchStream};
 use tokio::sync::{Notify, broadcast, mpsc};
 
-use crate::cache::{Cache, parse_object, parse_revision, to_json};
+use crate::cache::{Cache, parse_dynamic, parse_revision};
 use crate::layout::Layout;
 use crate::metrics::KubeMetrics;
 
@@ -159,6 +159,9 @@ pub(crate) struct FeedState {
     history: Mutex<Feed>,
     /// Woken whenever the feed moved, for listings waiting on it.
     pub(crate) advanced: Notify,
+    /// Whether the watcher has completed a listing (`Some(true)`), or
+    /// failed before its first (`Some(false)`).
+    listed: tokio::sync::watch::Sender<Option<bool>>,
 }
 
 impl FeedState {
@@ -168,6 +171,7 @@ impl FeedState {
             cache: Mutex::new(Cache::default()),
             history: Mutex::new(Feed::default()),
             advanced: Notify::new(),
+            listed: tokio::sync::watch::Sender::new(None),
         }
     }
 
@@ -177,6 +181,14 @@ impl FeedState {
 
     pub(crate) fn history(&self) -> MutexGuard<'_, Feed> {
         self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits, at most `limit`, for the watcher's first listing; whether it
+    /// completed (`false` as soon as the watcher fails before it).
+    pub(crate) async fn first_listing(&self, limit: std::time::Duration) -> bool {
+        let mut listed = self.listed.subscribe();
+        let outcome = tokio::time::timeout(limit, listed.wait_for(Option::is_some)).await;
+        matches!(outcome, Ok(Ok(done)) if *done == Some(true))
     }
 }
 
@@ -215,6 +227,7 @@ pub(crate) async fn run(
             Ok(watcher::Event::InitDone) => {
                 let listed = buffer.take().unwrap_or_default();
                 init_done(&state, &listed);
+                state.listed.send_replace(Some(true));
             }
             Ok(watcher::Event::Apply(object)) => applied(&state, &object),
             Ok(watcher::Event::Delete(object)) => {
@@ -224,6 +237,13 @@ pub(crate) async fn run(
             }
             Err(error) => {
                 metrics.watch_error(&error);
+                state.listed.send_if_modified(|listed| {
+                    let first = listed.is_none();
+                    if first {
+                        *listed = Some(false);
+                    }
+                    first
+                });
                 // The watcher backs off and resumes by itself.
                 tracing::warn!(%error, "watch failed; backing off");
             }
@@ -236,7 +256,7 @@ pub(crate) async fn run(
 fn init_done(state: &FeedState, listed: &[DynamicObject]) {
     let mut seen = Vec::with_capacity(listed.len());
     for object in listed {
-        match to_json(object).and_then(|json| parse_object(&state.layout, &json)) {
+        match parse_dynamic(&state.layout, object) {
             Ok(parsed) => seen.push(parsed),
             Err(error) => tracing::warn!(%error, "skipping an object that does not parse"),
         }
@@ -282,7 +302,7 @@ fn init_done(state: &FeedState, listed: &[DynamicObject]) {
 }
 
 fn applied(state: &FeedState, object: &DynamicObject) {
-    let seen = match to_json(object).and_then(|json| parse_object(&state.layout, &json)) {
+    let seen = match parse_dynamic(&state.layout, object) {
         Ok(seen) => seen,
         Err(error) => {
             tracing::warn!(%error, "skipping an object that does not parse");

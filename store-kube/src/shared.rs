@@ -3,7 +3,7 @@
 //! read, patch, migrate). `backend.rs` is the front door; the watcher task
 //! (`feed.rs`) has a state of its own.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +15,7 @@ use store_core::backend::{Op, Outcome};
 use store_core::{Error, Precondition, Result, Version};
 use tracing::Instrument;
 
-use crate::cache::{Cache, parse_object, to_json};
+use crate::cache::{Cache, declared_shards, parse_object, parse_revision, to_json};
 use crate::config::ConfigError;
 use crate::error::{self, NAME};
 use crate::feed::{Feed, FeedState};
@@ -245,21 +245,90 @@ impl Shared {
         })
     }
 
-    pub(crate) fn check_shard_count(&self, object: &serde_json::Value) -> Result<()> {
-        if let Layout::Native { store, shards } = &self.layout {
-            let found = object
-                .pointer("/spec/shards")
-                .and_then(serde_json::Value::as_u64);
-            if let Some(found) = found
-                && found != u64::from(*shards)
-            {
-                return Err(ConfigError::ShardCountMismatch {
-                    store: store.clone(),
-                    found,
-                    configured: *shards,
-                }
-                .into());
+    /// Every store object's name and revision, from a metadata-only LIST
+    /// read into just those: the rest of each item's metadata (its
+    /// `managedFields` name every key) is skipped, not parsed into values.
+    pub(crate) async fn object_revisions(&self) -> Result<Vec<(String, u64)>> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            /// kube-apiserver sends `null` for none.
+            #[serde(default)]
+            items: Option<Vec<Item>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Item {
+            metadata: Meta,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta {
+            name: Option<String>,
+            resource_version: Option<String>,
+        }
+        let url =
+            <DynamicObject as kube::Resource>::url_path(&self.resource, Some(&self.namespace));
+        let request = kube::core::Request::new(url)
+            .list_metadata(&self.list_params())
+            .map_err(|e| Error::backend(NAME, e))?;
+        let client = self.api.clone().into_client();
+        let list: List = self
+            .call("list", "list", client.request(request))
+            .await
+            .map_err(error::from_kube)?;
+        list.items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|item| {
+                let revision = parse_revision(item.metadata.resource_version.as_deref())?;
+                Ok((item.metadata.name.unwrap_or_default(), revision))
+            })
+            .collect()
+    }
+
+    /// Makes sure every object of the layout exists (creating what is
+    /// missing, unless read-only) and that none declares another shard count.
+    ///
+    /// The watcher's first listing, which a store waits for anyway, says
+    /// which exist and what they declare; only the others are read (or
+    /// created) one by one. A cold start so reads every object once, not
+    /// twice. When the watcher fails before it lists (no CRD, no namespace,
+    /// no permission), every object is read, which names what is wrong.
+    pub(crate) async fn check_objects(&self, read_only: bool) -> Result<()> {
+        let mut known = HashSet::new();
+        if self.feed.first_listing(self.request_timeout).await {
+            let cache = self.cache();
+            for (name, shard) in &cache.shards {
+                self.check_shard_count(shard.declared_shards)?;
+                known.insert(name.clone());
             }
+        }
+        for name in self.layout.objects() {
+            if known.contains(&name) {
+                continue;
+            }
+            let object = if read_only {
+                self.existing_object(&name).await?
+            } else {
+                Some(self.ensure_object(&name).await?)
+            };
+            if let Some(object) = object {
+                self.check_shard_count(declared_shards(&object))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_shard_count(&self, found: Option<u64>) -> Result<()> {
+        if let Layout::Native { store, shards } = &self.layout
+            && let Some(found) = found
+            && found != u64::from(*shards)
+        {
+            return Err(ConfigError::ShardCountMismatch {
+                store: store.clone(),
+                found,
+                configured: *shards,
+            }
+            .into());
         }
         Ok(())
     }

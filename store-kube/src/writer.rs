@@ -359,6 +359,7 @@ mod tests {
                 })
                 .collect(),
             size: 500,
+            declared_shards: Some(1),
         }
     }
 
