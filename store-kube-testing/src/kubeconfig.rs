@@ -39,7 +39,16 @@ pub(crate) fn render(spec: &KubeconfigSpec<'_>) -> String {
                 quoted(&path.to_string_lossy())
             )
         })
-        .unwrap_or_default();
+        // A plain-HTTP server (the fake): there is no certificate to check,
+        // and @kubernetes/client-node (Pepr's client) refuses `http://`
+        // unless told so.
+        .unwrap_or_else(|| {
+            if spec.server.starts_with("http://") {
+                "    insecure-skip-tls-verify: true\n".to_owned()
+            } else {
+                String::new()
+            }
+        });
     format!(
         "apiVersion: v1\n\
          kind: Config\n\

@@ -280,19 +280,19 @@ const ROWS: [Spec; 11] = [
     Spec {
         id: "B4",
         measures: "`set_and_wait` p50 / p99 (fake API server, 1 ms latency; real control plane when present)",
-        target: "p50 ≤ 1.3× the floor on each API, ≤ 3 ms on the fake; ≥ 300× faster than Pepr (simulated on the fake, its own code on the real control plane)",
+        target: "p50 ≤ 1.3× the floor on each API, ≤ 3 ms on the fake; ≥ 300× faster than Pepr's own code on each API (simulated on the fake without Node)",
         evaluate: b4,
     },
     Spec {
         id: "B5",
         measures: "write on replica A visible on replica B, p50 (fake API server, 1 ms latency; real control plane when present)",
-        target: "p50 ≤ 1.3× the floor on each API; ≥ 100× faster than Pepr's own code on the real control plane",
+        target: "p50 ≤ 1.3× the floor on each API; ≥ 100× faster than Pepr's own code on each API",
         evaluate: b5,
     },
     Spec {
         id: "B6",
-        measures: "cold start to `ready()` with 100,000 keys over shards",
-        target: "≤ 2 s",
+        measures: "cold start to `ready()` with 100,000 keys over shards (fake API server, 1 ms latency)",
+        target: "≤ 3× a plain paginated LIST of the same objects",
         evaluate: b6,
     },
     Spec {
@@ -390,11 +390,22 @@ fn b2(r: &Results) -> Option<Measured> {
 fn b3(r: &Results) -> Option<Measured> {
     let store = r.figure("B3", "store_requests")?;
     let naive = r.figure("B3", "naive_requests")?;
-    let pepr = r.figure("B3", "pepr_requests")?;
+    let simulated = r.figure("B3", "pepr_requests")?;
+    let pepr = match (
+        r.figure("B3", "fake_pepr_requests"),
+        r.figure("B3", "fake_pepr_failed_requests"),
+        r.figure("B3", "fake_pepr_refused"),
+    ) {
+        (Some(own), _, _) => format!("Pepr's own store (npm pepr 1.1.4) {own:.0}"),
+        (None, Some(sent), Some(refused)) => format!(
+            "Pepr's own store (npm pepr 1.1.4) stored none of them: {sent:.0} requests, {refused:.0} refused (it sends everything queued as one JSON Patch, past the API's 10,000-operation limit); Pepr-style (4 s, simulated) {simulated:.0}"
+        ),
+        _ => format!("Pepr-style (4 s, simulated) {simulated:.0}"),
+    };
     let fewer = naive / store.max(1.0);
     Some(Measured {
         figure: format!("{store:.0} requests"),
-        baseline: format!("naive {naive:.0}; Pepr-style (4 s) {pepr:.0}"),
+        baseline: format!("naive {naive:.0}; {pepr}"),
         ratio: format!("{fewer:.0}× fewer than naive"),
         met: store <= 20.0 && fewer >= 500.0,
     })
@@ -432,17 +443,28 @@ fn b4(r: &Results) -> Option<Measured> {
     let p50 = r.figure("B4", "p50_ms")?;
     let p99 = r.figure("B4", "p99_ms")?;
     let floor = r.figure("B4", "floor_p50_ms")?;
-    let pepr50 = r.figure("B4", "pepr_p50_ms")?;
-    let pepr99 = r.figure("B4", "pepr_p99_ms")?;
+    // Pepr's own store on the fake when Node and npm `pepr` were found, the
+    // simulation of its timing otherwise.
+    let (pepr, pepr50, pepr99) = match (
+        r.figure("B4", "fake_pepr_p50_ms"),
+        r.figure("B4", "fake_pepr_p99_ms"),
+    ) {
+        (Some(p50), Some(p99)) => ("Pepr's own store (npm pepr 1.1.4)", p50, p99),
+        _ => (
+            "simulated Pepr (4 s sends, 1 s debounce)",
+            r.figure("B4", "pepr_p50_ms")?,
+            r.figure("B4", "pepr_p99_ms")?,
+        ),
+    };
     let faster = pepr50 / p50;
     let (real, real_met) = on_the_real_control_plane(r, "B4", 1.3, 300.0);
     Some(Measured {
         figure: format!("p50 {p50:.2} ms, p99 {p99:.2} ms{real}"),
         baseline: format!(
-            "floor (JSON Patch + plain watcher) p50 {floor:.2} ms; simulated Pepr (4 s sends, 1 s debounce) p50 {pepr50:.0} ms, p99 {pepr99:.0} ms"
+            "floor (JSON Patch + plain watcher) p50 {floor:.2} ms; {pepr} p50 {pepr50:.0} ms, p99 {pepr99:.0} ms"
         ),
         ratio: format!(
-            "{:.2}× the floor; {faster:.0}× faster than simulated Pepr (p50)",
+            "{:.2}× the floor; {faster:.0}× faster than {pepr} (p50)",
             p50 / floor
         ),
         met: p50 <= 1.3 * floor && p50 <= 3.0 && faster >= 300.0 && real_met,
@@ -454,23 +476,36 @@ fn b5(r: &Results) -> Option<Measured> {
     let floor = r.figure("B5", "floor_p50_ms")?;
     let latency = r.figure("B5", "latency_ms")?;
     let (real, real_met) = on_the_real_control_plane(r, "B5", 1.3, 100.0);
+    let (pepr, pepr_ratio, pepr_met) = match r.figure("B5", "fake_pepr_p50_ms") {
+        Some(pepr) => (
+            format!("; Pepr's own store (npm pepr 1.1.4) p50 {pepr:.0} ms"),
+            format!("; {:.0}× faster than Pepr's own store", pepr / p50),
+            pepr / p50 >= 100.0,
+        ),
+        None => (
+            "; Pepr's own store not measured".to_owned(),
+            String::new(),
+            true,
+        ),
+    };
     Some(Measured {
         figure: format!("p50 {p50:.2} ms{real}"),
         baseline: format!(
-            "floor (JSON Patch + plain watcher) p50 {floor:.2} ms; injected latency {latency:.1} ms"
+            "floor (JSON Patch + plain watcher) p50 {floor:.2} ms; injected latency {latency:.1} ms{pepr}"
         ),
-        ratio: format!("{:.2}× the floor", p50 / floor),
-        met: p50 <= 1.3 * floor && real_met,
+        ratio: format!("{:.2}× the floor{pepr_ratio}", p50 / floor),
+        met: p50 <= 1.3 * floor && pepr_met && real_met,
     })
 }
 
 fn b6(r: &Results) -> Option<Measured> {
     let ready = r.figure("B6", "ready_s")?;
+    let list = r.figure("B6", "list_s")?;
     Some(Measured {
-        figure: format!("{ready:.2} s"),
-        baseline: "none".to_owned(),
-        ratio: "–".to_owned(),
-        met: ready <= 2.0,
+        figure: format!("p50 {ready:.2} s"),
+        baseline: format!("kube-rs paginated LIST of the same objects p50 {list:.2} s"),
+        ratio: format!("{:.2}× the LIST", ready / list),
+        met: ready <= 3.0 * list,
     })
 }
 
