@@ -22,7 +22,7 @@
 //!   carrying the resourceVersion) and starting again on a 409.
 
 use std::alloc::System;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -162,40 +162,36 @@ async fn b3_requests() -> Result<()> {
     pepr.close().await?;
 
     // Pepr's own store doing the same sets, when Node and npm `pepr` are here.
-    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../store-kube/tests/pepr");
-    match PeprPeer::unavailable(&peer) {
-        Some(why) => println!("B3: Pepr's own store not measured: {why}"),
-        None => {
-            server.set_latency(Duration::ZERO);
-            server.apply_crd(&pepr_store_crd())?;
-            create_namespace(server.client()?, "pepr-system").await?;
-            let mut pepr = PeprPeer::start(&peer, server.kubeconfig_path(), "b3", &["cap"]).await?;
-            server.set_latency(LATENCY);
-            server.clear_requests();
-            for round in 0..10_u32 {
-                for key in 0..keys_per_round() {
-                    let value = (round * 1000 + key).to_string();
-                    pepr.send(json!({"op": "set", "cap": "cap", "key": format!("counter-{key}"), "value": value}))
+    if let Some(peer) = pepr_peer("B3") {
+        server.set_latency(Duration::ZERO);
+        server.apply_crd(&pepr_store_crd())?;
+        create_namespace(server.client()?, "pepr-system").await?;
+        let mut pepr = PeprPeer::start(&peer, server.kubeconfig_path(), "b3", &["cap"]).await?;
+        server.set_latency(LATENCY);
+        server.clear_requests();
+        for round in 0..10_u32 {
+            for key in 0..keys_per_round() {
+                let value = (round * 1000 + key).to_string();
+                pepr.send(json!({"op": "set", "cap": "cap", "key": format!("counter-{key}"), "value": value}))
                         .await?;
-                }
             }
-            // Sent after the others, so once it is stored they are too.
-            match pepr.set_and_wait("cap", "done", "yes").await {
-                Ok(()) => report("B3", "fake_pepr_requests", data_requests(&server) as f64),
-                // Pepr sends everything queued as one JSON Patch, and the API
-                // refuses one of more than 10,000 operations (413).
-                Err(error) => {
-                    let refused = server.requests().iter().filter(|r| r.status >= 400).count();
-                    println!(
-                        "B3: Pepr's own store did not store the sets: {error}; {refused} requests refused"
-                    );
-                    report("B3", "fake_pepr_refused", refused as f64);
-                    report(
-                        "B3",
-                        "fake_pepr_failed_requests",
-                        data_requests(&server) as f64,
-                    );
-                }
+        }
+        // Sent after the others, so once it is stored they are too.
+        match pepr.set_and_wait("cap", "done", "yes").await {
+            Ok(()) => report("B3", "fake_pepr_requests", data_requests(&server) as f64),
+            // Pepr sends everything queued as one JSON Patch, and the API
+            // refuses one of more than 10,000 operations (413).
+            Err(error) => {
+                let refused = server.requests().iter().filter(|r| r.status >= 400).count();
+                println!(
+                    "B3: Pepr's own store did not store the sets: {error}; {refused} requests refused"
+                );
+                report("B3", "fake_pepr_refused", refused as f64);
+                report(
+                    "B3",
+                    "fake_pepr_failed_requests",
+                    data_requests(&server) as f64,
+                );
             }
         }
     }
@@ -263,13 +259,10 @@ async fn b4_b5_against_the_floor() -> Result<()> {
         report("B5", "latency_ms", LATENCY.as_secs_f64() * 1e3);
     }
     // Pepr's own store on the same fake API server, with the same latency.
-    let peer = Path::new(env!("CARGO_MANIFEST_DIR")).join("../store-kube/tests/pepr");
-    match PeprPeer::unavailable(&peer) {
-        Some(why) => println!("B4, B5: Pepr's own store not measured on the fake: {why}"),
-        None => {
-            server.apply_crd(&pepr_store_crd())?;
-            pepr_figures(fake.clone(), server.kubeconfig_path(), &peer, "fake").await?;
-        }
+    let peer = pepr_peer("B4, B5");
+    if let Some(peer) = &peer {
+        server.apply_crd(&pepr_store_crd())?;
+        pepr_figures(fake.clone(), server.kubeconfig_path(), peer, "fake").await?;
     }
     drop(server);
 
@@ -294,14 +287,24 @@ async fn b4_b5_against_the_floor() -> Result<()> {
         let seen = visibility_ms(real, "b5").await?;
         report("B5", "real_p50_ms", seen.median());
     }
-    match PeprPeer::unavailable(&peer) {
-        Some(why) => println!("B4, B5: Pepr's own store not measured: {why}"),
-        None => {
-            plane.apply_crd(&pepr_store_crd()).await?;
-            pepr_figures(plane.client()?, plane.kubeconfig_path(), &peer, "real").await?;
-        }
+    if let Some(peer) = &peer {
+        plane.apply_crd(&pepr_store_crd()).await?;
+        pepr_figures(plane.client()?, plane.kubeconfig_path(), peer, "real").await?;
     }
     Ok(())
+}
+
+/// Where Pepr's own store code is installed (`npm ci` in
+/// `store-kube/tests/pepr`), or `None`, saying why, for `rows`.
+fn pepr_peer(rows: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../store-kube/tests/pepr");
+    match PeprPeer::unavailable(&dir) {
+        Some(why) => {
+            println!("{rows}: Pepr's own store not measured: {why}");
+            None
+        }
+        None => Some(dir),
+    }
 }
 
 /// Creates namespace `name` (Pepr's stores live in `pepr-system`).
