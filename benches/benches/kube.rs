@@ -249,6 +249,8 @@ async fn b4_b5_against_the_floor() -> Result<()> {
         let waits = set_and_wait_ms(fake.clone(), "b4").await?;
         report("B4", "p50_ms", waits.median());
         report("B4", "p99_ms", waits.percentile(99.0));
+        let floor = store_floor(fake.clone(), "b4").await?;
+        report("B4", "store_floor_p50_ms", floor);
         let pepr = pepr_style_ms(&server).await?;
         report("B4", "pepr_p50_ms", pepr.median());
         report("B4", "pepr_p99_ms", pepr.percentile(99.0));
@@ -256,6 +258,8 @@ async fn b4_b5_against_the_floor() -> Result<()> {
     if selected("B5") {
         let seen = visibility_ms(fake.clone(), "b5").await?;
         report("B5", "p50_ms", seen.median());
+        let floor = store_floor(fake.clone(), "b5").await?;
+        report("B5", "store_floor_p50_ms", floor);
         report("B5", "latency_ms", LATENCY.as_secs_f64() * 1e3);
     }
     // Pepr's own store on the same fake API server, with the same latency.
@@ -282,10 +286,14 @@ async fn b4_b5_against_the_floor() -> Result<()> {
     if selected("B4") {
         let waits = set_and_wait_ms(real.clone(), "b4").await?;
         report("B4", "real_p50_ms", waits.median());
+        let floor = store_floor(real.clone(), "b4").await?;
+        report("B4", "real_store_floor_p50_ms", floor);
     }
     if selected("B5") {
-        let seen = visibility_ms(real, "b5").await?;
+        let seen = visibility_ms(real.clone(), "b5").await?;
         report("B5", "real_p50_ms", seen.median());
+        let floor = store_floor(real, "b5").await?;
+        report("B5", "real_store_floor_p50_ms", floor);
     }
     if let Some(peer) = &peer {
         plane.apply_crd(&pepr_store_crd()).await?;
@@ -364,15 +372,47 @@ async fn pepr_figures(
     Ok(())
 }
 
-/// The floor: p50 of a JSON Patch of one object until a plain kube-rs watcher
-/// of it receives the change, the least any store on this API can do.
+/// The floor on a one-key object: p50 of a JSON Patch of it until a plain
+/// kube-rs watcher of it receives the change, the least any write on this API
+/// costs.
 async fn api_floor(client: kube::Client) -> Result<f64> {
     let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &store_shard_resource());
     let mut object = DynamicObject::new("floor", &store_shard_resource());
     object.data = json!({ "spec": { "store": "floor", "shard": 0, "shards": 1,
         "data": { "k": "0" } } });
     api.create(&PostParams::default(), &object).await?;
-    let config = watcher::Config::default().fields("metadata.name=floor");
+    let floor = floor_on(&api, "floor", "/spec/data/k").await?;
+    api.delete("floor", &Default::default()).await?;
+    Ok(floor)
+}
+
+/// The floor on the fullest of `store`'s own objects, as a run of the store
+/// left it: the same JSON Patch and plain watcher, on an object of the size
+/// the store's writes patch. The API's cost of a write grows with the object
+/// (a real kube-apiserver re-reads every field and its `managedFields` entry).
+async fn store_floor(client: kube::Client, store: &str) -> Result<f64> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &store_shard_resource());
+    let objects = api.list(&ListParams::default()).await?;
+    let fullest = objects
+        .items
+        .iter()
+        .filter(|o| o.data["spec"]["store"] == json!(store))
+        .filter_map(|o| {
+            let data = o.data["spec"]["data"].as_object()?;
+            let key = data.keys().next()?;
+            Some((data.len(), o.metadata.name.clone()?, key.clone()))
+        })
+        .max()
+        .ok_or_else(|| format!("store `{store}` has no object with data"))?;
+    let (_, name, key) = fullest;
+    let pointer = format!("/spec/data/{}", key.replace('~', "~0").replace('/', "~1"));
+    floor_on(&api, &name, &pointer).await
+}
+
+/// p50 of a JSON Patch replacing the string at `pointer` in object `name`
+/// until a plain kube-rs watcher of the object receives the change.
+async fn floor_on(api: &Api<DynamicObject>, name: &str, pointer: &str) -> Result<f64> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = std::pin::pin!(watcher(api.clone(), config).applied_objects());
     // The watcher has listed once it reports the object.
     tokio::time::timeout(DEADLINE, events.next())
@@ -380,16 +420,16 @@ async fn api_floor(client: kube::Client) -> Result<f64> {
         .map_err(|_| "the floor's watcher never listed")?;
     let mut samples = Samples::new();
     for i in 1..=repetitions(400, 60) {
-        let value = i.to_string();
+        let value = format!("floor-{i}");
         let patch: json_patch::Patch = serde_json::from_value(json!([
-            { "op": "replace", "path": "/spec/data/k", "value": value }
+            { "op": "replace", "path": pointer, "value": value }
         ]))?;
         let started = Instant::now();
-        api.patch("floor", &PatchParams::default(), &Patch::<()>::Json(patch))
+        api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await?;
         tokio::time::timeout(DEADLINE, async {
             while let Some(object) = events.next().await {
-                if object?.data["spec"]["data"]["k"] == json!(value) {
+                if object?.data.pointer(pointer) == Some(&json!(value)) {
                     return Ok(());
                 }
             }
@@ -399,7 +439,6 @@ async fn api_floor(client: kube::Client) -> Result<f64> {
         .map_err(|_| "the floor's watcher never saw a patch")??;
         samples.push_ms(started.elapsed());
     }
-    api.delete("floor", &Default::default()).await?;
     Ok(samples.median())
 }
 
