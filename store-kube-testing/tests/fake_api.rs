@@ -1618,3 +1618,40 @@ async fn kubectl_works_against_the_kubeconfig(cluster: &TestCluster) {
     assert_eq!(b.managed_fields()[0].manager.as_deref(), Some("kubectl"));
 }
 on_both_tiers!(kubectl_works_against_the_kubeconfig);
+
+/// A create body without `apiVersion` and `kind`: kube-apiserver decodes a
+/// custom resource as unstructured JSON, which needs its kind, but a built-in
+/// type into its Go type, defaulting both from the URL.
+async fn a_create_body_without_its_kind(cluster: &TestCluster) {
+    let f = setup(cluster).await;
+    let post = |url: &str, body: serde_json::Value| {
+        http::Request::post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string().into_bytes())
+            .expect("a request")
+    };
+    let url = support::Widget::url_path(&(), Some(&f.namespace));
+    let mut body = serde_json::to_value(widget("no-kind", sized(1))).expect("json");
+    if let Some(object) = body.as_object_mut() {
+        object.remove("kind");
+        object.remove("apiVersion");
+    }
+    let refused = raw(&f.client, post(&url, body)).await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(
+        refused.text.contains("Object 'Kind' is missing"),
+        "{}",
+        refused.text
+    );
+    let name = format!("{}-no-kind", f.namespace);
+    let created = raw(
+        &f.client,
+        post("/api/v1/namespaces", json!({"metadata": {"name": name}})),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    assert_eq!(created.body["kind"], "Namespace", "{}", created.text);
+    assert_eq!(created.body["apiVersion"], "v1");
+    assert_eq!(created.body["metadata"]["name"], json!(name));
+}
+on_both_tiers!(a_create_body_without_its_kind);

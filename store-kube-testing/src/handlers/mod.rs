@@ -115,7 +115,27 @@ fn object_body(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// Checks kind and apiVersion against the URL, and fixes the namespace.
+///
+/// A built-in type's body may leave both out: kube-apiserver decodes it into
+/// its Go type and takes them from the URL. A custom resource's body is
+/// decoded as unstructured JSON, which needs its kind.
 fn check_identity(target: &Target, object: &mut Value) -> Result<(), ApiError> {
+    if target.info.builtin != Builtin::Custom
+        && let Some(fields) = object.as_object_mut()
+    {
+        for (field, value) in [
+            ("kind", target.info.kind.clone()),
+            ("apiVersion", target.api_version()),
+        ] {
+            if fields
+                .get(field)
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                fields.insert(field.to_owned(), Value::String(value));
+            }
+        }
+    }
     let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
     if kind.is_empty() {
         return Err(ApiError::bad_request(
