@@ -14,7 +14,8 @@
 //!   [`PeprPeer`]) beside ours when it is installed.
 //! - B6: cold start to `ready()` with 100,000 keys over shards.
 //! - B9: the live heap a replica holds for those 100,000 keys (backend cache
-//!   plus the store's view), beside the raw payload bytes (keys plus values).
+//!   plus the store's view), beside the raw payload bytes (keys plus values)
+//!   and one `HashMap<String, String>` of the same keys and values.
 //!   Counted by `stats_alloc` around the system allocator.
 //! - B11: a hot key. 8 tasks sharing one store each `update` one counter
 //!   1,000 times: API requests and increments per second, beside kube-rs's
@@ -626,6 +627,18 @@ async fn b6_b9_cold_start() -> Result<()> {
         view_alone as f64 / 1048576.0,
         (held - view_alone) as f64 / 1048576.0
     );
+    // Beside it: one plain map of the same keys and values as strings.
+    let before_map = live_bytes();
+    let map: std::collections::HashMap<String, String> = (0..keys)
+        .map(|i| {
+            (
+                format!("item/{i:06}"),
+                json!({ "id": i, "ok": true }).to_string(),
+            )
+        })
+        .collect();
+    let map_bytes = live_bytes() - before_map;
+    drop(std::hint::black_box(map));
     let len = reader.len();
     if len != keys {
         return Err(format!("the cold replica sees {len} keys of {keys}").into());
@@ -680,6 +693,8 @@ async fn b6_b9_cold_start() -> Result<()> {
     report("B6", "keys", keys as f64);
     report("B9", "view_bytes", held as f64);
     report("B9", "payload_bytes", payload_bytes as f64);
+    report("B9", "one_view_bytes", view_alone as f64);
+    report("B9", "map_bytes", map_bytes as f64);
     Ok(())
 }
 

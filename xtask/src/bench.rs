@@ -24,6 +24,9 @@ const USAGE: &str = "cargo xtask bench [--quick] [--only B1,B7,...] [--no-save]\
 /// Everything above this line in `BENCHMARKS.md` is generated; everything below is kept.
 const NOTES_MARKER: &str = "<!-- Notes below are kept by `cargo xtask bench`. -->";
 
+/// Starts the record of full runs, which each full run extends by one line.
+const RECORD_MARKER: &str = "<!-- One line per full run, added by `cargo xtask bench`. -->";
+
 const IDS: [&str; 11] = [
     "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9", "B10", "B11",
 ];
@@ -85,15 +88,20 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let command = command_line(quick, only.as_deref());
     println!("\n{table}");
     println!(
-        "{} of {} targets met; {} not measured ({:.0?}, `{command}`)",
+        "{} of {} targets met; {} not measured; short of a {:.0}% margin: {} ({:.0?}, `{command}`)",
         rows.iter().filter(|r| r.met == Some(true)).count(),
         rows.len(),
         rows.iter().filter(|r| r.met.is_none()).count(),
+        MARGIN * 100.0,
+        match short_of_margin(&rows) {
+            short if short.is_empty() => "none".to_owned(),
+            short => short.join(", "),
+        },
         started.elapsed()
     );
     if !quick && only.is_none() && save {
         let path = root().join("BENCHMARKS.md");
-        write_report(&path, &table, &command)?;
+        write_report(&path, &table, &rows, &command)?;
         eprintln!("xtask: table written to {}", path.display());
     }
     if bench_ok {
@@ -234,8 +242,51 @@ struct Measured {
     figure: String,
     baseline: String,
     ratio: String,
-    met: bool,
+    /// What the target judges: every check must hold.
+    checks: Vec<Check>,
 }
+
+/// One judged condition of a target: a figure against its limit.
+#[derive(Clone, Copy, Debug)]
+struct Check {
+    value: f64,
+    limit: f64,
+    at_most: bool,
+}
+
+/// `value ≤ limit`.
+fn at_most(value: f64, limit: f64) -> Check {
+    Check {
+        value,
+        limit,
+        at_most: true,
+    }
+}
+
+/// `value ≥ limit`.
+fn at_least(value: f64, limit: f64) -> Check {
+    Check {
+        value,
+        limit,
+        at_most: false,
+    }
+}
+
+impl Check {
+    /// How far inside its limit the figure is: 0.2 when the figure could grow
+    /// (or, for an `at_least`, shrink) by a factor of 1.2 and still meet it;
+    /// negative when it misses. NaN (never met) when a figure is not a number.
+    fn margin(self) -> f64 {
+        if self.at_most {
+            self.limit / self.value - 1.0
+        } else {
+            self.value / self.limit - 1.0
+        }
+    }
+}
+
+/// The margin a row needs in every run of the record (issue: "≥ 20% margin").
+const MARGIN: f64 = 0.2;
 
 struct Row {
     id: &'static str,
@@ -243,16 +294,28 @@ struct Row {
     target: &'static str,
     measured: Option<Measured>,
     met: Option<bool>,
+    /// The smallest margin of the row's checks.
+    margin: Option<f64>,
 }
 
 impl Spec {
     fn evaluate(&self, results: &Results) -> Row {
         let measured = (self.evaluate)(results);
+        let margin = measured.as_ref().and_then(|m| {
+            m.checks.iter().map(|c| c.margin()).reduce(|a, b| {
+                if a.is_nan() || b.is_nan() {
+                    f64::NAN
+                } else {
+                    a.min(b)
+                }
+            })
+        });
         Row {
             id: self.id,
             measures: self.measures,
             target: self.target,
-            met: measured.as_ref().map(|m| m.met),
+            met: measured.as_ref().map(|_| margin.is_some_and(|m| m >= 0.0)),
+            margin,
             measured,
         }
     }
@@ -349,7 +412,7 @@ fn b1(r: &Results) -> Option<Measured> {
         figure: ns(store),
         baseline: format!("{} (`HashMap<String, Arc<T>>` get + clone)", ns(base)),
         ratio: format!("{ratio:.2}×"),
-        met: ratio <= 2.0,
+        checks: vec![at_most(ratio, 2.0)],
     })
 }
 
@@ -383,7 +446,7 @@ fn b2(r: &Results) -> Option<Measured> {
             "{ratio:.2}× the `mpsc` baseline's time; {:.2}× the map's",
             t / map
         ),
-        met: ratio <= B2_RATIO,
+        checks: vec![at_most(ratio, B2_RATIO)],
     })
 }
 
@@ -407,21 +470,26 @@ fn b3(r: &Results) -> Option<Measured> {
         figure: format!("{store:.0} requests"),
         baseline: format!("naive {naive:.0}; {pepr}"),
         ratio: format!("{fewer:.0}× fewer than naive"),
-        met: store <= 20.0 && fewer >= 500.0,
+        checks: vec![at_most(store, 20.0), at_least(fewer, 500.0)],
     })
 }
 
 /// The real control plane's figures, when it was measured: ours against its
 /// floor on the store's own object (and its one-key floor beside), and Pepr's
-/// own store code beside ours. The text, and whether ours is within `times`
-/// the floor and `faster` times faster than Pepr's.
-fn on_the_real_control_plane(r: &Results, id: &str, times: f64, faster: f64) -> (String, bool) {
+/// own store code beside ours. The text, and the checks that ours is within
+/// `times` the floor and `faster` times faster than Pepr's.
+fn on_the_real_control_plane(
+    r: &Results,
+    id: &str,
+    times: f64,
+    faster: f64,
+) -> (String, Vec<Check>) {
     let (Some(p50), Some(floor), Some(one_key)) = (
         r.figure(id, "real_p50_ms"),
         r.figure(id, "real_store_floor_p50_ms"),
         r.figure(id, "real_floor_p50_ms"),
     ) else {
-        return ("; real control plane not measured".to_owned(), true);
+        return ("; real control plane not measured".to_owned(), Vec::new());
     };
     let mut text = format!(
         "; real control plane p50 {p50:.2} ms, {:.2}× its floor {floor:.2} ms \
@@ -429,18 +497,18 @@ fn on_the_real_control_plane(r: &Results, id: &str, times: f64, faster: f64) -> 
         p50 / floor,
         p50 / one_key
     );
-    let mut met = p50 <= times * floor;
+    let mut checks = vec![at_most(p50 / floor, times)];
     match r.figure(id, "real_pepr_p50_ms") {
         Some(pepr) => {
             text.push_str(&format!(
                 ", Pepr's own store (npm pepr 1.1.4) p50 {pepr:.0} ms: {:.0}× faster",
                 pepr / p50
             ));
-            met &= pepr / p50 >= faster;
+            checks.push(at_least(pepr / p50, faster));
         }
         None => text.push_str(", Pepr's own store not measured"),
     }
-    (text, met)
+    (text, checks)
 }
 
 fn b4(r: &Results) -> Option<Measured> {
@@ -462,7 +530,12 @@ fn b4(r: &Results) -> Option<Measured> {
         ),
     };
     let faster = pepr50 / p50;
-    let (real, real_met) = on_the_real_control_plane(r, "B4", 1.3, 300.0);
+    let (real, mut checks) = on_the_real_control_plane(r, "B4", 1.3, 300.0);
+    checks.extend([
+        at_most(p50 / floor, 1.3),
+        at_most(p50, 3.0),
+        at_least(faster, 300.0),
+    ]);
     Some(Measured {
         figure: format!("p50 {p50:.2} ms, p99 {p99:.2} ms{real}"),
         baseline: format!(
@@ -473,7 +546,7 @@ fn b4(r: &Results) -> Option<Measured> {
             "{:.2}× the floor; {faster:.0}× faster than {pepr} (p50)",
             p50 / floor
         ),
-        met: p50 <= 1.3 * floor && p50 <= 3.0 && faster >= 300.0 && real_met,
+        checks,
     })
 }
 
@@ -482,18 +555,17 @@ fn b5(r: &Results) -> Option<Measured> {
     let floor = r.figure("B5", "store_floor_p50_ms")?;
     let one_key = r.figure("B5", "floor_p50_ms")?;
     let latency = r.figure("B5", "latency_ms")?;
-    let (real, real_met) = on_the_real_control_plane(r, "B5", 1.3, 100.0);
-    let (pepr, pepr_ratio, pepr_met) = match r.figure("B5", "fake_pepr_p50_ms") {
-        Some(pepr) => (
-            format!("; Pepr's own store (npm pepr 1.1.4) p50 {pepr:.0} ms"),
-            format!("; {:.0}× faster than Pepr's own store", pepr / p50),
-            pepr / p50 >= 100.0,
-        ),
-        None => (
-            "; Pepr's own store not measured".to_owned(),
-            String::new(),
-            true,
-        ),
+    let (real, mut checks) = on_the_real_control_plane(r, "B5", 1.3, 100.0);
+    checks.push(at_most(p50 / floor, 1.3));
+    let (pepr, pepr_ratio) = match r.figure("B5", "fake_pepr_p50_ms") {
+        Some(pepr) => {
+            checks.push(at_least(pepr / p50, 100.0));
+            (
+                format!("; Pepr's own store (npm pepr 1.1.4) p50 {pepr:.0} ms"),
+                format!("; {:.0}× faster than Pepr's own store", pepr / p50),
+            )
+        }
+        None => ("; Pepr's own store not measured".to_owned(), String::new()),
     };
     Some(Measured {
         figure: format!("p50 {p50:.2} ms{real}"),
@@ -502,7 +574,7 @@ fn b5(r: &Results) -> Option<Measured> {
              of a one-key object {one_key:.2} ms; injected latency {latency:.1} ms{pepr}"
         ),
         ratio: format!("{:.2}× the floor{pepr_ratio}", p50 / floor),
-        met: p50 <= 1.3 * floor && pepr_met && real_met,
+        checks,
     })
 }
 
@@ -513,7 +585,7 @@ fn b6(r: &Results) -> Option<Measured> {
         figure: format!("p50 {ready:.2} s"),
         baseline: format!("kube-rs paginated LIST of the same objects p50 {list:.2} s"),
         ratio: format!("{:.2}× the LIST", ready / list),
-        met: ready <= 3.0 * list,
+        checks: vec![at_most(ready / list, 3.0)],
     })
 }
 
@@ -549,7 +621,7 @@ fn b7(r: &Results) -> Option<Measured> {
             per_thread("`moka::sync::Cache`", "moka"),
         ),
         ratio: format!("{ratio1:.2}× / {ratio2:.2}× `DashMap`'s time"),
-        met: ratio1 <= 2.0 && ratio2 <= 2.0,
+        checks: vec![at_most(ratio1, 2.0), at_most(ratio2, 2.0)],
     })
 }
 
@@ -569,7 +641,7 @@ fn b8(r: &Results) -> Option<Measured> {
         ),
         baseline: format!("end {alone:.2} ms, writes {writes_alone:.0} ms alone"),
         ratio: format!("end {ratio:.2}, writes {writes_ratio:.2}"),
-        met: ratio <= 1.5 && writes_ratio <= 1.5,
+        checks: vec![at_most(ratio, 1.5), at_most(writes_ratio, 1.5)],
     })
 }
 
@@ -577,11 +649,28 @@ fn b9(r: &Results) -> Option<Measured> {
     let view = r.figure("B9", "view_bytes")?;
     let payload = r.figure("B9", "payload_bytes")?;
     let ratio = view / payload;
+    let mib = |bytes: f64| bytes / 1048576.0;
+    let split = match r.figure("B9", "one_view_bytes") {
+        Some(one) => format!(
+            " (one store's view {:.1} MiB, the backend's cache {:.1} MiB)",
+            mib(one),
+            mib(view - one)
+        ),
+        None => String::new(),
+    };
+    let map = match r.figure("B9", "map_bytes") {
+        Some(map) => format!(
+            "; one `HashMap<String, String>` of the same keys and values {:.1} MiB, {:.2}×",
+            mib(map),
+            map / payload
+        ),
+        None => String::new(),
+    };
     Some(Measured {
-        figure: format!("{:.1} MiB", view / 1048576.0),
-        baseline: format!("{:.1} MiB payload", payload / 1048576.0),
+        figure: format!("{:.1} MiB{split}", mib(view)),
+        baseline: format!("{:.1} MiB payload{map}", mib(payload)),
         ratio: format!("{ratio:.2}×"),
-        met: ratio <= 3.0,
+        checks: vec![at_most(ratio, 3.0)],
     })
 }
 
@@ -595,7 +684,7 @@ fn b10(r: &Results) -> Option<Measured> {
         figure: format!("set {}, get {}", ns(set), ns(get)),
         baseline: format!("no recorder: set {}, get {}", ns(set_base), ns(get_base)),
         ratio: format!("set {set_ratio:.2}×, get {get_ratio:.2}×"),
-        met: set_ratio <= 1.5 && get_ratio <= 1.1,
+        checks: vec![at_most(set_ratio, 1.5), at_most(get_ratio, 1.1)],
     })
 }
 
@@ -616,14 +705,14 @@ fn b11(r: &Results) -> Option<Measured> {
             entry_requests / requests.max(1.0)
         ),
         // 1,500 for 8,000 increments; in proportion in a smoke run.
-        met: requests <= increments * 1500.0 / 8000.0,
+        checks: vec![at_most(requests, increments * 1500.0 / 8000.0)],
     })
 }
 
 fn render_table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| id | measures | figure | baseline (same run) | ratio | target | met |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| id | measures | figure | baseline (same run) | ratio | target | met | margin |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for row in rows {
         let (figure, baseline, ratio) = match &row.measured {
@@ -632,11 +721,65 @@ fn render_table(rows: &[Row]) -> String {
         };
         let met = if row.met == Some(true) { "yes" } else { "no" };
         out.push_str(&format!(
-            "| {} | {} | {figure} | {baseline} | {ratio} | {} | {met} |\n",
-            row.id, row.measures, row.target
+            "| {} | {} | {figure} | {baseline} | {ratio} | {} | {met} | {} |\n",
+            row.id,
+            row.measures,
+            row.target,
+            percent(row.margin)
         ));
     }
     out
+}
+
+/// A margin as a signed percentage; `–` when there is none.
+fn percent(margin: Option<f64>) -> String {
+    match margin {
+        Some(m) if m.is_finite() => format!("{:+.0}%", m * 100.0),
+        Some(m) if m > 0.0 => "+∞".to_owned(),
+        _ => "–".to_owned(),
+    }
+}
+
+/// The rows short of [`MARGIN`] (missed or met too narrowly), with their margins.
+fn short_of_margin(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter(|row| !row.margin.is_some_and(|m| m >= MARGIN))
+        .map(|row| format!("{} ({})", row.id, percent(row.margin)))
+        .collect()
+}
+
+/// One line of the record of full runs.
+fn record_line(date: &str, commit: &str, rows: &[Row]) -> String {
+    let met = rows.iter().filter(|r| r.met == Some(true)).count();
+    let short = short_of_margin(rows);
+    let short_text = if short.is_empty() {
+        "none".to_owned()
+    } else {
+        short.join(", ")
+    };
+    format!(
+        "| {date} | {commit} | {met} of {n} | {} of {n} | {short_text} |",
+        rows.len() - short.len(),
+        n = rows.len(),
+    )
+}
+
+/// The record of full runs in the old `BENCHMARKS.md` text (its table rows,
+/// oldest first), with `line` added.
+fn record_with(old: &str, line: String) -> Vec<String> {
+    let mut lines: Vec<String> = old
+        .split_once(RECORD_MARKER)
+        .and_then(|(_, rest)| rest.split_once(NOTES_MARKER))
+        .map(|(record, _)| {
+            record
+                .lines()
+                .filter(|l| l.starts_with("| 2"))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    lines.push(line);
+    lines
 }
 
 fn output_of(program: &str, args: &[&str]) -> Option<String> {
@@ -677,14 +820,11 @@ fn machine() -> String {
     )
 }
 
-fn write_report(path: &Path, table: &str, command: &str) -> Result<(), String> {
-    let notes = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|old| {
-            old.split_once(NOTES_MARKER)
-                .map(|(_, notes)| notes.to_owned())
-        })
-        .unwrap_or_else(|| "\n".to_owned());
+fn write_report(path: &Path, table: &str, rows: &[Row], command: &str) -> Result<(), String> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let notes = old
+        .split_once(NOTES_MARKER)
+        .map_or_else(|| "\n".to_owned(), |(_, notes)| notes.to_owned());
     let date = output_of("date", &["-u", "+%Y-%m-%d"]).unwrap_or_default();
     let mut commit = output_of("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_default();
     let dirty = Command::new("git")
@@ -695,6 +835,7 @@ fn write_report(path: &Path, table: &str, command: &str) -> Result<(), String> {
     if dirty {
         commit.push_str(" (with uncommitted changes)");
     }
+    let record = record_with(&old, record_line(&date, &commit, rows)).join("\n");
     let text = format!(
         "# Benchmarks\n\n\
          The latest full run of the suite in `benches/` (package `store-benches`). Every\n\
@@ -702,7 +843,19 @@ fn write_report(path: &Path, table: &str, command: &str) -> Result<(), String> {
          medians. Targets are goals: a missed one is recorded here, not hidden.\n\n\
          Produced by `{command}` on {date} at commit {commit}.\n\n\
          ## Machine\n\n{machine}\n\
-         ## Results\n\n{table}\n{NOTES_MARKER}{notes}",
+         ## Results\n\n{table}\n\
+         A row's margin is how far inside its target its figures are: +20% when every\n\
+         judged figure could be 1.2 times worse (for a floor, 1.2 times lower) and still\n\
+         meet it; the row's margin is its narrowest.\n\n\
+         ## Full runs\n\n\
+         Each full run adds a line; a target holds when its row keeps a margin of\n\
+         {margin:.0}% or more over consecutive full runs.\n\n\
+         {RECORD_MARKER}\n\n\
+         | date | commit | targets met | rows with ≥ {margin:.0}% margin | short of the margin |\n\
+         |---|---|---|---|---|\n\
+         {record}\n\n\
+         {NOTES_MARKER}{notes}",
+        margin = MARGIN * 100.0,
         machine = machine(),
     );
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
@@ -741,9 +894,72 @@ mod tests {
         for (line, id) in table.lines().skip(2).zip(IDS) {
             assert!(line.starts_with(&format!("| {id} |")), "{line}");
             assert!(
-                line.contains("not measured") && line.ends_with("| no |"),
+                line.contains("not measured") && line.ends_with("| no | – |"),
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn a_margin_is_the_headroom_to_the_limit_and_a_row_keeps_its_narrowest() {
+        assert!((at_most(1.0, 1.2).margin() - 0.2).abs() < 1e-9);
+        assert!((at_least(600.0, 500.0).margin() - 0.2).abs() < 1e-9);
+        assert!(at_most(2.4, 2.0).margin() < 0.0);
+        assert!(at_most(f64::NAN, 2.0).margin().is_nan());
+        let spec = Spec {
+            id: "B1",
+            measures: "m",
+            target: "t",
+            evaluate: |_| {
+                Some(Measured {
+                    figure: String::new(),
+                    baseline: String::new(),
+                    ratio: String::new(),
+                    checks: vec![at_most(1.0, 2.0), at_least(110.0, 100.0)],
+                })
+            },
+        };
+        let results = Results {
+            criterion_dir: PathBuf::from("/nonexistent"),
+            figures: BTreeMap::new(),
+        };
+        let row = spec.evaluate(&results);
+        assert_eq!(row.met, Some(true));
+        assert_eq!(percent(row.margin), "+10%");
+        assert_eq!(short_of_margin(&[row]), vec!["B1 (+10%)".to_owned()]);
+        let missed = Spec {
+            evaluate: |_| {
+                Some(Measured {
+                    figure: String::new(),
+                    baseline: String::new(),
+                    ratio: String::new(),
+                    checks: vec![at_most(1.0, 2.0), at_most(f64::NAN, 1.0)],
+                })
+            },
+            ..spec
+        }
+        .evaluate(&results);
+        assert_eq!(
+            missed.met,
+            Some(false),
+            "a figure that is not a number misses"
+        );
+    }
+
+    #[test]
+    fn each_full_run_adds_one_line_to_the_record_and_keeps_the_earlier_ones() {
+        let old = format!(
+            "# Benchmarks\n{RECORD_MARKER}\n\n| date | commit |\n|---|---|\n\
+             | 2026-11-28 | aaa | 7 of 11 | 5 of 11 | B4 (-8%) |\n\n{NOTES_MARKER}\n| 2000 | not a run |\n"
+        );
+        let record = record_with(&old, "| 2026-11-29 | bbb |".to_owned());
+        assert_eq!(
+            record,
+            vec![
+                "| 2026-11-28 | aaa | 7 of 11 | 5 of 11 | B4 (-8%) |".to_owned(),
+                "| 2026-11-29 | bbb |".to_owned()
+            ]
+        );
+        assert_eq!(record_with("no record yet", "| 2026 |".to_owned()).len(), 1);
     }
 }
