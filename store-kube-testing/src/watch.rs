@@ -189,7 +189,12 @@ pub(crate) fn stream(
     }
     let body = futures_util::stream::unfold(receiver, |mut receiver| async move {
         let (due, bytes) = receiver.recv().await?;
-        tokio::time::sleep_until(due).await;
+        // Tokio's timer rounds a deadline up to its next millisecond tick, so
+        // sleeping until a moment already past would hold every event up to
+        // 1 ms: a frame already due leaves at once.
+        if due > Instant::now() {
+            tokio::time::sleep_until(due).await;
+        }
         Some((Ok::<_, Infallible>(Frame::data(bytes)), receiver))
     });
     StreamBody::new(body).boxed()
