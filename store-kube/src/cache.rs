@@ -112,7 +112,7 @@ pub(crate) fn parse_object(layout: &Layout, object: &serde_json::Value) -> Resul
             resource_version: text("resourceVersion"),
             has_labels,
             body: object,
-            size: object.to_string().len(),
+            size: json_size(object)?,
         },
     )
 }
@@ -120,8 +120,6 @@ pub(crate) fn parse_object(layout: &Layout, object: &serde_json::Value) -> Resul
 /// Reads an object as the watcher hands it over, without first turning it
 /// into one JSON value (a copy of every key and value).
 pub(crate) fn parse_dynamic(layout: &Layout, object: &DynamicObject) -> Result<Seen, Error> {
-    let mut counted = Counted(0);
-    serde_json::to_writer(&mut counted, object).map_err(|e| Error::backend(NAME, e))?;
     read_parts(
         layout,
         Parts {
@@ -131,9 +129,16 @@ pub(crate) fn parse_dynamic(layout: &Layout, object: &DynamicObject) -> Result<S
             // Everything but `apiVersion`, `kind` and `metadata`, where the
             // layout's data pointer leads as in the whole object.
             body: &object.data,
-            size: counted.0,
+            size: json_size(object)?,
         },
     )
+}
+
+/// The length of `value`'s JSON, counted as it is written, never held whole.
+fn json_size(value: &impl serde::Serialize) -> Result<usize, Error> {
+    let mut counted = Counted(0);
+    serde_json::to_writer(&mut counted, value).map_err(|e| Error::backend(NAME, e))?;
+    Ok(counted.0)
 }
 
 /// Counts the bytes written to it.
