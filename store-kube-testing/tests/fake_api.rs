@@ -29,6 +29,19 @@ fn sized(size: i64) -> WidgetSpec {
     }
 }
 
+/// Creates widgets `{prefix}0` to `{prefix}{n - 1}`, widget `i` of size `i`.
+async fn create_widgets(f: &support::Fixture, prefix: &str, n: i64) {
+    for i in 0..n {
+        f.widgets
+            .create(
+                &PostParams::default(),
+                &widget(&format!("{prefix}{i}"), sized(i)),
+            )
+            .await
+            .expect("create");
+    }
+}
+
 fn labelled(name: &str, labels: &[(&str, &str)]) -> support::Widget {
     let mut w = widget(name, sized(1));
     w.metadata.labels = Some(
@@ -744,12 +757,7 @@ on_both_tiers!(label_and_field_selectors_select_like_the_api_server);
 
 async fn lists_paginate_with_limit_and_continue(cluster: &TestCluster) {
     let f = setup(cluster).await;
-    for i in 0..5 {
-        f.widgets
-            .create(&PostParams::default(), &widget(&format!("w{i}"), sized(i)))
-            .await
-            .expect("create");
-    }
+    create_widgets(&f, "w", 5).await;
     let first = f
         .widgets
         .list(&ListParams::default().limit(2))
@@ -792,12 +800,7 @@ on_both_tiers!(lists_paginate_with_limit_and_continue);
 
 async fn metadata_only_reads_carry_the_metadata_alone(cluster: &TestCluster) {
     let f = setup(cluster).await;
-    for i in 0..3 {
-        f.widgets
-            .create(&PostParams::default(), &widget(&format!("m{i}"), sized(i)))
-            .await
-            .expect("create");
-    }
+    create_widgets(&f, "m", 3).await;
     let url = support::Widget::url_path(&(), Some(&f.namespace));
     let list = kube::core::Request::new(&url)
         .list_metadata(&ListParams::default())
@@ -1002,12 +1005,7 @@ on_both_tiers!(a_selective_watch_sees_objects_enter_and_leave_its_selector);
 
 async fn a_watch_from_a_compacted_version_gets_410_gone(cluster: &TestCluster) {
     let f = setup(cluster).await;
-    for i in 0..6 {
-        f.widgets
-            .create(&PostParams::default(), &widget(&format!("w{i}"), sized(i)))
-            .await
-            .expect("create");
-    }
+    create_widgets(&f, "w", 6).await;
     let mut events = f
         .widgets
         .watch(&WatchParams::default().disable_bookmarks(), "1")
@@ -1028,12 +1026,7 @@ on_both_tiers!(
 
 async fn an_exact_list_at_a_compacted_version_gets_410_gone(cluster: &TestCluster) {
     let f = setup(cluster).await;
-    for i in 0..6 {
-        f.widgets
-            .create(&PostParams::default(), &widget(&format!("w{i}"), sized(i)))
-            .await
-            .expect("create");
-    }
+    create_widgets(&f, "w", 6).await;
     let exact = ListParams::default().at("2").matching(VersionMatch::Exact);
     // etcd compaction is periodic on the real tier (every few seconds in the
     // harness): wait for it, on a deadline.
