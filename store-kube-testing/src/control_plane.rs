@@ -5,10 +5,13 @@
 //! `system:masters` user and a kubeconfig in a private temporary directory.
 //! Dropping it stops both processes and removes the directory. A small
 //! watchdog shell process does the same if the test process dies first, so
-//! a panicking or killed test run leaves nothing behind.
+//! a panicking or killed test run leaves nothing behind. The servers and the
+//! watchdog run in process groups of their own: a signal to the test's group
+//! (Ctrl-C, `timeout`) ends the test, and the watchdog then ends the servers.
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
@@ -250,7 +253,7 @@ impl ControlPlane {
             name,
         )?;
         let pid_file = self.directory.join(format!("{name}.pid"));
-        std::fs::write(&pid_file, child.id().to_string()).map_err(|source| Error::Io {
+        std::fs::write(&pid_file, format!("{}\n", child.id())).map_err(|source| Error::Io {
             path: pid_file,
             source,
         })?;
@@ -264,14 +267,7 @@ impl ControlPlane {
 
     /// Sends `signal` (`STOP`, `CONT`, `KILL`) to `component`'s process.
     fn signal(&self, component: Component, signal: &str) -> Result<()> {
-        let pid = {
-            let processes = lock(&self.processes);
-            let child = match component {
-                Component::Etcd => &processes.etcd,
-                Component::KubeApiserver => &processes.kube_apiserver,
-            };
-            child.as_ref().map(Child::id)
-        };
+        let pid = self.pid(component);
         let failed = |message: String| Error::ControlPlane {
             component: component.name(),
             message,
@@ -361,17 +357,25 @@ impl ControlPlane {
         // The process ids are read from the pid files when it is time, so
         // processes restarted since are stopped too (resumed first, should
         // one be paused).
+        // SIGKILL, as `Drop` does: the data is thrown away, and a
+        // kube-apiserver told to stop gracefully after its etcd has gone never
+        // finishes. A stopped process dies of SIGKILL too. The wait is bounded
+        // in case nothing reaps the servers once the test process has gone.
         let script = r#"cat >/dev/null
-pids=$(cat "$1"/etcd.pid "$1"/kube-apiserver.pid 2>/dev/null)
-kill -s CONT $pids 2>/dev/null
-kill $pids 2>/dev/null
-for pid in $pids; do while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done; done
+pids=
+for name in kube-apiserver etcd; do pids="$pids $(cat "$1/$name.pid" 2>/dev/null)"; done
+kill -s KILL $pids 2>/dev/null
+for pid in $pids; do
+    tries=0
+    while kill -0 "$pid" 2>/dev/null && [ "$tries" -lt 100 ]; do sleep 0.1; tries=$((tries + 1)); done
+done
 rm -rf "$1""#;
         let mut watchdog = Command::new("sh")
             .arg("-c")
             .arg(script)
             .arg("store-kube-watchdog")
             .arg(&self.directory)
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -444,6 +448,16 @@ rm -rf "$1""#;
             }
         }
         Ok(())
+    }
+
+    /// The process id of `component`, while it runs.
+    pub fn pid(&self, component: Component) -> Option<u32> {
+        let processes = lock(&self.processes);
+        let child = match component {
+            Component::Etcd => &processes.etcd,
+            Component::KubeApiserver => &processes.kube_apiserver,
+        };
+        child.as_ref().map(Child::id)
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -576,6 +590,7 @@ fn spawn(mut command: Command, log: &Path, component: &'static str) -> Result<Ch
         .map_err(io)?;
     let stderr = file.try_clone().map_err(io)?;
     command
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(file)
         .stderr(stderr)
