@@ -355,12 +355,11 @@ impl ControlPlane {
     fn start_watchdog(&self) -> Result<()> {
         let mut processes = lock(&self.processes);
         // The process ids are read from the pid files when it is time, so
-        // processes restarted since are stopped too (resumed first, should
-        // one be paused).
-        // SIGKILL, as `Drop` does: the data is thrown away, and a
+        // processes restarted since are stopped too. SIGKILL, as `Drop` sends:
+        // the data is thrown away, a paused process dies of it too, and a
         // kube-apiserver told to stop gracefully after its etcd has gone never
-        // finishes. A stopped process dies of SIGKILL too. The wait is bounded
-        // in case nothing reaps the servers once the test process has gone.
+        // finishes. The wait is bounded in case nothing reaps the servers once
+        // the test process has gone.
         let script = r#"cat >/dev/null
 pids=
 for name in kube-apiserver etcd; do pids="$pids $(cat "$1/$name.pid" 2>/dev/null)"; done

@@ -7,7 +7,11 @@
     allow(unused_imports, reason = "the real-tier test is compiled out")
 )]
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
@@ -89,31 +93,29 @@ enum Ending {
 /// A `store-kube-control-plane` process, in a process group of its own as a
 /// test binary under `timeout` or a terminal is.
 struct Holder {
-    process: std::process::Child,
-    directory: std::path::PathBuf,
+    process: Child,
+    directory: PathBuf,
     servers: Vec<u32>,
 }
 
 impl Holder {
-    fn start() -> std::process::Child {
-        use std::os::unix::process::CommandExt;
-        std::process::Command::new(env!("CARGO_BIN_EXE_store-kube-control-plane"))
+    fn start() -> Child {
+        Command::new(env!("CARGO_BIN_EXE_store-kube-control-plane"))
             .process_group(0)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("store-kube-control-plane starts")
     }
 
     /// Reads what `process` prints once its control plane is ready.
-    fn ready(mut process: std::process::Child) -> Self {
-        use std::io::BufRead;
+    fn ready(mut process: Child) -> Self {
         let stdout = process.stdout.take().expect("stdout");
         let (mut directory, mut servers) = (None, Vec::new());
-        for line in std::io::BufReader::new(stdout).lines() {
+        for line in BufReader::new(stdout).lines() {
             let line = line.expect("a line");
             if let Some(path) = line.strip_prefix("kubeconfig ") {
-                directory = std::path::Path::new(path).parent().map(ToOwned::to_owned);
+                directory = Path::new(path).parent().map(ToOwned::to_owned);
             } else if let Some(pids) = line.strip_prefix("pids ") {
                 servers = pids
                     .split(' ')
@@ -141,7 +143,7 @@ impl Holder {
     fn end(&mut self, ending: Ending) {
         let pid = self.process.id().to_string();
         let signal = |script: &str| {
-            let status = std::process::Command::new("sh")
+            let status = Command::new("sh")
                 .args(["-c", script, "signal", &pid])
                 .status()
                 .expect("sh runs");
@@ -180,12 +182,11 @@ fn servers_end_with_the_process_holding_them_on_a_real_control_plane() {
     for (holder, ending) in holders.iter_mut().zip(endings) {
         holder.end(ending);
     }
-    let deadline =
-        std::time::Instant::now() + store_kube_testing::deadline(Duration::from_secs(30));
+    let deadline = Instant::now() + store_kube_testing::deadline(Duration::from_secs(30));
     for (holder, ending) in holders.iter().zip(endings) {
         while holder.servers.iter().any(|&pid| running(pid)) || holder.directory.exists() {
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "{ending:?}: servers {:?} running: {:?}, {} exists: {}",
                 holder.servers,
                 holder
