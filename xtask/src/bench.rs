@@ -93,10 +93,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         rows.len(),
         rows.iter().filter(|r| r.met.is_none()).count(),
         MARGIN * 100.0,
-        match short_of_margin(&rows) {
-            short if short.is_empty() => "none".to_owned(),
-            short => short.join(", "),
-        },
+        short_of_margin_text(&rows),
         started.elapsed()
     );
     if !quick && only.is_none() && save {
@@ -746,26 +743,36 @@ fn percent(margin: Option<f64>) -> String {
     }
 }
 
+/// Whether `row` is inside its target by at least [`MARGIN`].
+fn keeps_margin(row: &Row) -> bool {
+    row.margin.is_some_and(|m| m >= MARGIN)
+}
+
 /// The rows short of [`MARGIN`] (missed or met too narrowly), with their margins.
 fn short_of_margin(rows: &[Row]) -> Vec<String> {
     rows.iter()
-        .filter(|row| !row.margin.is_some_and(|m| m >= MARGIN))
+        .filter(|row| !keeps_margin(row))
         .map(|row| format!("{} ({})", row.id, percent(row.margin)))
         .collect()
+}
+
+/// [`short_of_margin`] as text: `none`, or the rows with their margins.
+fn short_of_margin_text(rows: &[Row]) -> String {
+    let short = short_of_margin(rows);
+    if short.is_empty() {
+        "none".to_owned()
+    } else {
+        short.join(", ")
+    }
 }
 
 /// One line of the record of full runs.
 fn record_line(date: &str, commit: &str, rows: &[Row]) -> String {
     let met = rows.iter().filter(|r| r.met == Some(true)).count();
-    let short = short_of_margin(rows);
-    let short_text = if short.is_empty() {
-        "none".to_owned()
-    } else {
-        short.join(", ")
-    };
+    let with_margin = rows.iter().filter(|row| keeps_margin(row)).count();
     format!(
-        "| {date} | {commit} | {met} of {n} | {} of {n} | {short_text} |",
-        rows.len() - short.len(),
+        "| {date} | {commit} | {met} of {n} | {with_margin} of {n} | {} |",
+        short_of_margin_text(rows),
         n = rows.len(),
     )
 }
