@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arcstr::ArcStr;
 use futures_core::Stream;
 
 use crate::error::{Error, Result};
@@ -46,15 +47,17 @@ impl fmt::Display for Version {
 
 /// An encoded value as the backend stores it: UTF-8 JSON text.
 ///
-/// Cheap to clone (shared). The front-end encodes with `serde_json`; a backend
-/// stores the text unchanged and hands it back unchanged.
+/// Cheap to clone (shared) and one pointer wide: a view of many keys holds
+/// one per key. The front-end encodes with `serde_json`; a backend stores the
+/// text unchanged and hands it back unchanged.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Payload(Arc<str>);
+pub struct Payload(ArcStr);
 
 impl Payload {
-    /// Wraps JSON text. The text is not checked: decoding reports bad JSON per key.
-    pub fn new(json: impl Into<Arc<str>>) -> Self {
-        Payload(json.into())
+    /// Wraps JSON text (copied once). The text is not checked: decoding
+    /// reports bad JSON per key.
+    pub fn new(json: impl AsRef<str>) -> Self {
+        Payload(ArcStr::from(json.as_ref()))
     }
 
     /// The JSON text.
@@ -82,13 +85,13 @@ impl fmt::Debug for Payload {
 
 impl From<String> for Payload {
     fn from(json: String) -> Self {
-        Payload(json.into())
+        Payload::new(json)
     }
 }
 
 impl From<&str> for Payload {
     fn from(json: &str) -> Self {
-        Payload(json.into())
+        Payload::new(json)
     }
 }
 

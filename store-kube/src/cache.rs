@@ -6,7 +6,7 @@
 //! and listings write here: a write's own response never does, or the watch
 //! event that follows would diff to nothing and the view would miss it.
 //!
-//! Keys and stored strings are `Arc<str>`, kept across events while they do
+//! Keys (`Arc<str>`) and stored strings ([`Stored`]) are shared, kept across events while they do
 //! not change and handed to stores in changes and listings: with the native
 //! layout (where a value's payload is its stored string) each key and each
 //! value is in memory once per process, however many stores read it.
@@ -16,16 +16,20 @@ use std::sync::Arc;
 
 use kube::api::DynamicObject;
 use store_core::backend::{Change, Entry};
-use store_core::{Error, Version};
+use store_core::{Error, Payload, Version};
 
 use crate::error::NAME;
 use crate::layout::Layout;
+
+/// A string of an object's data map, kept in a [`Payload`]'s shared,
+/// one-pointer text: in the native layout it is the key's payload itself.
+pub(crate) type Stored = Payload;
 
 /// One key of an object as last seen.
 #[derive(Debug, Clone)]
 pub(crate) struct Slot {
     /// The string in the object's data map.
-    pub(crate) stored: Arc<str>,
+    pub(crate) stored: Stored,
     /// The object's revision when the value last changed.
     pub(crate) version: Version,
 }
@@ -47,13 +51,13 @@ impl Shard {
         self.data.get(key).map(|slot| slot.version)
     }
 
-    pub(crate) fn stored(&self, key: &str) -> Option<&Arc<str>> {
+    pub(crate) fn stored(&self, key: &str) -> Option<&Stored> {
         self.data.get(key).map(|slot| &slot.stored)
     }
 }
 
 /// Store key to stored string, as an object holds them.
-pub(crate) type Data = BTreeMap<Arc<str>, Arc<str>>;
+pub(crate) type Data = BTreeMap<Arc<str>, Stored>;
 
 /// A parsed object: its revision, its store keys and its size.
 #[derive(Debug, Clone)]
@@ -176,12 +180,12 @@ fn read_parts(layout: &Layout, parts: Parts<'_>) -> Result<Seen, Error> {
             continue;
         };
         match value.as_str() {
-            Some(text) => data.push((Arc::from(key), Arc::from(text))),
+            Some(text) => data.push((Arc::from(key), Stored::from(text))),
             // Not a string: someone edited the object by hand. Keep it visible as
             // its JSON text so reads give a decode error for this key alone.
             None => {
                 malformed.push(key.to_owned());
-                data.push((Arc::from(key), Arc::from(value.to_string())));
+                data.push((Arc::from(key), Stored::from(value.to_string())));
             }
         }
     }
@@ -317,7 +321,8 @@ mod tests {
         let value = change.value.as_ref().expect("a value").as_str();
         let same = |cache: &Cache| {
             let (key, slot) = cache.shards["s-0"].data.get_key_value("a").expect("cached");
-            Arc::ptr_eq(key, &change.key) && std::ptr::eq(slot.stored.as_ptr(), value.as_ptr())
+            Arc::ptr_eq(key, &change.key)
+                && std::ptr::eq(slot.stored.as_str().as_ptr(), value.as_ptr())
         };
         assert!(
             same(&cache),
@@ -378,8 +383,8 @@ mod tests {
         )
         .expect("parses");
         assert_eq!(seen.malformed, ["a"]);
-        assert_eq!(&*seen.data["a"], "7");
-        assert_eq!(&*seen.data["b"], "\"ok\"");
+        assert_eq!(seen.data["a"].as_str(), "7");
+        assert_eq!(seen.data["b"].as_str(), "\"ok\"");
     }
 
     #[test]

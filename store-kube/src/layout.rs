@@ -13,9 +13,9 @@
 //! Data-map keys are raw strings; only JSON-Patch paths escape them
 //! ([`pointer_segment`], RFC 6901), so no key can reach outside its map.
 
-use std::sync::Arc;
-
 use store_core::Payload;
+
+use crate::cache::Stored;
 
 /// The data-map key Pepr keeps so its `data` map is never empty.
 pub const PEPR_PLACEHOLDER: &str = "__pepr_do_not_delete__";
@@ -205,10 +205,10 @@ impl Layout {
 
     /// [`payload`](Self::payload) of a shared stored string: in the native
     /// layout the payload is that same allocation.
-    pub(crate) fn shared_payload(&self, stored: &Arc<str>) -> Payload {
+    pub(crate) fn shared_payload(&self, stored: &Stored) -> Payload {
         match self {
-            Layout::Native { .. } => Payload::new(Arc::clone(stored)),
-            Layout::Pepr { .. } => self.payload(stored),
+            Layout::Native { .. } => stored.clone(),
+            Layout::Pepr { .. } => self.payload(stored.as_str()),
         }
     }
 }
@@ -305,6 +305,8 @@ mod fuzz_tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use std::sync::Arc;
+
     use crate::cache::{Cache, parse_object};
 
     fn config(default: u32) -> Config {
@@ -447,12 +449,12 @@ mod fuzz_tests {
                         let raw = map.and_then(|m| m.get(&layout.map_key(key)));
                         match raw {
                             Some(Value::String(text)) => {
-                                prop_assert_eq!(text.as_str(), &**stored);
+                                prop_assert_eq!(text.as_str(), stored.as_str());
                                 prop_assert!(!seen.malformed.iter().any(|m| **m == **key));
                             }
                             Some(other) => {
                                 let text = other.to_string();
-                                prop_assert_eq!(text.as_str(), &**stored);
+                                prop_assert_eq!(text.as_str(), stored.as_str());
                                 prop_assert!(seen.malformed.iter().any(|m| **m == **key));
                             }
                             None => prop_assert!(false, "{key:?} is not in the data map"),
@@ -486,7 +488,7 @@ mod fuzz_tests {
                             if let Some(payload) = &change.value {
                                 // Every value handed on is this layout's reading of the stored text.
                                 let stored = &seen.data[&change.key];
-                                prop_assert_eq!(payload, &layout.payload(stored));
+                                prop_assert_eq!(payload, &layout.payload(stored.as_str()));
                             } else {
                                 prop_assert!(!seen.data.contains_key(&change.key));
                             }

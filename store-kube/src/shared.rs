@@ -15,7 +15,7 @@ use store_core::backend::{Op, Outcome};
 use store_core::{Error, Precondition, Result, Version};
 use tracing::Instrument;
 
-use crate::cache::{Cache, declared_shards, parse_object, parse_revision, to_json};
+use crate::cache::{Cache, Stored, declared_shards, parse_object, parse_revision, to_json};
 use crate::config::ConfigError;
 use crate::error::{self, NAME};
 use crate::feed::{Feed, FeedState};
@@ -465,7 +465,8 @@ impl Shared {
                     let watched = cache.shards.get(name);
                     for (index, op, stored) in sent {
                         let unchanged = stored.is_some()
-                            && current.data.get(op.key.as_str()).map(|v| &**v) == stored.as_deref();
+                            && current.data.get(op.key.as_str()).map(Stored::as_str)
+                                == stored.as_deref();
                         let version = if seen.revision == current.revision || unchanged {
                             watched
                                 .and_then(|s| s.version(&op.key))

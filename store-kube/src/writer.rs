@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use store_core::backend::{Op, OpKind, Outcome, Precondition};
 use store_core::{Error, Version};
 
-use crate::cache::{Data, Seen, Shard};
+use crate::cache::{Data, Seen, Shard, Stored};
 use crate::layout::{Layout, PEPR_PLACEHOLDER, PEPR_PLACEHOLDER_VALUE};
 
 /// Limits on one patch request.
@@ -92,7 +92,7 @@ impl Base {
             data: shard
                 .data
                 .iter()
-                .map(|(key, slot)| (Arc::clone(key), Arc::clone(&slot.stored)))
+                .map(|(key, slot)| (Arc::clone(key), slot.stored.clone()))
                 .collect(),
             malformed: HashSet::new(),
             size: shard.size,
@@ -152,7 +152,7 @@ pub(crate) fn plan(
         let key = op.key.as_str();
         let current: Option<&str> = match projected.get(key) {
             Some(value) => value.as_deref(),
-            None => base.data.get(key).map(|v| &**v),
+            None => base.data.get(key).map(Stored::as_str),
         };
         let mut these: Vec<Value> = Vec::new();
         let pointer = layout.pointer(key);
@@ -164,8 +164,10 @@ pub(crate) fn plan(
                     .filter(|_| watched_version == Some(expected))
                     .and_then(|s| s.stored(key));
                 match expected_value {
-                    Some(value) if current == Some(&**value) && !base.malformed.contains(key) => {
-                        these.push(json!({"op": "test", "path": pointer, "value": &**value}));
+                    Some(value)
+                        if current == Some(value.as_str()) && !base.malformed.contains(key) =>
+                    {
+                        these.push(json!({"op": "test", "path": pointer, "value": value.as_str()}));
                     }
                     Some(_) => {
                         plan.decided.push((
@@ -297,7 +299,7 @@ pub(crate) fn plan(
             };
             for (key, value) in &base.data {
                 if !projected.contains_key(&**key) {
-                    count(key, value);
+                    count(key, value.as_str());
                 }
             }
             for (key, value) in &projected {
@@ -336,7 +338,7 @@ mod tests {
             revision: 10,
             data: data
                 .iter()
-                .map(|(k, v)| (Arc::from(*k), Arc::from(*v)))
+                .map(|(k, v)| (Arc::from(*k), Stored::from(*v)))
                 .collect(),
             size: 500,
             has_data_map: true,
@@ -352,7 +354,7 @@ mod tests {
                 .iter()
                 .map(|(k, v, r)| {
                     let slot = Slot {
-                        stored: Arc::from(*v),
+                        stored: Stored::from(*v),
                         version: Version(*r),
                     };
                     (Arc::from(*k), slot)
