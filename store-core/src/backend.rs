@@ -95,12 +95,17 @@ impl From<&str> for Payload {
     }
 }
 
+/// A key as backends hand it to stores: one allocation, shared by the
+/// backend's cache and every store's view, behind a one-pointer handle that
+/// compares, hashes and derefs as its text (`"k".into()` makes one).
+pub type SharedKey = ArcStr;
+
 /// A stored key with its value and version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The key (shared: a backend that keeps its keys as `Arc<str>` hands out
-    /// the same allocation the stores' views then keep).
-    pub key: Arc<str>,
+    /// The key (shared: a backend that keeps its keys as [`SharedKey`]s hands
+    /// out the same allocation the stores' views then keep).
+    pub key: SharedKey,
     /// The encoded value.
     pub value: Payload,
     /// When it last changed.
@@ -232,7 +237,7 @@ pub struct Applied {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     /// The key changed (shared, like [`Entry::key`]).
-    pub key: Arc<str>,
+    pub key: SharedKey,
     /// The new value, `None` when removed.
     pub value: Option<Payload>,
 }

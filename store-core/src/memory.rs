@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::backend::{
     Applied, Backend, Batch, Capabilities, Change, Entry, Listing, OpKind, Outcome, Payload,
-    Precondition, Revision, Version, WatchEvent, WatchStream, check_batch,
+    Precondition, Revision, SharedKey, Version, WatchEvent, WatchStream, check_batch,
 };
 use crate::error::{Error, Result};
 
@@ -41,10 +41,10 @@ struct Stored {
 type Event = (Revision, Arc<Vec<Change>>);
 
 struct State {
-    entries: BTreeMap<Arc<str>, Stored>,
+    entries: BTreeMap<SharedKey, Stored>,
     /// Keys with a time to live, by deadline: the reaper and every call look at
     /// the front only, so expiry costs nothing per key that never expires.
-    expiring: BTreeSet<(Instant, Arc<str>)>,
+    expiring: BTreeSet<(Instant, SharedKey)>,
     revision: Revision,
     /// Revisions after `compacted` are in `history`.
     history: VecDeque<Event>,
@@ -219,12 +219,12 @@ impl State {
     }
 
     /// Stores `key`, keeping the expiry index in step.
-    fn insert(&mut self, key: Arc<str>, stored: Stored) {
+    fn insert(&mut self, key: SharedKey, stored: Stored) {
         if let Some(at) = self.entries.get(&key).and_then(|s| s.expires) {
-            self.expiring.remove(&(at, Arc::clone(&key)));
+            self.expiring.remove(&(at, key.clone()));
         }
         if let Some(at) = stored.expires {
-            self.expiring.insert((at, Arc::clone(&key)));
+            self.expiring.insert((at, key.clone()));
         }
         self.entries.insert(key, stored);
     }
@@ -289,7 +289,7 @@ impl Backend for MemoryBackend {
         let mut state = self.lock();
         state.expire(Instant::now());
         Ok(state.entries.get_key_value(key).map(|(k, s)| Entry {
-            key: Arc::clone(k),
+            key: k.clone(),
             value: s.value.clone(),
             version: s.version,
         }))
@@ -306,7 +306,7 @@ impl Backend for MemoryBackend {
             ))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(k, s)| Entry {
-                key: Arc::clone(k),
+                key: k.clone(),
                 value: s.value.clone(),
                 version: s.version,
             })
@@ -396,7 +396,7 @@ impl Backend for MemoryBackend {
             let mut seen = HashSet::with_capacity(batch.ops.len());
             !batch.ops.iter().all(|op| seen.insert(op.key.as_str()))
         };
-        let mut positions: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut positions: HashMap<SharedKey, usize> = HashMap::new();
         let mut record = |change: Change| {
             if repeats && let Some(earlier) = positions.insert(change.key.clone(), changes.len()) {
                 changes[earlier] = None;
@@ -438,9 +438,9 @@ impl Backend for MemoryBackend {
                         outcomes.push(Outcome::Applied(version));
                         continue;
                     }
-                    let key: Arc<str> = Arc::from(op.key);
+                    let key = SharedKey::from(op.key);
                     state.insert(
-                        Arc::clone(&key),
+                        key.clone(),
                         Stored {
                             value: value.clone(),
                             version: next,

@@ -1,14 +1,13 @@
 //! Subscriptions: the backend's confirmed changes as an ordered stream.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 
-use crate::backend::{Payload, Revision};
+use crate::backend::{Payload, Revision, SharedKey};
 use crate::error::{Error, Result};
 use crate::readiness::Readiness;
 use crate::value;
@@ -16,7 +15,7 @@ use crate::value;
 /// One key's confirmed change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeEvent {
-    key: Arc<str>,
+    key: SharedKey,
     value: Option<Payload>,
     revision: Revision,
     /// The backend keeps values as text ([`crate::Capabilities::text_values`]).
@@ -25,7 +24,7 @@ pub struct ChangeEvent {
 
 impl ChangeEvent {
     pub(crate) fn new(
-        key: Arc<str>,
+        key: SharedKey,
         value: Option<Payload>,
         revision: Revision,
         text: bool,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 
-use crate::backend::{Change, Listing, Revision, Version, WatchEvent};
+use crate::backend::{Change, Listing, Revision, SharedKey, Version, WatchEvent};
 use crate::backoff::Backoff;
 use crate::shared::{Shared, write};
 use crate::subscribe::ChangeEvent;
@@ -111,7 +111,7 @@ fn replace_view(shared: &Shared, listing: Listing) {
     {
         let mut view = write(&shared.view);
         let listed: HashSet<&str> = listing.entries.iter().map(|e| &*e.key).collect();
-        let gone: Vec<Arc<str>> = view
+        let gone: Vec<SharedKey> = view
             .entries
             .keys()
             .filter(|k| !listed.contains(&***k))
@@ -130,7 +130,7 @@ fn replace_view(shared: &Shared, listing: Listing) {
                 view.entries.remove(&*entry.key);
                 view.record(&entry.key, Some(&entry.value), entry.version);
                 events.push(ChangeEvent::new(
-                    Arc::clone(&entry.key),
+                    entry.key.clone(),
                     Some(entry.value.clone()),
                     revision,
                     text,

@@ -12,12 +12,15 @@ use once_cell::race::OnceBox;
 
 use serde::de::DeserializeOwned;
 
-use crate::backend::{Payload, Revision, Version};
+use crate::backend::{Payload, Revision, SharedKey, Version};
 use crate::error::Result;
 use crate::key::Validator;
 use crate::value;
 
 pub(crate) type KeyMap<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
+
+/// Keys shared with the backend, to what the view knows of them.
+pub(crate) type SharedKeyMap<V> = HashMap<SharedKey, V, foldhash::fast::RandomState>;
 
 /// A value together with its decoded form, cached for the first type asked
 /// for (the `Arc` knows its type: a downcast checks it). The slot is one
@@ -78,7 +81,7 @@ pub(crate) struct ViewEntry {
 /// Confirmed backend state as of `revision`.
 #[derive(Default)]
 pub(crate) struct View {
-    pub(crate) entries: KeyMap<ViewEntry>,
+    pub(crate) entries: SharedKeyMap<ViewEntry>,
     pub(crate) revision: Revision,
 }
 
@@ -86,7 +89,7 @@ impl View {
     /// Applies one change; returns whether the view changed.
     pub(crate) fn record(
         &mut self,
-        key: &Arc<str>,
+        key: &SharedKey,
         value: Option<&Payload>,
         version: Version,
     ) -> bool {
@@ -102,7 +105,7 @@ impl View {
                     }
                 } else {
                     self.entries.insert(
-                        Arc::clone(key),
+                        key.clone(),
                         ViewEntry {
                             cell: Cell::new(payload.clone()),
                             version,
@@ -123,11 +126,11 @@ mod tests {
     #[test]
     fn the_view_keeps_the_key_it_is_given_and_one_decode_per_type() {
         let mut view = View::default();
-        let key: Arc<str> = Arc::from("k");
+        let key = SharedKey::from("k");
         assert!(view.record(&key, Some(&Payload::from("7")), Version(1)));
         let (kept, entry) = view.entries.get_key_value("k").expect("recorded");
         assert!(
-            Arc::ptr_eq(kept, &key),
+            SharedKey::ptr_eq(kept, &key),
             "the backend's key is shared, not copied"
         );
         let first = entry.cell.decode::<u32>("k", None, false).expect("decodes");

@@ -423,7 +423,7 @@ impl Backend for KubeBackend {
                 .get(name)
                 .filter(|s| s.stored(key) == Some(stored));
             Entry {
-                key: Arc::clone(key),
+                key: key.clone(),
                 value: inner.layout.shared_payload(stored),
                 version: watched
                     .and_then(|s| s.version(key))

@@ -6,16 +6,15 @@
 //! and listings write here: a write's own response never does, or the watch
 //! event that follows would diff to nothing and the view would miss it.
 //!
-//! Keys (`Arc<str>`) and stored strings ([`Stored`]) are shared, kept across events while they do
+//! Keys ([`SharedKey`]) and stored strings ([`Stored`]) are shared, kept across events while they do
 //! not change and handed to stores in changes and listings: with the native
 //! layout (where a value's payload is its stored string) each key and each
 //! value is in memory once per process, however many stores read it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use kube::api::DynamicObject;
-use store_core::backend::{Change, Entry};
+use store_core::backend::{Change, Entry, SharedKey};
 use store_core::{Error, Payload, Version};
 
 use crate::error::NAME;
@@ -39,7 +38,7 @@ pub(crate) struct Slot {
 pub(crate) struct Shard {
     pub(crate) revision: u64,
     /// Store key to its slot.
-    pub(crate) data: BTreeMap<Arc<str>, Slot>,
+    pub(crate) data: BTreeMap<SharedKey, Slot>,
     /// Serialized size of the whole object, `managedFields` included.
     pub(crate) size: usize,
     /// The shard count its spec declares (native layout).
@@ -57,7 +56,7 @@ impl Shard {
 }
 
 /// Store key to stored string, as an object holds them.
-pub(crate) type Data = BTreeMap<Arc<str>, Stored>;
+pub(crate) type Data = BTreeMap<SharedKey, Stored>;
 
 /// A parsed object: its revision, its store keys and its size.
 #[derive(Debug, Clone)]
@@ -180,12 +179,12 @@ fn read_parts(layout: &Layout, parts: Parts<'_>) -> Result<Seen, Error> {
             continue;
         };
         match value.as_str() {
-            Some(text) => data.push((Arc::from(key), Stored::from(text))),
+            Some(text) => data.push((SharedKey::from(key), Stored::from(text))),
             // Not a string: someone edited the object by hand. Keep it visible as
             // its JSON text so reads give a decode error for this key alone.
             None => {
                 malformed.push(key.to_owned());
-                data.push((Arc::from(key), Stored::from(value.to_string())));
+                data.push((SharedKey::from(key), Stored::from(value.to_string())));
             }
         }
     }
@@ -222,7 +221,7 @@ impl Cache {
                 earlier => {
                     let key = earlier.map_or(key, |(key, _)| key);
                     changes.push(Change {
-                        key: Arc::clone(&key),
+                        key: key.clone(),
                         value: Some(layout.shared_payload(&stored)),
                     });
                     let version = Version(seen.revision);
@@ -257,7 +256,7 @@ impl Cache {
                     .iter()
                     .filter(|(k, _)| k.starts_with(prefix))
                     .map(|(k, slot)| Entry {
-                        key: Arc::clone(k),
+                        key: k.clone(),
                         value: layout.shared_payload(&slot.stored),
                         version: slot.version,
                     })
@@ -321,7 +320,7 @@ mod tests {
         let value = change.value.as_ref().expect("a value").as_str();
         let same = |cache: &Cache| {
             let (key, slot) = cache.shards["s-0"].data.get_key_value("a").expect("cached");
-            Arc::ptr_eq(key, &change.key)
+            SharedKey::ptr_eq(key, &change.key)
                 && std::ptr::eq(slot.stored.as_str().as_ptr(), value.as_ptr())
         };
         assert!(
@@ -335,7 +334,7 @@ mod tests {
         assert!(same(&cache), "an unchanged key keeps its allocations");
         let entries = cache.entries(&layout, "");
         let listed = entries.iter().find(|e| &*e.key == "a").expect("listed");
-        assert!(Arc::ptr_eq(&listed.key, &change.key));
+        assert!(SharedKey::ptr_eq(&listed.key, &change.key));
         assert!(std::ptr::eq(listed.value.as_str().as_ptr(), value.as_ptr()));
     }
 

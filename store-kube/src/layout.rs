@@ -304,9 +304,9 @@ mod fuzz_tests {
     use proptest::test_runner::{Config, TestRunner};
     use serde_json::{Value, json};
 
-    use super::*;
-    use std::sync::Arc;
+    use store_core::backend::SharedKey;
 
+    use super::*;
     use crate::cache::{Cache, parse_object};
 
     fn config(default: u32) -> Config {
@@ -498,8 +498,8 @@ mod fuzz_tests {
                         last = Some(seen);
                     }
                     let entries = cache.entries(&layout, "");
-                    let keys: Vec<&Arc<str>> = entries.iter().map(|e| &e.key).collect();
-                    let expected: Vec<&Arc<str>> = last
+                    let keys: Vec<&SharedKey> = entries.iter().map(|e| &e.key).collect();
+                    let expected: Vec<&SharedKey> = last
                         .as_ref()
                         .map(|s| s.data.keys().collect())
                         .unwrap_or_default();

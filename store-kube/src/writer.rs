@@ -13,7 +13,6 @@
 //! object refuses the write that would overflow it, not the whole batch.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use serde_json::{Value, json};
 use store_core::backend::{Op, OpKind, Outcome, Precondition};
@@ -92,7 +91,7 @@ impl Base {
             data: shard
                 .data
                 .iter()
-                .map(|(key, slot)| (Arc::clone(key), slot.stored.clone()))
+                .map(|(key, slot)| (key.clone(), slot.stored.clone()))
                 .collect(),
             malformed: HashSet::new(),
             size: shard.size,
@@ -317,6 +316,8 @@ pub(crate) fn plan(
 
 #[cfg(test)]
 mod tests {
+    use store_core::backend::SharedKey;
+
     use super::*;
     use crate::cache::Slot;
 
@@ -338,7 +339,7 @@ mod tests {
             revision: 10,
             data: data
                 .iter()
-                .map(|(k, v)| (Arc::from(*k), Stored::from(*v)))
+                .map(|(k, v)| (SharedKey::from(*k), Stored::from(*v)))
                 .collect(),
             size: 500,
             has_data_map: true,
@@ -357,7 +358,7 @@ mod tests {
                         stored: Stored::from(*v),
                         version: Version(*r),
                     };
-                    (Arc::from(*k), slot)
+                    (SharedKey::from(*k), slot)
                 })
                 .collect(),
             size: 500,
