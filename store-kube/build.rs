@@ -12,9 +12,14 @@ fn main() {
     assets::emit_build_cfg();
 
     println!("cargo::rustc-check-cfg=cfg(pepr_peer)");
-    println!("cargo::rerun-if-changed=tests/pepr/node_modules/pepr/package.json");
+    let package = "tests/pepr/node_modules/pepr/package.json";
+    let installed = std::path::Path::new(package).exists();
+    // Cargo re-runs a script watching a path that does not exist (and rebuilds
+    // the crate) on every build: until `npm ci` installs the package, watch
+    // the directory it installs into, a few files then.
+    let watched = if installed { package } else { "tests/pepr" };
+    println!("cargo::rerun-if-changed={watched}");
     println!("cargo::rerun-if-env-changed=PATH");
-    let installed = std::path::Path::new("tests/pepr/node_modules/pepr/package.json").exists();
     let node = std::process::Command::new("node")
         .arg("--version")
         .output()
