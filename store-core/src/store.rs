@@ -1029,7 +1029,7 @@ impl Store {
         if self.shared.pending.load(Ordering::Acquire) > 0 {
             self.shared.with_writes(|w| {
                 for (key, overlay) in w.overlays() {
-                    match (view.entries.contains_key(&**key), overlay.cell.is_some()) {
+                    match (view.entries.contains_key(key), overlay.cell.is_some()) {
                         (false, true) => len += 1,
                         (true, false) => len -= 1,
                         _ => {}

@@ -17,10 +17,7 @@ use crate::error::Result;
 use crate::key::Validator;
 use crate::value;
 
-pub(crate) type KeyMap<V> = HashMap<Arc<str>, V, foldhash::fast::RandomState>;
-
-/// Keys shared with the backend, to what the view knows of them.
-pub(crate) type SharedKeyMap<V> = HashMap<SharedKey, V, foldhash::fast::RandomState>;
+pub(crate) type KeyMap<V> = HashMap<SharedKey, V, foldhash::fast::RandomState>;
 
 /// A value together with its decoded form, cached for the first type asked
 /// for (the `Arc` knows its type: a downcast checks it). The slot is one
@@ -81,7 +78,7 @@ pub(crate) struct ViewEntry {
 /// Confirmed backend state as of `revision`.
 #[derive(Default)]
 pub(crate) struct View {
-    pub(crate) entries: SharedKeyMap<ViewEntry>,
+    pub(crate) entries: KeyMap<ViewEntry>,
     pub(crate) revision: Revision,
 }
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use metrics::Histogram;
 use tokio::sync::oneshot;
 
-use crate::backend::{Op, OpKind, Payload, Precondition, Revision, Version};
+use crate::backend::{Op, OpKind, Payload, Precondition, Revision, SharedKey, Version};
 use crate::error::{Error, Result};
 use crate::view::{Cell, KeyMap};
 
@@ -46,7 +46,7 @@ pub(crate) type Waiter = oneshot::Sender<Result<Ack>>;
 /// One queued write.
 pub(crate) struct Slot {
     pub(crate) seq: u64,
-    pub(crate) key: Arc<str>,
+    pub(crate) key: SharedKey,
     pub(crate) kind: OpKind,
     pub(crate) precondition: Option<Precondition>,
     pub(crate) waiters: Vec<Waiter>,
@@ -214,7 +214,7 @@ impl Writes {
     }
 
     /// Every pending write that still counts.
-    pub(crate) fn overlays(&self) -> impl Iterator<Item = (&Arc<str>, &Overlay)> {
+    pub(crate) fn overlays(&self) -> impl Iterator<Item = (&SharedKey, &Overlay)> {
         let covered = self.covered;
         self.overlay.iter().filter(move |(_, o)| o.seq > covered)
     }
@@ -251,10 +251,10 @@ impl Writes {
             coalesce: true,
         };
         let key = match self.overlay.get_key_value(key) {
-            Some((name, _)) => Arc::clone(name),
-            None => Arc::from(key),
+            Some((name, _)) => name.clone(),
+            None => SharedKey::from(key),
         };
-        let entry = self.overlay.entry(Arc::clone(&key)).or_insert(entry);
+        let entry = self.overlay.entry(key.clone()).or_insert(entry);
         entry.seq = seq;
         entry.cell = cell;
         entry.coalesce = true;
@@ -286,7 +286,7 @@ impl Writes {
         if let Some(entry) = self.overlay.get_mut(key) {
             entry.coalesce = false;
         }
-        let key: Arc<str> = Arc::from(key);
+        let key = SharedKey::from(key);
         self.queue.push_back(Slot {
             seq: self.next_seq,
             key,
@@ -396,9 +396,9 @@ impl Writes {
         if let Some(entry) = self.overlay.get_mut(key) {
             entry.coalesce = false;
         }
-        let name: Arc<str> = Arc::from(key);
+        let name = SharedKey::from(key);
         self.rounds.insert(
-            Arc::clone(&name),
+            name.clone(),
             Round {
                 seq,
                 cell,
@@ -544,7 +544,7 @@ impl Writes {
     }
 
     /// Forgets a failed write so reads show the backend's truth again.
-    pub(crate) fn failed(&mut self, key: &Arc<str>, seq: u64) {
+    pub(crate) fn failed(&mut self, key: &SharedKey, seq: u64) {
         if self.overlay.get(key).is_some_and(|o| o.seq == seq) {
             self.overlay.remove(key);
         }
