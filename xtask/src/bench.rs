@@ -676,10 +676,16 @@ fn b9(r: &Results) -> Option<Measured> {
 }
 
 fn b10(r: &Results) -> Option<Measured> {
-    let set = r.ns("B10", "set_recorder")?;
-    let set_base = r.ns("B10", "set_no_recorder")?;
-    let get = r.ns("B10", "get_recorder")?;
-    let get_base = r.ns("B10", "get_no_recorder")?;
+    // Each side ran twice, alternating; its faster turn counts.
+    let best = |id: &str| {
+        let again = r.ns("B10", &format!("{id}_2"));
+        r.ns("B10", id)
+            .map(|first| again.map_or(first, |again| first.min(again)))
+    };
+    let set = best("set_recorder")?;
+    let set_base = best("set_no_recorder")?;
+    let get = best("get_recorder")?;
+    let get_base = best("get_no_recorder")?;
     let (set_ratio, get_ratio) = (set / set_base, get / get_base);
     Some(Measured {
         figure: format!("set {}, get {}", ns(set), ns(get)),
