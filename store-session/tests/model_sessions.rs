@@ -148,6 +148,7 @@ impl Replica {
 async fn run_case<A: Backend, B: Backend>(
     pair: &Pair<A, Held<B>>,
     raw: &[RawStep],
+    log: &Log,
 ) -> Result<(), String> {
     let (one, two) = (
         Sessions::builder()
@@ -165,7 +166,6 @@ async fn run_case<A: Backend, B: Backend>(
         handles: Vec::new(),
     });
     let mut model = Model::default();
-    let mut log = Vec::new();
     // Steps left before a held view is let go.
     let mut held = 0_u8;
     for (index, &(kind, second, other_key)) in raw.iter().enumerate() {
@@ -181,7 +181,7 @@ async fn run_case<A: Backend, B: Backend>(
         let replica = &mut replicas[r];
         let handle = replica.handles.get(k).and_then(Option::as_ref);
         log.push(format!("{index}: kind {kind} replica {r} key {key}"));
-        let fail = |message: String| format!("{message}\nsteps:\n{}", log.join("\n"));
+        let fail = |message: String| log.failure(&message);
         match kind % 10 {
             0 | 1 => replica.open(&mut model).await.map_err(fail)?,
             2 | 3 => {
@@ -253,7 +253,8 @@ async fn run_case<A: Backend, B: Backend>(
 
     // Both replicas reach one generation, read alike, and hold nothing of
     // earlier ones.
-    let fail = |message: String| format!("{message}\nsteps:\n{}", log.join("\n"));
+    log.push("the final checks".to_owned());
+    let fail = |message: String| log.failure(&message);
     let deadline = tokio::time::Instant::now() + FREED_WITHIN * 6;
     let (generation, values) = loop {
         let mut seen = Vec::new();
@@ -330,6 +331,28 @@ async fn final_read(sessions: &Sessions) -> Result<(u64, Vec<u64>), String> {
     Ok((generation, values))
 }
 
+/// The steps a case has taken, kept outside it so a case that never ends can
+/// still say where it stopped.
+#[derive(Default)]
+struct Log(Mutex<Vec<String>>);
+
+impl Log {
+    fn push(&self, step: String) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(step);
+    }
+
+    fn failure(&self, message: &str) -> String {
+        let steps = self.0.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
+        format!("{message}\nsteps:\n{steps}")
+    }
+}
+
+/// A case's steps each wait at most [`TIMEOUT`] (a few of them twice), and
+/// its final checks at most `FREED_WITHIN` six times for agreement and once
+/// per earlier generation: a case still running after this is stuck, and
+/// fails with the steps it took.
+const CASE_DEADLINE: Duration = Duration::from_secs(300);
+
 fn run<A: Backend, B: Backend>(
     name: &str,
     default_cases: u32,
@@ -353,17 +376,36 @@ fn run<A: Backend, B: Backend>(
         rng_seed: RngSeed::Fixed(seed),
         failure_persistence: None,
         max_shrink_iters: 64,
+        // A failing case waits out its final checks' deadlines: shrinking
+        // stops after this long and reports the smallest case found so far.
+        max_shrink_time: 180_000,
         ..Config::default()
     });
+    // Said first, so a run that has to be stopped can be repeated.
+    println!("sessions model: backend={name} seed={seed} cases={cases}");
+    let first_failure = std::sync::Once::new();
     let outcome = runner.run(&vec(any::<RawStep>(), 1..=40), |raw| {
+        let log = Log::default();
         runtime
             .block_on(async {
                 let pair = start().await;
-                run_case(&pair, &raw).await
+                tokio::time::timeout(CASE_DEADLINE, run_case(&pair, &raw, &log))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(log.failure(&format!(
+                            "the case did not end within {CASE_DEADLINE:?}; its last step never returned"
+                        )))
+                    })
             })
-            .map_err(TestCaseError::fail)
+            .map_err(|message| {
+                // Shrinking reruns failing cases, each up to its final
+                // checks' deadlines: the first failure is shown at once.
+                first_failure.call_once(|| {
+                    eprintln!("sessions model ({name}, seed {seed}): a case failed, shrinking it now: {message}");
+                });
+                TestCaseError::fail(message)
+            })
     });
-    println!("sessions model: backend={name} seed={seed} cases={cases}");
     if let Err(e) = outcome {
         panic!("{name}, seed {seed} (PROPTEST_RNG_SEED repeats it): {e}");
     }
