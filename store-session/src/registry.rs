@@ -6,7 +6,7 @@
 //! that session's own keys; no call walks other sessions.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use store_core::backend::{Applied, Batch, Change, Entry, Listing, Op};
@@ -105,6 +105,8 @@ pub(crate) struct Config {
 pub(crate) struct Registry {
     pub(crate) config: Arc<Config>,
     sessions: Mutex<HashMap<String, Arc<SessionCore>>>,
+    /// Set once the shared watch starts (see [`Follower`]).
+    follower: OnceLock<Follower>,
 }
 
 /// Follows the generation records every replica writes, so a session ended or
@@ -113,6 +115,7 @@ pub(crate) struct Registry {
 /// The watch hands records over in revision order; one task acts on them in
 /// that order, so an end followed by a new life of the id is never taken for a
 /// reset.
+#[derive(Clone)]
 struct Follower {
     registry: Weak<Registry>,
     tx: tokio::sync::mpsc::UnboundedSender<(Arc<SessionCore>, Follow)>,
@@ -128,6 +131,10 @@ enum Follow {
 impl Follower {
     fn start(registry: Weak<Registry>) -> Arc<dyn Listener> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let follower = Follower { registry, tx };
+        if let Some(registry) = follower.registry.upgrade() {
+            let _ = registry.follower.set(follower.clone());
+        }
         tokio::spawn(async move {
             while let Some((core, follow)) = rx.recv().await {
                 let core: Arc<SessionCore> = core;
@@ -139,7 +146,7 @@ impl Follower {
                 }
             }
         });
-        Arc::new(Follower { registry, tx })
+        Arc::new(follower)
     }
 
     fn core(registry: &Registry, key: &str) -> Option<Arc<SessionCore>> {
@@ -168,6 +175,29 @@ impl Follower {
         // Fails only once the registry is gone, when nothing is left to follow.
         let _ = self.tx.send((core, follow));
     }
+
+    /// Reads the records of `cores` again, in a task of its own, and acts on
+    /// them after whatever the watch handed over before.
+    fn reread(&self, config: &Arc<Config>, cores: Vec<Arc<SessionCore>>) {
+        let config = Arc::clone(config);
+        let follower = self.clone();
+        tokio::spawn(async move {
+            for core in cores {
+                let key = layout::meta_key(&config.root, core.id());
+                match config.inner.list(&key).await {
+                    Ok(listing) => {
+                        let entry = listing.entries.iter().find(|e| *e.key == *key);
+                        // A record's own version says when it was written.
+                        let revision = entry.map_or(listing.revision, |e| Revision(e.version.0));
+                        follower.follow(core, &key, entry.map(|e| &e.value), revision);
+                    }
+                    Err(error) => {
+                        tracing::warn!(session = core.id(), %error, "re-reading a generation record failed");
+                    }
+                }
+            }
+        });
+    }
 }
 
 impl Listener for Follower {
@@ -188,28 +218,7 @@ impl Listener for Follower {
             return;
         };
         let cores: Vec<_> = registry.sessions().values().cloned().collect();
-        let config = Arc::clone(&registry.config);
-        let tx = self.tx.clone();
-        let follower = Follower {
-            registry: Weak::clone(&self.registry),
-            tx,
-        };
-        tokio::spawn(async move {
-            for core in cores {
-                let key = layout::meta_key(&config.root, core.id());
-                match config.inner.list(&key).await {
-                    Ok(listing) => {
-                        let entry = listing.entries.iter().find(|e| *e.key == *key);
-                        // A record's own version says when it was written.
-                        let revision = entry.map_or(listing.revision, |e| Revision(e.version.0));
-                        follower.follow(core, &key, entry.map(|e| &e.value), revision);
-                    }
-                    Err(error) => {
-                        tracing::warn!(session = core.id(), %error, "re-reading a generation record failed");
-                    }
-                }
-            }
-        });
+        self.reread(&registry.config, cores);
     }
 }
 
@@ -409,6 +418,11 @@ impl Sessions {
             sessions.insert(id.to_owned(), Arc::clone(&core));
             core
         };
+        // A change to the record after it was read above and before the
+        // session was indexed found no session to tell: read it once more.
+        if let Some(follower) = self.registry.follower.get() {
+            follower.reread(&self.registry.config, vec![Arc::clone(&core)]);
+        }
         if let Some(ttl) = self.registry.config.idle_ttl {
             tokio::spawn(expire_when_idle(Arc::downgrade(&core), ttl));
         }
@@ -595,6 +609,7 @@ impl SessionsBuilder {
                     epoch: Instant::now(),
                 }),
                 sessions: Mutex::new(HashMap::new()),
+                follower: OnceLock::new(),
             }),
         }
     }

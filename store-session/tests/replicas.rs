@@ -8,6 +8,10 @@ mod common;
 use common::replicas::{
     Held, Pair, eventually, eventually_async, kube_pair, memory_pair, redis_pair,
 };
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
 use store_core::Backend;
 use store_session::{Error, Result, ScopeKind, layout};
 
@@ -228,6 +232,49 @@ async fn resetting_a_session_on_one_replica_resets_it_on_every_replica<A: Backen
 }
 
 on_memory_and_kube!(resetting_a_session_on_one_replica_resets_it_on_every_replica);
+
+/// Replica two reads the session's generation record while opening the
+/// session, and replica one resets it before replica two has indexed the
+/// session: the reset reaches replica two's watch while there is no session
+/// there to tell, so opening reads the record once more. On this one-thread
+/// runtime the watch task runs only while the read's hook waits, and has acted
+/// on an event once it has counted it, so the reset lands in that window every
+/// time.
+#[tokio::test]
+async fn a_reset_while_the_other_replica_opens_the_session_reaches_it() -> Result<()> {
+    let pair = memory_pair();
+    let (one, two) = pair.registries();
+    let on_one = one.open("s-7").await?;
+    // Replica two's watch runs before the read below.
+    two.open("s-8").await?;
+    let delivered = Arc::clone(&pair.two.delivered);
+    let resetting = on_one.clone();
+    pair.two
+        .after_next_read(layout::meta_key("", "s-7"), async move {
+            let before = delivered.load(Ordering::SeqCst);
+            drop(resetting.reset().await.expect("the reset"));
+            let heard = async {
+                while delivered.load(Ordering::SeqCst) == before {
+                    tokio::task::yield_now().await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), heard)
+                .await
+                .expect("replica two's watch delivers the reset within 10 s");
+        });
+    let on_two = two.open("s-7").await?;
+    let fresh = on_one.generation()?;
+    assert!(
+        on_two.generation()? < fresh,
+        "replica two read the record before the reset"
+    );
+    eventually(
+        "replica two to hear of the reset made while it opened the session",
+        || on_two.generation().is_ok_and(|g| g == fresh),
+    )
+    .await;
+    Ok(())
+}
 
 /// Replica two has not heard of the end yet (its watch is held back) and
 /// writes: the write lands, but in the ended life's keys, which a reopened

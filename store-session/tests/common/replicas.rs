@@ -3,11 +3,12 @@
 //! fake API server, or on two Redis backends of one store on a real
 //! `redis-server`, and a wrapper that can hold a replica's watch back.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use store_core::backend::{Applied, Batch, Entry, Listing, Outcome, WatchStream};
 use store_core::{Backend, Capabilities, MemoryBackend, Result, Revision};
 use store_kube::KubeBackend;
@@ -27,6 +28,8 @@ pub(crate) struct Held<B> {
     conflicted: Notify,
     /// Watch events delivered to this replica, every watcher counted.
     pub(crate) delivered: Arc<AtomicUsize>,
+    /// Run after the next read of this key, before the read returns.
+    after_read: Mutex<Option<(String, BoxFuture<'static, ()>)>>,
 }
 
 impl<B: Backend> Held<B> {
@@ -37,10 +40,21 @@ impl<B: Backend> Held<B> {
             conflicts: AtomicUsize::new(0),
             conflicted: Notify::new(),
             delivered: Arc::new(AtomicUsize::new(0)),
+            after_read: Mutex::new(None),
         }
     }
 
     /// From now on, watch events wait until [`release`](Self::release).
+    /// Runs `then` after the next read of `key` has read, before it returns:
+    /// what it does lands between the read and what the reader does next.
+    pub(crate) fn after_next_read(
+        &self,
+        key: String,
+        then: impl Future<Output = ()> + Send + 'static,
+    ) {
+        *self.after_read.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, Box::pin(then)));
+    }
+
     pub(crate) fn hold(&self) {
         self.held.send_replace(true);
     }
@@ -90,7 +104,21 @@ impl<B: Backend> Backend for Held<B> {
     }
 
     async fn read(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.read(key).await
+        let entry = self.inner.read(key).await?;
+        let then = {
+            let mut after = self.after_read.lock().unwrap_or_else(|p| p.into_inner());
+            match after.take() {
+                Some((wanted, then)) if wanted == key => Some(then),
+                other => {
+                    *after = other;
+                    None
+                }
+            }
+        };
+        if let Some(then) = then {
+            then.await;
+        }
+        Ok(entry)
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {
