@@ -210,8 +210,16 @@ fn encode(buffer: &mut Vec<u8>, value: &Profile) -> Payload {
 /// a rerun).
 const B10_TURNS: [(&str, bool); 4] = [("", false), ("", true), ("_2", false), ("_2", true)];
 
-fn side(recorder: bool) -> &'static str {
-    if recorder { "recorder" } else { "no_recorder" }
+/// B10's benchmark ids for `op`, in [`B10_TURNS`] order, with the store each
+/// turn times.
+fn turns<'a>(op: &str, plain: &'a Store, recorded: &'a Store) -> [(String, &'a Store); 4] {
+    B10_TURNS.map(|(round, recorder)| {
+        if recorder {
+            (format!("{op}_recorder{round}"), recorded)
+        } else {
+            (format!("{op}_no_recorder{round}"), plain)
+        }
+    })
 }
 
 #[expect(
@@ -241,10 +249,7 @@ fn b10_metrics(c: &mut Criterion) {
     let (plain_rt, recorded_rt) = (parked(), parked());
     let plain = start(&plain_rt, false);
     let recorded = start(&recorded_rt, true);
-    for (name, store) in B10_TURNS.map(|(round, recorder)| {
-        let store = if recorder { &recorded } else { &plain };
-        (format!("set_{}{round}", side(recorder)), store)
-    }) {
+    for (name, store) in turns("set", &plain, &recorded) {
         group.bench_function(name, |b| {
             let mut i = 0;
             b.iter(|| {
@@ -265,10 +270,7 @@ fn b10_metrics(c: &mut Criterion) {
         rt.block_on(store.flush()).expect("flush");
         assert_eq!(store.snapshot().pending, 0, "reads must come from the view");
     }
-    for (name, store) in B10_TURNS.map(|(round, recorder)| {
-        let store = if recorder { &recorded } else { &plain };
-        (format!("get_{}{round}", side(recorder)), store)
-    }) {
+    for (name, store) in turns("get", &plain, &recorded) {
         group.bench_function(name, |b| {
             let mut i = 0;
             b.iter(|| {

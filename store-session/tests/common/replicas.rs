@@ -44,7 +44,6 @@ impl<B: Backend> Held<B> {
         }
     }
 
-    /// From now on, watch events wait until [`release`](Self::release).
     /// Runs `then` after the next read of `key` has read, before it returns:
     /// what it does lands between the read and what the reader does next.
     pub(crate) fn after_next_read(
@@ -55,6 +54,7 @@ impl<B: Backend> Held<B> {
         *self.after_read.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, Box::pin(then)));
     }
 
+    /// From now on, watch events wait until [`release`](Self::release).
     pub(crate) fn hold(&self) {
         self.held.send_replace(true);
     }
