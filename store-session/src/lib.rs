@@ -117,6 +117,14 @@
 //! generation), and that replica removes them when it hears of the end. The
 //! cost is one record per open session and, per replica, one watch event per
 //! end or reset, handled in time proportional to that session's own keys.
+//!
+//! A reset or an end reads the record first and moves it on only from the
+//! generation the replica holds (a reset's write is conditional on the
+//! record's version). A replica that has not yet heard of a reset or an end
+//! elsewhere therefore never takes the record back, nor ends a new life of
+//! the id: it waits until its watch delivers the news, then resets or ends
+//! what is current, or fails with [`Error::SessionEnded`] if the session
+//! ended. This costs one read of the record per reset and per end.
 //! Idle expiry ([`SessionsBuilder::idle_ttl`]) ends a session for every
 //! replica too, so give replicas the same time to live and use.
 //!

@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use store_core::backend::{Applied, Batch, Change, Entry, Listing, Op};
+use store_core::backend::{Applied, Batch, Change, Entry, Listing, Op, Outcome};
 use store_core::{
-    Backend, BoxBackend, Capabilities, MemoryBackend, Payload, Precondition, Revision, StoreBuilder,
+    Backend, BoxBackend, Capabilities, MemoryBackend, Payload, Precondition, Revision,
+    StoreBuilder, Version,
 };
 use tokio::time::Instant;
 
@@ -102,11 +103,42 @@ pub(crate) struct Config {
     pub(crate) epoch: Instant,
 }
 
+/// What a session's generation record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Record {
+    /// There is none: the session was ended, at or before this revision.
+    Ended(Revision),
+    /// It holds this generation, written at this revision.
+    Generation(u64, Revision),
+}
+
 pub(crate) struct Registry {
     pub(crate) config: Arc<Config>,
-    sessions: Mutex<HashMap<String, Arc<SessionCore>>>,
+    index: Mutex<Index>,
     /// Set once the shared watch starts (see [`Follower`]).
     follower: OnceLock<Follower>,
+}
+
+#[derive(Default)]
+struct Index {
+    /// The open sessions.
+    sessions: HashMap<String, Arc<SessionCore>>,
+    /// Sessions being opened (see [`Opening`]).
+    opening: HashMap<String, Opening>,
+}
+
+/// What the watch said of a session's record while the session was being
+/// opened: between reading the record and indexing the session there is no
+/// session to tell, so the news is kept here and handed over, in order, once
+/// there is.
+#[derive(Default)]
+struct Opening {
+    /// Opens of the id under way in this registry.
+    openers: usize,
+    /// Records the watch handed over meanwhile, oldest first.
+    records: Vec<Record>,
+    /// The watch had a gap meanwhile: the record must be read again.
+    gap: bool,
 }
 
 /// Follows the generation records every replica writes, so a session ended or
@@ -118,14 +150,7 @@ pub(crate) struct Registry {
 #[derive(Clone)]
 struct Follower {
     registry: Weak<Registry>,
-    tx: tokio::sync::mpsc::UnboundedSender<(Arc<SessionCore>, Follow)>,
-}
-
-enum Follow {
-    /// The record was removed at this revision.
-    Ended(Revision),
-    /// The record was set to this generation at this revision.
-    Generation(u64, Revision),
+    tx: tokio::sync::mpsc::UnboundedSender<(Arc<SessionCore>, Record)>,
 }
 
 impl Follower {
@@ -136,44 +161,31 @@ impl Follower {
             let _ = registry.follower.set(follower.clone());
         }
         tokio::spawn(async move {
-            while let Some((core, follow)) = rx.recv().await {
+            while let Some((core, record)) = rx.recv().await {
                 let core: Arc<SessionCore> = core;
-                match follow {
-                    Follow::Ended(revision) => core.ended_elsewhere(revision).await,
-                    Follow::Generation(generation, revision) => {
-                        core.reset_elsewhere(generation, revision).await;
-                    }
-                }
+                core.follow(record).await;
             }
         });
         Arc::new(follower)
     }
 
-    fn core(registry: &Registry, key: &str) -> Option<Arc<SessionCore>> {
-        let escaped = key.strip_prefix(&layout::meta_prefix(&registry.config.root))?;
-        let id = layout::unescape(escaped);
-        registry.sessions().get(&*id).cloned()
-    }
-
-    fn follow(
-        &self,
-        core: Arc<SessionCore>,
-        key: &str,
-        value: Option<&Payload>,
-        revision: Revision,
-    ) {
-        let follow = match value {
-            None => Follow::Ended(revision),
-            Some(value) => match store_core::decode::<u64>(key, value) {
-                Ok(generation) => Follow::Generation(generation, revision),
+    /// What a change to session `id`'s generation record says.
+    fn record(id: &str, change: &Change, revision: Revision) -> Option<Record> {
+        match &change.value {
+            None => Some(Record::Ended(revision)),
+            Some(value) => match store_core::decode::<u64>(&change.key, value) {
+                Ok(generation) => Some(Record::Generation(generation, revision)),
                 Err(error) => {
-                    tracing::warn!(session = core.id(), %error, "unreadable generation record");
-                    return;
+                    tracing::warn!(session = id, %error, "unreadable generation record");
+                    None
                 }
             },
-        };
+        }
+    }
+
+    fn send(&self, core: Arc<SessionCore>, record: Record) {
         // Fails only once the registry is gone, when nothing is left to follow.
-        let _ = self.tx.send((core, follow));
+        let _ = self.tx.send((core, record));
     }
 
     /// Reads the records of `cores` again, in a task of its own, and acts on
@@ -183,14 +195,8 @@ impl Follower {
         let follower = self.clone();
         tokio::spawn(async move {
             for core in cores {
-                let key = layout::meta_key(&config.root, core.id());
-                match config.inner.list(&key).await {
-                    Ok(listing) => {
-                        let entry = listing.entries.iter().find(|e| *e.key == *key);
-                        // A record's own version says when it was written.
-                        let revision = entry.map_or(listing.revision, |e| Revision(e.version.0));
-                        follower.follow(core, &key, entry.map(|e| &e.value), revision);
-                    }
+                match config.record(core.id()).await {
+                    Ok(record) => follower.send(core, record),
                     Err(error) => {
                         tracing::warn!(session = core.id(), %error, "re-reading a generation record failed");
                     }
@@ -205,31 +211,57 @@ impl Listener for Follower {
         let Some(registry) = self.registry.upgrade() else {
             return;
         };
+        let prefix = layout::meta_prefix(&registry.config.root);
+        let mut index = registry.index();
         for change in changes {
-            if let Some(core) = Self::core(&registry, &change.key) {
-                self.follow(core, &change.key, change.value.as_ref(), revision);
+            let Some(escaped) = change.key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let id = layout::unescape(escaped);
+            // Records of sessions neither open nor being opened here are not read.
+            let core = index.sessions.get(&*id).cloned();
+            if core.is_none() && !index.opening.contains_key(&*id) {
+                continue;
+            }
+            let Some(record) = Self::record(&id, change, revision) else {
+                continue;
+            };
+            match core {
+                Some(core) => self.send(core, record),
+                None => {
+                    if let Some(opening) = index.opening.get_mut(&*id) {
+                        opening.records.push(record);
+                    }
+                }
             }
         }
     }
 
-    /// Changes may have been missed: read every open session's record again.
+    /// Changes may have been missed: read every open session's record again,
+    /// and those of sessions being opened once they are.
     fn gap(&self) {
         let Some(registry) = self.registry.upgrade() else {
             return;
         };
-        let cores: Vec<_> = registry.sessions().values().cloned().collect();
+        let cores: Vec<_> = {
+            let mut index = registry.index();
+            for opening in index.opening.values_mut() {
+                opening.gap = true;
+            }
+            index.sessions.values().cloned().collect()
+        };
         self.reread(&registry.config, cores);
     }
 }
 
 impl Registry {
-    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Arc<SessionCore>>> {
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Drops `core` from the index if it is still the entry for its id.
     pub(crate) fn forget(&self, core: &Arc<SessionCore>) {
-        let mut sessions = self.sessions();
+        let sessions = &mut self.index().sessions;
         if sessions
             .get(core.id())
             .is_some_and(|found| Arc::ptr_eq(found, core))
@@ -255,11 +287,10 @@ impl Config {
                 return store_core::decode::<u64>(&key, &entry.value).map_err(Error::from);
             }
             // A listing says which revision the backend is at.
-            let listing = self.inner.list(&key).await?;
-            if let Some(entry) = listing.entries.into_iter().find(|e| *e.key == *key) {
-                return store_core::decode::<u64>(&key, &entry.value).map_err(Error::from);
-            }
-            let generation = listing.revision.0;
+            let generation = match self.record(session).await? {
+                Record::Generation(generation, _) => return Ok(generation),
+                Record::Ended(revision) => revision.0,
+            };
             let mut op = Op::put(key.clone(), Payload::from(generation.to_string()));
             if cas {
                 op = op.when(Precondition::Absent);
@@ -271,27 +302,69 @@ impl Config {
                     atomic: false,
                 })
                 .await?;
-            if matches!(
-                applied.outcomes.first(),
-                Some(store_core::backend::Outcome::Applied(_))
-            ) {
+            if matches!(applied.outcomes.first(), Some(Outcome::Applied(_))) {
                 return Ok(generation);
             }
             // Another process created it first: read theirs.
         }
     }
 
-    /// Records `generation` as the session's current one.
-    pub(crate) async fn store_generation(&self, session: &str, generation: u64) -> Result<()> {
+    /// Reads the session's generation record (through a listing, which says
+    /// which revision the backend is at when there is none).
+    pub(crate) async fn record(&self, session: &str) -> Result<Record> {
         let key = layout::meta_key(&self.root, session);
-        let op = Op::put(key, Payload::from(generation.to_string()));
-        self.inner
-            .apply(Batch {
-                ops: vec![op],
-                atomic: false,
-            })
-            .await?;
-        Ok(())
+        let listing = self.inner.list(&key).await?;
+        Ok(match listing.entries.iter().find(|e| *e.key == *key) {
+            None => Record::Ended(listing.revision),
+            Some(entry) => Record::Generation(
+                store_core::decode::<u64>(&key, &entry.value)?,
+                // A record's own version says when it was written.
+                Revision(entry.version.0),
+            ),
+        })
+    }
+
+    /// Records the generation after `from` as the session's current one,
+    /// unless the record says the session has moved past `from` without this
+    /// replica (reset or ended on another one): then nothing is written and
+    /// that record is returned.
+    ///
+    /// The write is conditional on the record's version as read, so a replica
+    /// that has not yet heard of a reset, or of an end and a new life of the
+    /// id, never takes the record back to a generation of its own. (A record
+    /// older than `from` can only have been written that way; it is
+    /// overwritten.) On a backend without compare-and-set the write is a plain
+    /// put, and a reset racing another replica's reset or end can still do so.
+    pub(crate) async fn advance_generation(
+        &self,
+        session: &str,
+        from: u64,
+    ) -> Result<Option<Record>> {
+        let key = layout::meta_key(&self.root, session);
+        let cas = self.inner.capabilities().compare_and_set;
+        loop {
+            let written = match self.record(session).await? {
+                Record::Generation(generation, written) if generation <= from => written,
+                moved => return Ok(Some(moved)),
+            };
+            let mut op = Op::put(key.clone(), Payload::from((from + 1).to_string()));
+            if cas {
+                op = op.when(Precondition::Version(Version(written.0)));
+            }
+            let applied = self
+                .inner
+                .apply(Batch {
+                    ops: vec![op],
+                    atomic: false,
+                })
+                .await?;
+            match applied.outcomes.into_iter().next() {
+                // Written by another replica since it was read: read it again.
+                Some(Outcome::Conflict { .. }) => continue,
+                Some(Outcome::Failed(error)) => return Err(error.into()),
+                _ => return Ok(None),
+            }
+        }
     }
 
     /// Removes every key under `prefix` (and `extra`, if given); lists only that
@@ -388,7 +461,7 @@ impl Sessions {
             )
             .await?;
         loop {
-            let found = self.registry.sessions().get(id).cloned();
+            let found = self.registry.index().sessions.get(id).cloned();
             match found {
                 Some(core) if core.is_ended() => {
                     // Ending right now: wait for its clean-up, then open afresh.
@@ -402,10 +475,11 @@ impl Sessions {
                 None => break,
             }
         }
+        let opening = OpeningGuard::new(&self.registry, id);
         let generation = self.registry.config.load_generation(id).await?;
         let core = {
-            let mut sessions = self.registry.sessions();
-            if let Some(core) = sessions.get(id) {
+            let mut index = self.registry.index();
+            if let Some(core) = index.sessions.get(id) {
                 // Another task opened it meanwhile.
                 return Ok(Session::from_core(Arc::clone(core)));
             }
@@ -415,14 +489,24 @@ impl Sessions {
                 Arc::clone(&self.registry.config),
                 Arc::downgrade(&self.registry),
             );
-            sessions.insert(id.to_owned(), Arc::clone(&core));
+            index.sessions.insert(id.to_owned(), Arc::clone(&core));
+            // Under the index's lock, so they go before anything the watch
+            // hands over next.
+            let missed = index
+                .opening
+                .get_mut(id)
+                .map(|o| (std::mem::take(&mut o.records), std::mem::take(&mut o.gap)));
+            if let (Some((records, gap)), Some(follower)) = (missed, self.registry.follower.get()) {
+                for record in records {
+                    follower.send(Arc::clone(&core), record);
+                }
+                if gap {
+                    follower.reread(&self.registry.config, vec![Arc::clone(&core)]);
+                }
+            }
             core
         };
-        // A change to the record after it was read above and before the
-        // session was indexed found no session to tell: read it once more.
-        if let Some(follower) = self.registry.follower.get() {
-            follower.reread(&self.registry.config, vec![Arc::clone(&core)]);
-        }
+        drop(opening);
         if let Some(ttl) = self.registry.config.idle_ttl {
             tokio::spawn(expire_when_idle(Arc::downgrade(&core), ttl));
         }
@@ -433,7 +517,8 @@ impl Sessions {
     /// The open session `id`, or [`Error::NotFound`].
     pub fn get(&self, id: &str) -> Result<Session> {
         self.registry
-            .sessions()
+            .index()
+            .sessions
             .get(id)
             .filter(|core| !core.is_ended())
             .map(|core| {
@@ -450,7 +535,7 @@ impl Sessions {
     /// a restart.
     pub async fn end(&self, id: &str) -> Result<Ended> {
         layout::check_name("session", id)?;
-        let found = self.registry.sessions().get(id).cloned();
+        let found = self.registry.index().sessions.get(id).cloned();
         match found {
             Some(core) => core.end().await,
             None => {
@@ -471,17 +556,43 @@ impl Sessions {
 
     /// Whether session `id` is open.
     pub fn contains(&self, id: &str) -> bool {
-        self.registry.sessions().contains_key(id)
+        self.registry.index().sessions.contains_key(id)
     }
 
     /// How many sessions are open.
     pub fn len(&self) -> usize {
-        self.registry.sessions().len()
+        self.registry.index().sessions.len()
     }
 
     /// Whether no session is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Marks a session as being opened (see [`Opening`]) until dropped.
+struct OpeningGuard<'a> {
+    registry: &'a Registry,
+    id: &'a str,
+}
+
+impl<'a> OpeningGuard<'a> {
+    fn new(registry: &'a Registry, id: &'a str) -> Self {
+        let mut index = registry.index();
+        index.opening.entry(id.to_owned()).or_default().openers += 1;
+        OpeningGuard { registry, id }
+    }
+}
+
+impl Drop for OpeningGuard<'_> {
+    fn drop(&mut self) {
+        let mut index = self.registry.index();
+        if let Some(opening) = index.opening.get_mut(self.id) {
+            opening.openers -= 1;
+            if opening.openers == 0 {
+                index.opening.remove(self.id);
+            }
+        }
     }
 }
 
@@ -505,8 +616,12 @@ async fn expire_when_idle(core: Weak<SessionCore>, ttl: Duration) {
                 ?ttl,
                 "session expired after being idle"
             );
-            if let Err(error) = core.end().await {
-                tracing::warn!(session = core.id(), %error, "ending an idle session failed");
+            match core.end().await {
+                // Ended meanwhile, here or on another replica.
+                Ok(_) | Err(Error::SessionEnded { .. }) => {}
+                Err(error) => {
+                    tracing::warn!(session = core.id(), %error, "ending an idle session failed");
+                }
             }
             return;
         }
@@ -608,7 +723,7 @@ impl SessionsBuilder {
                     timeout: self.timeout,
                     epoch: Instant::now(),
                 }),
-                sessions: Mutex::new(HashMap::new()),
+                index: Mutex::new(Index::default()),
                 follower: OnceLock::new(),
             }),
         }

@@ -19,7 +19,7 @@ use crate::instance::Instance;
 use crate::layout::{self, ScopeKind};
 use crate::outdated;
 use crate::quota::Usage;
-use crate::registry::{Config, Registry};
+use crate::registry::{Config, Record, Registry};
 use crate::scope::Scope;
 
 /// What ending a session (or finishing a teardown) freed.
@@ -42,6 +42,8 @@ pub(crate) struct SessionCore {
     activity: Arc<Activity>,
     /// Serialises resets and ends of this session.
     pub(crate) transition: tokio::sync::Mutex<()>,
+    /// The revision of the newest generation record acted on (see [`follow`](Self::follow)).
+    followed: tokio::sync::watch::Sender<Revision>,
 }
 
 impl SessionCore {
@@ -67,6 +69,7 @@ impl SessionCore {
             ended: AtomicBool::new(false),
             activity,
             transition: tokio::sync::Mutex::new(()),
+            followed: tokio::sync::watch::Sender::new(Revision(0)),
         })
     }
 
@@ -99,10 +102,65 @@ impl SessionCore {
         ))
     }
 
+    /// Acts on what the session's generation record says: another replica
+    /// ended or reset the session.
+    pub(crate) async fn follow(self: &Arc<Self>, record: Record) {
+        let revision = match record {
+            Record::Ended(revision) => {
+                self.ended_elsewhere(revision).await;
+                revision
+            }
+            Record::Generation(generation, revision) => {
+                self.reset_elsewhere(generation, revision).await;
+                revision
+            }
+        };
+        self.followed
+            .send_modify(|followed| *followed = revision.max(*followed));
+    }
+
+    /// The record says the session moved on from `generation` (reset or ended
+    /// elsewhere, written at `revision`) without this replica: waits until this
+    /// replica's watch has delivered that and it has been acted on. Acting on
+    /// the record as read could take an end and a new life of the id for a
+    /// reset; the watch tells them apart.
+    async fn catch_up(&self, generation: u64, revision: Revision) -> Result<()> {
+        let moved_on = || {
+            self.is_ended()
+                || self
+                    .current
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .generation
+                    != generation
+        };
+        let mut followed = self.followed.subscribe();
+        let timeout = self.config.timeout;
+        let waited = tokio::time::timeout(
+            timeout,
+            followed.wait_for(|followed| *followed >= revision || moved_on()),
+        )
+        .await;
+        if waited.is_err() {
+            return Err(Error::Store(store_core::Error::Timeout {
+                waiting_for: format!(
+                    "the watch to deliver session `{}`'s record of revision {revision}",
+                    self.id
+                ),
+                timeout,
+            }));
+        }
+        if !moved_on() {
+            // Not reached with records written by this crate; never spin.
+            return Err(outdated(""));
+        }
+        Ok(())
+    }
+
     /// Another replica ended this session: its generation record was removed at
     /// `revision`. A removal from before this life of the id (whose first
     /// generation is a later revision) is not about it.
-    pub(crate) async fn ended_elsewhere(self: &Arc<Self>, revision: Revision) {
+    async fn ended_elsewhere(self: &Arc<Self>, revision: Revision) {
         let _transition = self.transition.lock().await;
         let instance = Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner));
         if self.is_ended() || revision.0 <= instance.generation {
@@ -127,7 +185,7 @@ impl SessionCore {
     /// The resetting replica's teardown owns the retired durable keys; only
     /// writes made here before the news arrived that landed after the reset
     /// (which its teardown may have missed) are removed here.
-    pub(crate) async fn reset_elsewhere(self: &Arc<Self>, generation: u64, revision: Revision) {
+    async fn reset_elsewhere(self: &Arc<Self>, generation: u64, revision: Revision) {
         let _transition = self.transition.lock().await;
         let old = Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner));
         if self.is_ended() || generation <= old.generation {
@@ -158,13 +216,20 @@ impl SessionCore {
     }
 
     pub(crate) async fn end(self: &Arc<Self>) -> Result<Ended> {
-        let _transition = self.transition.lock().await;
-        if self.ended.swap(true, Ordering::AcqRel) {
-            return Err(Error::SessionEnded {
-                session: self.id.to_string(),
-            });
-        }
-        let instance = Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner));
+        let (_transition, instance) = loop {
+            let transition = self.transition.lock().await;
+            let instance = self.current()?;
+            match self.config.record(&self.id).await? {
+                Record::Generation(generation, _) if generation <= instance.generation => {
+                    break (transition, instance);
+                }
+                Record::Ended(revision) | Record::Generation(_, revision) => {
+                    drop(transition);
+                    self.catch_up(instance.generation, revision).await?;
+                }
+            }
+        };
+        self.ended.store(true, Ordering::Release);
         let live_entries = instance.free().await;
         let removed = self
             .config
@@ -294,30 +359,49 @@ impl Session {
     ///
     /// Every other registry sharing the durable backend moves to the fresh
     /// instance too, freeing its own copy of the old one.
+    ///
+    /// The backend's record of the session's generation is only moved on from
+    /// the generation this replica holds. If another replica reset or ended the
+    /// session since this one last heard, the reset waits (at most the
+    /// registry's [`timeout`](crate::SessionsBuilder::timeout)) until this
+    /// replica's watch has delivered that news and it has been acted on, then:
+    /// after a reset elsewhere, resets the instance that one made (two resets
+    /// made at once on two replicas are two resets, one after the other, as on
+    /// one replica); after an end elsewhere, fails with
+    /// [`Error::SessionEnded`], leaving alone any new life of the id opened
+    /// since.
     pub async fn reset(&self) -> Result<Teardown> {
-        let _transition = self.core.transition.lock().await;
-        let old = self.core.current()?;
-        let generation = old.generation + 1;
-        self.core
-            .config
-            .store_generation(&self.core.id, generation)
-            .await?;
-        let fresh = Arc::new(Instance::new(
-            Arc::clone(&self.core.id),
-            generation,
-            Arc::clone(&self.core.config),
-            Arc::clone(&self.core.activity),
-        ));
-        *self
-            .core
-            .current
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = fresh;
-        old.retire();
-        tracing::debug!(session = %self.core.id, generation, "session reset");
-        Ok(Teardown {
-            instance: Some(old),
-        })
+        loop {
+            let transition = self.core.transition.lock().await;
+            let old = self.core.current()?;
+            let moved = self
+                .core
+                .config
+                .advance_generation(&self.core.id, old.generation)
+                .await?;
+            if let Some(Record::Ended(revision) | Record::Generation(_, revision)) = moved {
+                drop(transition);
+                self.core.catch_up(old.generation, revision).await?;
+                continue;
+            }
+            let generation = old.generation + 1;
+            let fresh = Arc::new(Instance::new(
+                Arc::clone(&self.core.id),
+                generation,
+                Arc::clone(&self.core.config),
+                Arc::clone(&self.core.activity),
+            ));
+            *self
+                .core
+                .current
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = fresh;
+            old.retire();
+            tracing::debug!(session = %self.core.id, generation, "session reset");
+            return Ok(Teardown {
+                instance: Some(old),
+            });
+        }
     }
 
     /// Ends the session: removes it from the registry, frees its live entries,
@@ -326,7 +410,11 @@ impl Session {
     /// [`Error::Outdated`]. Work is proportional to this session's keys.
     ///
     /// Every other registry sharing the durable backend ends the session too
-    /// once its watch delivers the news (see the crate docs on replicas).
+    /// once its watch delivers the news (see the crate docs on replicas). If
+    /// the session was reset elsewhere since this replica last heard, the end
+    /// waits (at most the registry's timeout) until this replica has moved to
+    /// that instance, and ends it; if it was ended elsewhere, it fails with
+    /// [`Error::SessionEnded`] and leaves any new life of the id alone.
     pub async fn end(&self) -> Result<Ended> {
         self.core.end().await
     }

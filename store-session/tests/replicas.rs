@@ -233,10 +233,125 @@ async fn resetting_a_session_on_one_replica_resets_it_on_every_replica<A: Backen
 
 on_memory_and_kube!(resetting_a_session_on_one_replica_resets_it_on_every_replica);
 
+/// Both replicas reset `s-42` at once: replica two resets before its watch
+/// has delivered replica one's reset. Its reset must not take the record back
+/// to the generation replica one already moved to: it follows replica one's
+/// reset, then resets once more, and both replicas end on that generation.
+async fn resets_made_at_once_on_two_replicas_are_two_resets<A: Backend, B: Backend>(
+    pair: Pair<A, Held<B>>,
+) -> Result<()> {
+    let (one, two) = pair.registries();
+    let on_one = one.open("s-42").await?;
+    let on_two = two.open("s-42").await?;
+    let first = on_one.generation()?;
+    assert_eq!(on_two.generation()?, first);
+
+    pair.two.hold();
+    drop(on_one.reset().await?);
+    assert_eq!(on_one.generation()?, first + 1);
+    // Replica two's reset reads the record while its watch is held, then the
+    // watch goes on.
+    let held = Arc::clone(&pair.two);
+    pair.two
+        .after_next_read(layout::meta_key("", "s-42"), async move { held.release() });
+    drop(on_two.reset().await?);
+    assert_eq!(
+        on_two.generation()?,
+        first + 2,
+        "replica two follows replica one's reset, then resets"
+    );
+    eventually("replica one to hear of replica two's reset", || {
+        on_one.generation().is_ok_and(|g| g == first + 2)
+    })
+    .await;
+    assert_eq!(record(&*pair.one, "s-42").await, Some(first + 2));
+    Ok(())
+}
+
+on_memory_and_kube!(resets_made_at_once_on_two_replicas_are_two_resets);
+
+/// Replica one ends `s-42` and opens it afresh while replica two's watch is
+/// held: replica two has heard of neither when it resets. Its reset must fail
+/// as the end it missed says, and leave the new life and its record alone.
+async fn a_reset_that_missed_an_end_leaves_the_new_life_alone<A: Backend, B: Backend>(
+    pair: Pair<A, Held<B>>,
+) -> Result<()> {
+    after_a_missed_end(
+        pair,
+        |session| async move { session.reset().await.map(drop) },
+    )
+    .await
+}
+
+on_memory_and_kube!(a_reset_that_missed_an_end_leaves_the_new_life_alone);
+
+/// The same with an end: replica two's end of the life it holds must not end
+/// the new one.
+async fn an_end_that_missed_an_end_leaves_the_new_life_alone<A: Backend, B: Backend>(
+    pair: Pair<A, Held<B>>,
+) -> Result<()> {
+    after_a_missed_end(pair, |session| async move { session.end().await.map(drop) }).await
+}
+
+on_memory_and_kube!(an_end_that_missed_an_end_leaves_the_new_life_alone);
+
+/// Replica one ends `s-42` and opens it afresh while replica two's watch is
+/// held; then replica two, which has heard of neither, does `act`: it must
+/// fail with `SessionEnded` and leave the new life, its record and its data
+/// alone.
+async fn after_a_missed_end<A, B, F>(
+    pair: Pair<A, Held<B>>,
+    act: impl FnOnce(store_session::Session) -> F,
+) -> Result<()>
+where
+    A: Backend,
+    B: Backend,
+    F: Future<Output = Result<()>>,
+{
+    let (one, two) = pair.registries();
+    drop(one.open("s-42").await?);
+    let on_two = two.open("s-42").await?;
+
+    pair.two.hold();
+    let _ = one.end("s-42").await?;
+    let new_life = one.open("s-42").await?;
+    let fresh = new_life.generation()?;
+    let kept = new_life.global()?.durable().await?;
+    kept.use_value("kept", 0_u64).await?.set_and_wait(5).await?;
+
+    // Replica two reads the record while its watch is held, then the watch
+    // goes on.
+    let held = Arc::clone(&pair.two);
+    pair.two
+        .after_next_read(layout::meta_key("", "s-42"), async move { held.release() });
+    let acted = act(on_two.clone()).await;
+    assert!(
+        matches!(acted, Err(Error::SessionEnded { .. })),
+        "replica two's call fails as the missed end says, not {acted:?}"
+    );
+    assert!(on_two.is_ended());
+    assert_eq!(record(&*pair.one, "s-42").await, Some(fresh));
+    assert_eq!(new_life.generation()?, fresh);
+    assert_eq!(*kept.use_value("kept", 0_u64).await?.get()?, 5);
+    // Replica two reopens into the new life, its data intact.
+    let again = two.open("s-42").await?;
+    assert_eq!(again.generation()?, fresh);
+    let seen = again.global()?.durable().await?;
+    assert_eq!(*seen.use_value("kept", 0_u64).await?.get()?, 5);
+    Ok(())
+}
+
+/// The generation the backend's record of `session` holds.
+async fn record(backend: &impl Backend, session: &str) -> Option<u64> {
+    let key = layout::meta_key("", session);
+    let entry = backend.read(&key).await.expect("the record reads")?;
+    Some(store_core::decode::<u64>(&key, &entry.value).expect("the record decodes"))
+}
+
 /// Replica two reads the session's generation record while opening the
 /// session, and replica one resets it before replica two has indexed the
 /// session: the reset reaches replica two's watch while there is no session
-/// there to tell, so opening reads the record once more. On this one-thread
+/// there to tell, so the registry keeps it until the session is indexed. On this one-thread
 /// runtime the watch task runs only while the read's hook waits, and has acted
 /// on an event once it has counted it, so the reset lands in that window every
 /// time.

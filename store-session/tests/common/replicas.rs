@@ -28,7 +28,7 @@ pub(crate) struct Held<B> {
     conflicted: Notify,
     /// Watch events delivered to this replica, every watcher counted.
     pub(crate) delivered: Arc<AtomicUsize>,
-    /// Run after the next read of this key, before the read returns.
+    /// Run after the next read or listing of this key, before it returns.
     after_read: Mutex<Option<(String, BoxFuture<'static, ()>)>>,
 }
 
@@ -44,14 +44,32 @@ impl<B: Backend> Held<B> {
         }
     }
 
-    /// Runs `then` after the next read of `key` has read, before it returns:
-    /// what it does lands between the read and what the reader does next.
+    /// Runs `then` after the next read of `key` (or listing of it as a
+    /// prefix) has read, before it returns: what it does lands between the
+    /// read and what the reader does next.
     pub(crate) fn after_next_read(
         &self,
         key: String,
         then: impl Future<Output = ()> + Send + 'static,
     ) {
         *self.after_read.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, Box::pin(then)));
+    }
+
+    /// Runs the hook set by [`after_next_read`](Self::after_next_read) if it is for `key`.
+    async fn run_after_read(&self, key: &str) {
+        let then = {
+            let mut after = self.after_read.lock().unwrap_or_else(|p| p.into_inner());
+            match after.take() {
+                Some((wanted, then)) if wanted == key => Some(then),
+                other => {
+                    *after = other;
+                    None
+                }
+            }
+        };
+        if let Some(then) = then {
+            then.await;
+        }
     }
 
     /// From now on, watch events wait until [`release`](Self::release).
@@ -105,24 +123,14 @@ impl<B: Backend> Backend for Held<B> {
 
     async fn read(&self, key: &str) -> Result<Option<Entry>> {
         let entry = self.inner.read(key).await?;
-        let then = {
-            let mut after = self.after_read.lock().unwrap_or_else(|p| p.into_inner());
-            match after.take() {
-                Some((wanted, then)) if wanted == key => Some(then),
-                other => {
-                    *after = other;
-                    None
-                }
-            }
-        };
-        if let Some(then) = then {
-            then.await;
-        }
+        self.run_after_read(key).await;
         Ok(entry)
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {
-        self.inner.list(prefix).await
+        let listing = self.inner.list(prefix).await?;
+        self.run_after_read(prefix).await;
+        Ok(listing)
     }
 
     async fn apply(&self, batch: Batch) -> Result<Applied> {
