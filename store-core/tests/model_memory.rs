@@ -5,25 +5,11 @@
 //! `STORE_MODEL_CASES` sets the number of cases (default 64) and
 //! `PROPTEST_RNG_SEED` repeats a run; the summary line starts with `model:`.
 
-use proptest::collection::vec;
-use proptest::prelude::any;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
-use store_conformance::model::{self, MAX_STEPS, MemoryModel, RawStep, Runner};
+use store_conformance::model::{self, MemoryModel, Runner};
 
 #[test]
 fn memory_replicas_agree_with_the_model_under_faults() {
-    let runner = Runner::new(async || MemoryModel);
-    let mut proptest = TestRunner::new(Config {
-        cases: model::cases(64),
-        rng_seed: RngSeed::Fixed(runner.seed()),
-        failure_persistence: None,
-        max_shrink_iters: 256,
-        ..Config::default()
-    });
-    let outcome = proptest.run(&vec(any::<RawStep>(), 1..=MAX_STEPS), |raw| {
-        runner.case(&raw).map_err(TestCaseError::fail)
-    });
-    runner.finish(outcome);
+    Runner::new(async || MemoryModel).run(model::cases(64), 256);
 }
 
 // Deviations the model found, replayed step by step, each with the

@@ -10,10 +10,7 @@
 
 use std::time::Duration;
 
-use proptest::collection::vec;
-use proptest::prelude::any;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
-use store_conformance::model::{self, MAX_STEPS, ModelCase, ModelHarness, RawStep, Runner};
+use store_conformance::model::{self, ModelCase, ModelHarness, Runner};
 use store_core::Store;
 use store_kube::KubeBackend;
 use store_kube::resource::store_shard_crd;
@@ -122,18 +119,7 @@ impl ModelCase for KubeFakeCase {
 
 #[test]
 fn kube_replicas_on_the_fake_agree_with_the_model_under_faults() {
-    let runner = Runner::new(async || KubeFakeModel);
-    let mut proptest = TestRunner::new(Config {
-        cases: model::cases(12),
-        rng_seed: RngSeed::Fixed(runner.seed()),
-        failure_persistence: None,
-        max_shrink_iters: 64,
-        ..Config::default()
-    });
-    let outcome = proptest.run(&vec(any::<RawStep>(), 1..=MAX_STEPS), |raw| {
-        runner.case(&raw).map_err(TestCaseError::fail)
-    });
-    runner.finish(outcome);
+    Runner::new(async || KubeFakeModel).run(model::cases(12), 64);
 }
 
 /// A replica whose watch has fallen behind still asks the server before it

@@ -17,10 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use proptest::collection::vec;
-use proptest::prelude::any;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
-use store_conformance::model::{self, MAX_STEPS, ModelCase, ModelHarness, RawStep, Runner};
+use store_conformance::model::{self, ModelCase, ModelHarness, Runner};
 use store_core::Store;
 use store_kube::KubeBackend;
 use store_kube::resource::store_shard_crd;
@@ -156,16 +153,5 @@ impl ModelCase for RealCase {
     ignore = "no control plane found at build time: run `cargo xtask envtest`"
 )]
 fn kube_replicas_on_a_real_control_plane_agree_with_the_model() {
-    let runner = Runner::new(RealModel::start);
-    let mut proptest = TestRunner::new(Config {
-        cases: model::cases(4),
-        rng_seed: RngSeed::Fixed(runner.seed()),
-        failure_persistence: None,
-        max_shrink_iters: 32,
-        ..Config::default()
-    });
-    let outcome = proptest.run(&vec(any::<RawStep>(), 1..=MAX_STEPS), |raw| {
-        runner.case(&raw).map_err(TestCaseError::fail)
-    });
-    runner.finish(outcome);
+    Runner::new(RealModel::start).run(model::cases(4), 32);
 }

@@ -18,15 +18,12 @@ mod support;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use proptest::collection::vec;
-use proptest::prelude::any;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use store_core::Store;
 use store_redis::RedisBackend;
 use support::{RedisCluster, RedisServer};
 
 // The model kit; moving it to another crate changes this line.
-use store_conformance::model::{self, MAX_STEPS, ModelCase, ModelHarness, RawStep, Runner};
+use store_conformance::model::{self, ModelCase, ModelHarness, Runner};
 
 /// Faults, in `inject`'s numbering.
 const FAULTS: &[&str] = &[
@@ -206,18 +203,7 @@ impl ModelCase for RedisCase {
 
 fn run(name: &'static str, servers: Servers, cases: u32) {
     let servers = Arc::new(Mutex::new(servers));
-    let runner = Runner::new(async || RedisModel { name, servers });
-    let mut proptest = TestRunner::new(Config {
-        cases: model::cases(cases),
-        rng_seed: RngSeed::Fixed(runner.seed()),
-        failure_persistence: None,
-        max_shrink_iters: 32,
-        ..Config::default()
-    });
-    let outcome = proptest.run(&vec(any::<RawStep>(), 1..=MAX_STEPS), |raw| {
-        runner.case(&raw).map_err(TestCaseError::fail)
-    });
-    runner.finish(outcome);
+    Runner::new(async || RedisModel { name, servers }).run(model::cases(cases), 32);
 }
 
 #[test]

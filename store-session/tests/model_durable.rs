@@ -15,11 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use proptest::collection::vec;
-use proptest::prelude::any;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use store_conformance::Gated;
-use store_conformance::model::{self, KEYS, MAX_STEPS, ModelCase, ModelHarness, RawStep, Runner};
+use store_conformance::model::{self, KEYS, ModelCase, ModelHarness, Runner};
 use store_core::backend::{Batch, Op};
 use store_core::{Backend, MemoryBackend, Payload, Store};
 use store_kube::KubeBackend;
@@ -292,18 +289,7 @@ impl<I: Inner> ModelCase for DurableCase<I> {
 }
 
 fn run<I: Inner>(default_cases: u32) {
-    let runner = Runner::new(async || DurableModel::<I>::new());
-    let mut proptest = TestRunner::new(Config {
-        cases: default_cases,
-        rng_seed: RngSeed::Fixed(runner.seed()),
-        failure_persistence: None,
-        max_shrink_iters: 128,
-        ..Config::default()
-    });
-    let outcome = proptest.run(&vec(any::<RawStep>(), 1..=MAX_STEPS), |raw| {
-        runner.case(&raw).map_err(TestCaseError::fail)
-    });
-    runner.finish(outcome);
+    Runner::new(async || DurableModel::<I>::new()).run(default_cases, 128);
 }
 
 #[test]

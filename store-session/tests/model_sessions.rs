@@ -23,9 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::replicas::{Held, Pair, kube_pair, memory_pair, redis_pair};
-use proptest::collection::vec;
-use proptest::prelude::any;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use store_conformance::model;
 use store_core::Backend;
 use store_session::{DurableHandle, Error, Session, Sessions, layout};
 
@@ -363,48 +361,20 @@ fn run<A: Backend, B: Backend>(
         .enable_all()
         .build()
         .expect("runtime");
-    let cases = std::env::var("STORE_MODEL_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default_cases);
-    let seed = std::env::var("PROPTEST_RNG_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    let mut runner = TestRunner::new(Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        max_shrink_iters: 64,
-        // A failing case waits out its final checks' deadlines: shrinking
-        // stops after this long and reports the smallest case found so far.
-        max_shrink_time: 180_000,
-        ..Config::default()
-    });
-    // Said first, so a run that has to be stopped can be repeated.
-    println!("sessions model: backend={name} seed={seed} cases={cases}");
-    let first_failure = std::sync::Once::new();
-    let outcome = runner.run(&vec(any::<RawStep>(), 1..=40), |raw| {
+    let seed = model::seed();
+    let label = format!("sessions model run: backend={name}");
+    let outcome = model::run_cases(&label, seed, model::cases(default_cases), 64, |raw| {
         let log = Log::default();
-        runtime
-            .block_on(async {
-                let pair = start().await;
-                tokio::time::timeout(CASE_DEADLINE, run_case(&pair, &raw, &log))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(log.failure(&format!(
-                            "the case did not end within {CASE_DEADLINE:?}; its last step never returned"
-                        )))
-                    })
-            })
-            .map_err(|message| {
-                // Shrinking reruns failing cases, each up to its final
-                // checks' deadlines: the first failure is shown at once.
-                first_failure.call_once(|| {
-                    eprintln!("sessions model ({name}, seed {seed}): a case failed, shrinking it now: {message}");
-                });
-                TestCaseError::fail(message)
-            })
+        runtime.block_on(async {
+            let pair = start().await;
+            tokio::time::timeout(CASE_DEADLINE, run_case(&pair, raw, &log))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(log.failure(&format!(
+                        "the case did not end within {CASE_DEADLINE:?}; its last step never returned"
+                    )))
+                })
+        })
     });
     if let Err(e) = outcome {
         panic!("{name}, seed {seed} (PROPTEST_RNG_SEED repeats it): {e}");

@@ -37,6 +37,11 @@ pub const REPLICAS: usize = 3;
 /// The most steps a case has.
 pub const MAX_STEPS: usize = 40;
 
+/// How long [`Runner::run`] shrinks a failing case at most: each rerun of a
+/// failing case can wait out its deadlines, so shrinking is bounded in time as
+/// well as in iterations, and reports the smallest case found by then.
+pub const MAX_SHRINK_TIME: Duration = Duration::from_secs(180);
+
 /// How long a checkpoint may take to flush and converge.
 const QUIESCE: Duration = Duration::from_secs(60);
 
@@ -87,7 +92,7 @@ mod steps;
 mod tests;
 
 pub use memory::{MemoryCase, MemoryModel};
-pub use runner::Runner;
+pub use runner::{Runner, run_cases};
 pub use stats::Stats;
 pub use steps::{Op, Step};
 

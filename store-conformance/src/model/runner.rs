@@ -177,6 +177,20 @@ impl<H: ModelHarness> Runner<H> {
         })
     }
 
+    /// Runs `cases` cases with [`run_cases`], then [`finish`](Self::finish)es.
+    ///
+    /// # Panics
+    ///
+    /// As [`finish`](Self::finish) does.
+    pub fn run(self, cases: u32, max_shrink_iters: u32) {
+        // Not `model: backend=`: that starts the summary line `cargo xtask soak` adds up.
+        let label = format!("model run: backend={}", self.harness.backend());
+        let outcome = run_cases(&label, self.seed, cases, max_shrink_iters, |raw| {
+            self.case(raw)
+        });
+        self.finish(outcome);
+    }
+
     /// Prints the summary line (to the process's standard output, past the test
     /// harness's capture) and fails the test when proptest found a failing case
     /// or anything panicked.
@@ -187,16 +201,69 @@ impl<H: ModelHarness> Runner<H> {
     pub fn finish<E: fmt::Display>(self, outcome: Result<(), E>) {
         let stats = self.stats();
         let line = stats.summary(self.harness.backend(), self.seed);
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-        drop(out);
+        say(&mut std::io::stdout(), &line);
         if let Err(error) = outcome {
             panic!("{error}\n{line}");
         }
         assert_eq!(stats.panics, 0, "a store thread panicked\n{line}");
         assert_eq!(stats.lost, 0, "{line}");
     }
+}
+
+/// Runs `cases` cases of up to [`MAX_STEPS`] random steps (`T`s) with
+/// proptest from `seed`, shrinking a failing one at most `max_shrink_iters`
+/// times and for at most [`MAX_SHRINK_TIME`]; `Err` is proptest's report.
+///
+/// Says `label` and the seed first, and shows the first failing case as soon
+/// as it fails, both past the test harness's capture: shrinking reruns
+/// failing cases, each up to its deadlines, and a run stopped meanwhile can
+/// still be repeated.
+pub fn run_cases<T>(
+    label: &str,
+    seed: u64,
+    cases: u32,
+    max_shrink_iters: u32,
+    case: impl Fn(&[T]) -> Result<(), String>,
+) -> Result<(), String>
+where
+    T: proptest::arbitrary::Arbitrary + fmt::Debug,
+{
+    use proptest::collection::vec;
+    use proptest::prelude::any;
+    use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+
+    say(
+        &mut std::io::stdout(),
+        &format!("{label} seed={seed} cases={cases} (PROPTEST_RNG_SEED={seed} repeats it)"),
+    );
+    let mut proptest = TestRunner::new(Config {
+        cases,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        max_shrink_iters,
+        max_shrink_time: u32::try_from(MAX_SHRINK_TIME.as_millis()).unwrap_or(u32::MAX),
+        ..Config::default()
+    });
+    let first_failure = Once::new();
+    proptest
+        .run(&vec(any::<T>(), 1..=MAX_STEPS), |raw| {
+            case(&raw).map_err(|error| {
+                first_failure.call_once(|| {
+                    say(
+                        &mut std::io::stderr(),
+                        &format!("{label} seed={seed}: a case failed, shrinking it now: {error}"),
+                    );
+                });
+                TestCaseError::fail(error)
+            })
+        })
+        .map_err(|error| error.to_string())
+}
+
+/// Writes `line` to `out` directly: the test harness captures `print!`, not this.
+fn say(out: &mut impl Write, line: &str) {
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 impl<H: ModelHarness> Drop for Runner<H> {

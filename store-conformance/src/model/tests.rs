@@ -210,3 +210,26 @@ fn a_panic_on_a_runtime_thread_fails_the_case() {
     assert!(error.contains("panic"), "{error}");
     assert_eq!(runner.stats().panics, 1);
 }
+
+#[test]
+fn run_cases_passes_a_holding_property_and_shrinks_a_failing_one() {
+    assert_eq!(
+        run_cases::<u8>("run_cases test", 7, 8, 16, |_| Ok(())),
+        Ok(())
+    );
+
+    let shortest = std::cell::Cell::new(usize::MAX);
+    let outcome = run_cases::<u8>("run_cases test", 7, 64, 256, |raw| {
+        if raw.len() < 3 {
+            return Ok(());
+        }
+        shortest.set(shortest.get().min(raw.len()));
+        Err(format!("{} steps", raw.len()))
+    });
+    let report = outcome.expect_err("a case of three or more steps fails");
+    assert!(
+        report.contains("3 steps"),
+        "shrunk to the shortest: {report}"
+    );
+    assert_eq!(shortest.get(), 3);
+}
