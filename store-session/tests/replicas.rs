@@ -1,12 +1,14 @@
 //! Replicas sharing one durable backend are one session everywhere: each case
 //! runs on two registries over one memory backend, on two kube backends of
-//! one store on the in-process fake API server, and on two Redis backends of
-//! one store on a real `redis-server` started for the case.
+//! one store on the in-process fake API server and on a real control plane
+//! (etcd and kube-apiserver; reported as ignored where none was found at
+//! build time), and on two Redis backends of one store on a real
+//! `redis-server` started for the case.
 
 mod common;
 
 use common::replicas::{
-    Held, Pair, eventually, eventually_async, kube_pair, memory_pair, redis_pair,
+    Held, Pair, eventually, eventually_async, kube_pair, memory_pair, real_pair, redis_pair,
 };
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,8 +18,9 @@ use store_core::Backend;
 use store_session::{Error, Result, ScopeKind, layout};
 
 /// One case on two registries over one memory backend (`on_memory`), on two
-/// kube backends on the fake API server (`on_kube`) and on two Redis backends
-/// of one store (`on_redis`).
+/// kube backends on the fake API server (`on_kube`) and on the real control
+/// plane (`on_real_kube`), and on two Redis backends of one store
+/// (`on_redis`).
 macro_rules! on_memory_and_kube {
     ($case:ident) => {
         on_memory_and_kube!($case, flavor = "multi_thread", worker_threads = 2);
@@ -37,6 +40,15 @@ macro_rules! on_memory_and_kube {
             #[tokio::test($($flavor)+)]
             async fn on_kube() -> Result<()> {
                 super::$case(kube_pair().await).await
+            }
+
+            #[tokio::test($($flavor)+)]
+            #[cfg_attr(
+                not(real_control_plane),
+                ignore = "no control plane found at build time: run `cargo xtask envtest`"
+            )]
+            async fn on_real_kube() -> Result<()> {
+                super::$case(real_pair().await).await
             }
 
             #[tokio::test($($flavor)+)]

@@ -1,7 +1,8 @@
 //! Replicas of a session server sharing one durable backend: two registries on
 //! one memory backend, on two kube backends of one store on the in-process
-//! fake API server, or on two Redis backends of one store on a real
-//! `redis-server`, and a wrapper that can hold a replica's watch back.
+//! fake API server or on a real control plane, or on two Redis backends of
+//! one store on a real `redis-server`, and a wrapper that can hold a
+//! replica's watch back.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use futures_util::future::BoxFuture;
 use store_core::backend::{Applied, Batch, Entry, Listing, Outcome, WatchStream};
 use store_core::{Backend, Capabilities, MemoryBackend, Result, Revision};
 use store_kube::KubeBackend;
-use store_kube_testing::FakeApiServer;
+use store_kube_testing::{FakeApiServer, TestCluster};
 use store_redis::RedisBackend;
 use store_session::Sessions;
 use tokio::sync::{Notify, watch};
@@ -163,6 +164,38 @@ pub(crate) struct Pair<A, B> {
     pub(crate) two: Arc<B>,
     _server: Option<FakeApiServer>,
     _redis: Option<RedisServer>,
+}
+
+/// Two kube backends (two clients, two watches) on one store in a namespace
+/// of its own on the real control plane the test binary shares, the second
+/// through [`Held`].
+pub(crate) async fn real_pair() -> Pair<KubeBackend, Held<KubeBackend>> {
+    let cluster = TestCluster::real().await.expect("real control plane");
+    cluster
+        .apply_crd(&store_kube::resource::store_shard_crd())
+        .await
+        .expect("CRD served");
+    let namespace = cluster
+        .create_namespace("sessions")
+        .await
+        .expect("namespace");
+    let backend = || async {
+        KubeBackend::builder(cluster.client().expect("client"), "sessions")
+            .namespace(&namespace)
+            .shards(2)
+            .request_timeout(Duration::from_secs(5))
+            .build()
+            .await
+            .expect("backend starts")
+    };
+    let one = backend().await;
+    let two = backend().await;
+    Pair {
+        one: Arc::new(one),
+        two: Arc::new(Held::new(Arc::new(two))),
+        _server: None,
+        _redis: None,
+    }
 }
 
 impl<A: Backend, B: Backend> Pair<A, B> {
