@@ -12,9 +12,10 @@
 //!   it, both replicas read the same, and no key of an earlier generation is
 //!   left on the backend.
 //!
-//! Runs on memory, on the kube backend over the fake API server and on Redis.
-//! `STORE_MODEL_CASES` sets the number of cases (default 32 on memory, 8 on
-//! kube and Redis) and `PROPTEST_RNG_SEED` repeats a run.
+//! Runs on memory, on the kube backend over the fake API server and over a
+//! real control plane (reported as ignored where none was found at build
+//! time), and on Redis. `STORE_MODEL_CASES` sets the number of cases (default
+//! 32 on memory, 8 on the others) and `PROPTEST_RNG_SEED` repeats a run.
 
 mod common;
 
@@ -22,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::replicas::{Held, Pair, kube_pair, memory_pair, redis_pair};
+use common::replicas::{Held, Pair, kube_pair, memory_pair, real_pair, redis_pair};
 use store_conformance::model;
 use store_core::Backend;
 use store_session::{DurableHandle, Error, Session, Sessions, layout};
@@ -389,6 +390,15 @@ fn sessions_on_two_replicas_over_memory_agree_with_the_model() {
 #[test]
 fn sessions_on_two_replicas_over_kube_fake_agree_with_the_model() {
     run("kube-fake", 8, kube_pair);
+}
+
+#[test]
+#[cfg_attr(
+    not(real_control_plane),
+    ignore = "no control plane found at build time: run `cargo xtask envtest`"
+)]
+fn sessions_on_two_replicas_over_a_real_control_plane_agree_with_the_model() {
+    run("kube-real", 8, real_pair);
 }
 
 #[test]
