@@ -281,7 +281,6 @@ impl Config {
     /// into a former life's keys is never seen by this one.
     async fn load_generation(&self, session: &str) -> Result<u64> {
         let key = layout::meta_key(&self.root, session);
-        let cas = self.inner.capabilities().compare_and_set;
         loop {
             if let Some(entry) = self.inner.read(&key).await? {
                 return store_core::decode::<u64>(&key, &entry.value).map_err(Error::from);
@@ -291,21 +290,35 @@ impl Config {
                 Record::Generation(generation, _) => return Ok(generation),
                 Record::Ended(revision) => revision.0,
             };
-            let mut op = Op::put(key.clone(), Payload::from(generation.to_string()));
-            if cas {
-                op = op.when(Precondition::Absent);
-            }
-            let applied = self
-                .inner
-                .apply(Batch {
-                    ops: vec![op],
-                    atomic: false,
-                })
-                .await?;
-            if matches!(applied.outcomes.first(), Some(Outcome::Applied(_))) {
+            if self
+                .put_record(&key, generation, Precondition::Absent)
+                .await?
+            {
                 return Ok(generation);
             }
             // Another process created it first: read theirs.
+        }
+    }
+
+    /// Writes `generation` to the record at `key` if `when` holds (on a
+    /// backend with compare-and-set; a plain put otherwise): `false` when it
+    /// did not.
+    async fn put_record(&self, key: &str, generation: u64, when: Precondition) -> Result<bool> {
+        let mut op = Op::put(key, Payload::from(generation.to_string()));
+        if self.inner.capabilities().compare_and_set {
+            op = op.when(when);
+        }
+        let applied = self
+            .inner
+            .apply(Batch {
+                ops: vec![op],
+                atomic: false,
+            })
+            .await?;
+        match applied.outcomes.into_iter().next() {
+            Some(Outcome::Conflict { .. } | Outcome::Aborted) => Ok(false),
+            Some(Outcome::Failed(error)) => Err(error.into()),
+            Some(Outcome::Applied(_)) | None => Ok(true),
         }
     }
 
@@ -341,29 +354,16 @@ impl Config {
         from: u64,
     ) -> Result<Option<Record>> {
         let key = layout::meta_key(&self.root, session);
-        let cas = self.inner.capabilities().compare_and_set;
         loop {
             let written = match self.record(session).await? {
                 Record::Generation(generation, written) if generation <= from => written,
                 moved => return Ok(Some(moved)),
             };
-            let mut op = Op::put(key.clone(), Payload::from((from + 1).to_string()));
-            if cas {
-                op = op.when(Precondition::Version(Version(written.0)));
+            let when = Precondition::Version(Version(written.0));
+            if self.put_record(&key, from + 1, when).await? {
+                return Ok(None);
             }
-            let applied = self
-                .inner
-                .apply(Batch {
-                    ops: vec![op],
-                    atomic: false,
-                })
-                .await?;
-            match applied.outcomes.into_iter().next() {
-                // Written by another replica since it was read: read it again.
-                Some(Outcome::Conflict { .. }) => continue,
-                Some(Outcome::Failed(error)) => return Err(error.into()),
-                _ => return Ok(None),
-            }
+            // Written by another replica since it was read: read it again.
         }
     }
 
