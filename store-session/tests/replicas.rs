@@ -19,7 +19,7 @@ use store_session::{Error, Result, ScopeKind, layout};
 
 /// One case on two registries over one memory backend (`on_memory`), on two
 /// kube backends on the fake API server (`on_kube`) and on the real control
-/// plane (`on_real_kube`), and on two Redis backends of one store
+/// plane (`on_a_real_control_plane`), and on two Redis backends of one store
 /// (`on_redis`).
 macro_rules! on_memory_and_kube {
     ($case:ident) => {
@@ -47,7 +47,7 @@ macro_rules! on_memory_and_kube {
                 not(real_control_plane),
                 ignore = "no control plane found at build time: run `cargo xtask envtest`"
             )]
-            async fn on_real_kube() -> Result<()> {
+            async fn on_a_real_control_plane() -> Result<()> {
                 super::$case(real_pair().await).await
             }
 
