@@ -121,7 +121,22 @@ impl ControlPlane {
     }
 
     /// Starts a control plane from these binaries and waits until it is ready.
+    ///
+    /// Ports are picked free just before the servers bind them (envtest's
+    /// method), so a server can find its port taken meanwhile by another
+    /// process starting at the same moment; the start is then made again on
+    /// fresh ports, a few times at most.
     pub async fn start_with(assets: &ControlPlaneAssets) -> Result<Self> {
+        let mut tries = 1;
+        loop {
+            match Self::start_once(assets).await {
+                Err(error) if tries < START_TRIES && port_taken(&error) => tries += 1,
+                started => return started,
+            }
+        }
+    }
+
+    async fn start_once(assets: &ControlPlaneAssets) -> Result<Self> {
         // On tmpfs, etcd's fsyncs cost nothing; the data is thrown away anyway.
         let shm = Path::new("/dev/shm");
         let mut builder = tempfile::Builder::new();
@@ -600,7 +615,18 @@ fn spawn(mut command: Command, log: &Path, component: &'static str) -> Result<Ch
         })
 }
 
-/// A port nobody listens on right now (envtest's method, with its small race).
+/// How many times [`ControlPlane::start_with`] starts a control plane whose
+/// ports were taken by another process meanwhile.
+const START_TRIES: u32 = 3;
+
+/// Whether a start failed because a server's port was taken: the servers say
+/// so only in their logs, whose tail the error carries.
+fn port_taken(error: &Error) -> bool {
+    matches!(error, Error::ControlPlane { message, .. } if message.contains("address already in use"))
+}
+
+/// A port nobody listens on right now (envtest's method, with its small race:
+/// see [`ControlPlane::start_with`]).
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Listen {
         address: "127.0.0.1:0".to_owned(),
@@ -726,4 +752,27 @@ async fn etcd_post(port: u16, path: &str, body: &serde_json::Value) -> Result<se
         )));
     }
     serde_json::from_slice(&bytes).map_err(|e| failed(format!("POST {path}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_taken_port_makes_a_start_try_again() {
+        let failed = |message: &str| Error::ControlPlane {
+            component: "etcd",
+            message: message.to_owned(),
+        };
+        assert!(port_taken(&failed(
+            "exited with exit status: 1; log ends with:\n... C | etcdmain: listen tcp 127.0.0.1:40149: bind: address already in use"
+        )));
+        assert!(!port_taken(&failed(
+            "exited with exit status: 1; log ends with:\nno space left on device"
+        )));
+        assert!(!port_taken(&Error::Listen {
+            address: "127.0.0.1:0".to_owned(),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        }));
+    }
 }
