@@ -219,20 +219,14 @@ impl Listener for Follower {
             };
             let id = layout::unescape(escaped);
             // Records of sessions neither open nor being opened here are not read.
-            let core = index.sessions.get(&*id).cloned();
-            if core.is_none() && !index.opening.contains_key(&*id) {
-                continue;
-            }
-            let Some(record) = Self::record(&id, change, revision) else {
-                continue;
-            };
-            match core {
-                Some(core) => self.send(core, record),
-                None => {
-                    if let Some(opening) = index.opening.get_mut(&*id) {
-                        opening.records.push(record);
-                    }
+            if let Some(core) = index.sessions.get(&*id) {
+                if let Some(record) = Self::record(&id, change, revision) {
+                    self.send(Arc::clone(core), record);
                 }
+            } else if let Some(opening) = index.opening.get_mut(&*id)
+                && let Some(record) = Self::record(&id, change, revision)
+            {
+                opening.records.push(record);
             }
         }
     }

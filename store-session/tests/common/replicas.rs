@@ -179,17 +179,8 @@ pub(crate) async fn real_pair() -> Pair<KubeBackend, Held<KubeBackend>> {
         .create_namespace("sessions")
         .await
         .expect("namespace");
-    let backend = || async {
-        KubeBackend::builder(cluster.client().expect("client"), "sessions")
-            .namespace(&namespace)
-            .shards(2)
-            .request_timeout(Duration::from_secs(5))
-            .build()
-            .await
-            .expect("backend starts")
-    };
-    let one = backend().await;
-    let two = backend().await;
+    let one = kube_backend_in(cluster.client().expect("client"), &namespace).await;
+    let two = kube_backend_in(cluster.client().expect("client"), &namespace).await;
     Pair {
         one: Arc::new(one),
         two: Arc::new(Held::new(Arc::new(two))),
@@ -227,8 +218,13 @@ pub(crate) fn memory_pair() -> Pair<MemoryBackend, Held<MemoryBackend>> {
 
 /// A kube backend on one store of the fake API server.
 pub(crate) async fn kube_backend(server: &FakeApiServer) -> KubeBackend {
-    KubeBackend::builder(server.client().expect("client"), "sessions")
-        .namespace("default")
+    kube_backend_in(server.client().expect("client"), "default").await
+}
+
+/// A kube backend on the `sessions` store in `namespace`.
+async fn kube_backend_in(client: kube::Client, namespace: &str) -> KubeBackend {
+    KubeBackend::builder(client, "sessions")
+        .namespace(namespace)
         .shards(2)
         .request_timeout(Duration::from_secs(5))
         .build()
