@@ -113,7 +113,7 @@ pub async fn the_last_call_wins_per_key<H: Harness>(harness: &H) {
         assert_eq!(value::<i32>(&store, "a"), Some(1));
         let stored = harness.open(&scope).await.read("a").await.expect("read");
         assert_eq!(
-            stored.map(|e| e.value.as_str().to_owned()),
+            stored.map(|e| e.value().as_str().to_owned()),
             Some("1".to_owned())
         );
     }

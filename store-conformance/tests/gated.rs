@@ -38,7 +38,7 @@ async fn a_watch_from_before_a_compaction_gets_a_gap_and_one_from_after_it_follo
     match new.next().await {
         Some(Ok(WatchEvent::Changes { revision, changes })) => {
             assert_eq!(revision, applied.revision);
-            assert_eq!(&*changes[0].key, "b");
+            assert_eq!(changes[0].key(), "b");
         }
         other => panic!("expected the change to b, got {other:?}"),
     }

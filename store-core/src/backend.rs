@@ -21,6 +21,7 @@ use arcstr::ArcStr;
 use futures_core::Stream;
 
 use crate::error::{Error, Result};
+use crate::thin::{Decoded, Thin};
 
 /// A point in a backend's history. Only grows. A fresh store's history may
 /// start anywhere at or above 0: store-redis starts each store at its
@@ -47,39 +48,64 @@ impl fmt::Display for Version {
 
 /// An encoded value as the backend stores it: UTF-8 JSON text.
 ///
-/// Cheap to clone (shared) and one pointer wide: a view of many keys holds
-/// one per key. The front-end encodes with `serde_json`; a backend stores the
-/// text unchanged and hands it back unchanged.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Payload(ArcStr);
+/// Cheap to clone (shared) and one pointer wide. The front-end encodes with
+/// `serde_json`; a backend stores the text unchanged and hands it back
+/// unchanged. The allocation also caches the value decoded, for the first
+/// type a store asks for, so every store reading it shares one decode.
+#[derive(Clone)]
+pub struct Payload(Thin);
 
 impl Payload {
     /// Wraps JSON text (copied once). The text is not checked: decoding
     /// reports bad JSON per key.
     pub fn new(json: impl AsRef<str>) -> Self {
-        Payload(ArcStr::from(json.as_ref()))
+        Payload(Thin::new("", json.as_ref(), 0))
     }
 
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.value()
     }
 
     /// Size in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_str().len()
     }
 
     /// Whether the text is empty (never valid JSON).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.as_str().is_empty()
+    }
+
+    /// Whether two payloads are one allocation (equal text is `==`).
+    pub fn ptr_eq(&self, other: &Payload) -> bool {
+        self.0.ptr_eq(&other.0)
+    }
+
+    /// The value decoded for the first type asked for.
+    pub(crate) fn decoded(&self) -> &Decoded {
+        self.0.decoded()
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.ptr_eq(other) || self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Payload {}
+
+impl std::hash::Hash for Payload {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
 impl fmt::Debug for Payload {
     /// Values are redacted: they may hold secrets and must never reach a log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Payload(<{} bytes redacted>)", self.0.len())
+        write!(f, "Payload(<{} bytes redacted>)", self.len())
     }
 }
 
@@ -95,21 +121,73 @@ impl From<&str> for Payload {
     }
 }
 
-/// A key as backends hand it to stores: one allocation, shared by the
-/// backend's cache and every store's view, behind a one-pointer handle that
-/// compares, hashes and derefs as its text (`"k".into()` makes one).
+/// A key as backends hand out removals, and as stores index keys: one
+/// allocation behind a one-pointer handle that compares, hashes and derefs as
+/// its text (`"k".into()` makes one).
 pub type SharedKey = ArcStr;
 
-/// A stored key with its value and version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The key (shared: a backend that keeps its keys as [`SharedKey`]s hands
-    /// out the same allocation the stores' views then keep).
-    pub key: SharedKey,
-    /// The encoded value.
-    pub value: Payload,
-    /// When it last changed.
-    pub version: Version,
+/// A stored key with its value and version, in one allocation shared by the
+/// backend's cache and every store's view: a handle is one pointer, and the
+/// key, the value's text and the version sit together behind it.
+#[derive(Clone)]
+pub struct Entry(Payload);
+
+impl Entry {
+    /// Copies `key` and `value` into a new entry.
+    ///
+    /// # Panics
+    ///
+    /// If `key` is 4 GiB or longer (front-end keys are at most 1,024 bytes).
+    pub fn new(key: &str, value: &str, version: Version) -> Self {
+        Entry(Payload(Thin::new(key, value, version.0)))
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        self.0.0.key()
+    }
+
+    /// The encoded value (the same allocation: no copy).
+    pub fn value(&self) -> &Payload {
+        &self.0
+    }
+
+    /// The revision at which the key last changed.
+    pub fn version(&self) -> Version {
+        Version(self.0.0.version())
+    }
+
+    /// Whether two entries are one allocation.
+    pub fn ptr_eq(&self, other: &Entry) -> bool {
+        self.0.ptr_eq(&other.0)
+    }
+
+    /// The same value and version under another key (a copy).
+    pub fn rekeyed(&self, key: &str) -> Entry {
+        Entry::new(key, self.value().as_str(), self.version())
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.ptr_eq(other)
+            || (self.key() == other.key()
+                && self.version() == other.version()
+                && self.value() == other.value())
+    }
+}
+
+impl Eq for Entry {}
+
+impl fmt::Debug for Entry {
+    /// The value is redacted, as [`Payload`]'s is.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("key", &self.key())
+            .field("value", self.value())
+            .field("version", &self.version())
+            .finish()
+    }
 }
 
 /// The result of [`Backend::list`]: every matching entry as of one revision.
@@ -235,11 +313,40 @@ pub struct Applied {
 
 /// One key's change, as seen by a watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    /// The key changed (shared, like [`Entry::key`]).
-    pub key: SharedKey,
+pub enum Change {
+    /// The key now holds this entry, whose version is the revision of the
+    /// [`WatchEvent::Changes`] that carries it.
+    Put(Entry),
+    /// The key was removed.
+    Removed(SharedKey),
+}
+
+impl Change {
+    /// The key changed.
+    pub fn key(&self) -> &str {
+        match self {
+            Change::Put(entry) => entry.key(),
+            Change::Removed(key) => key,
+        }
+    }
+
     /// The new value, `None` when removed.
-    pub value: Option<Payload>,
+    pub fn value(&self) -> Option<&Payload> {
+        match self {
+            Change::Put(entry) => Some(entry.value()),
+            Change::Removed(_) => None,
+        }
+    }
+
+    /// The change with `prefix` taken off its key (a copy); `None` when the
+    /// key does not start with it.
+    pub fn strip_prefix(&self, prefix: &str) -> Option<Change> {
+        let key = self.key().strip_prefix(prefix)?;
+        Some(match self {
+            Change::Put(entry) => Change::Put(entry.rekeyed(key)),
+            Change::Removed(_) => Change::Removed(key.into()),
+        })
+    }
 }
 
 /// What a watch delivers.
@@ -420,7 +527,7 @@ fn keep_prefix(prefix: &str, event: WatchEvent) -> WatchEvent {
             revision,
             mut changes,
         } => {
-            changes.retain(|change| change.key.starts_with(prefix));
+            changes.retain(|change| change.key().starts_with(prefix));
             if changes.is_empty() {
                 WatchEvent::Progress(revision)
             } else {

@@ -102,6 +102,7 @@ mod shared;
 mod store;
 mod subscribe;
 mod sync;
+mod thin;
 mod transaction;
 mod value;
 mod view;

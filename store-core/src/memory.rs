@@ -33,8 +33,7 @@ pub const KUBE_MAX_VALUE_SIZE: usize = 1_572_864 - 4096 - 16 * 1024;
 const NAME: &str = "memory";
 
 struct Stored {
-    value: Payload,
-    version: Version,
+    entry: Entry,
     expires: Option<Instant>,
 }
 
@@ -206,12 +205,7 @@ impl State {
         if expired.is_empty() {
             return;
         }
-        self.commit(
-            expired
-                .into_iter()
-                .map(|key| Change { key, value: None })
-                .collect(),
-        );
+        self.commit(expired.into_iter().map(Change::Removed).collect());
     }
 
     fn next_expiry(&self) -> Option<Instant> {
@@ -245,7 +239,7 @@ impl State {
         key: &str,
         precondition: Precondition,
     ) -> std::result::Result<(), Option<Version>> {
-        let actual = self.entries.get(key).map(|s| s.version);
+        let actual = self.entries.get(key).map(|s| s.entry.version());
         let ok = match precondition {
             Precondition::Absent => actual.is_none(),
             Precondition::Version(v) => actual == Some(v),
@@ -288,11 +282,7 @@ impl Backend for MemoryBackend {
     async fn read(&self, key: &str) -> Result<Option<Entry>> {
         let mut state = self.lock();
         state.expire(Instant::now());
-        Ok(state.entries.get_key_value(key).map(|(k, s)| Entry {
-            key: k.clone(),
-            value: s.value.clone(),
-            version: s.version,
-        }))
+        Ok(state.entries.get(key).map(|s| s.entry.clone()))
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {
@@ -305,11 +295,7 @@ impl Backend for MemoryBackend {
                 std::ops::Bound::Unbounded,
             ))
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, s)| Entry {
-                key: k.clone(),
-                value: s.value.clone(),
-                version: s.version,
-            })
+            .map(|(_, s)| s.entry.clone())
             .collect();
         Ok(Listing {
             entries,
@@ -350,10 +336,12 @@ impl Backend for MemoryBackend {
             // Check every precondition against the state as each earlier op leaves it.
             let mut shadow: BTreeMap<&str, Option<Version>> = BTreeMap::new();
             let failed = batch.ops.iter().position(|op| {
-                let current = shadow
-                    .get(op.key.as_str())
-                    .copied()
-                    .unwrap_or_else(|| state.entries.get(op.key.as_str()).map(|s| s.version));
+                let current = shadow.get(op.key.as_str()).copied().unwrap_or_else(|| {
+                    state
+                        .entries
+                        .get(op.key.as_str())
+                        .map(|s| s.entry.version())
+                });
                 let ok = match op.precondition {
                     None => true,
                     Some(Precondition::Absent) => current.is_none(),
@@ -370,7 +358,7 @@ impl Backend for MemoryBackend {
                 let actual = state
                     .entries
                     .get(batch.ops[index].key.as_str())
-                    .map(|s| s.version);
+                    .map(|s| s.entry.version());
                 let outcomes = (0..batch.ops.len())
                     .map(|i| {
                         if i == index {
@@ -396,9 +384,11 @@ impl Backend for MemoryBackend {
             let mut seen = HashSet::with_capacity(batch.ops.len());
             !batch.ops.iter().all(|op| seen.insert(op.key.as_str()))
         };
-        let mut positions: HashMap<SharedKey, usize> = HashMap::new();
+        let mut positions: HashMap<String, usize> = HashMap::new();
         let mut record = |change: Change| {
-            if repeats && let Some(earlier) = positions.insert(change.key.clone(), changes.len()) {
+            if repeats
+                && let Some(earlier) = positions.insert(change.key().to_owned(), changes.len())
+            {
                 changes[earlier] = None;
             }
             changes.push(Some(change));
@@ -428,37 +418,30 @@ impl Backend for MemoryBackend {
                     let unchanged = state
                         .entries
                         .get(op.key.as_str())
-                        .is_some_and(|s| s.value == value && s.expires == expires);
+                        .is_some_and(|s| *s.entry.value() == value && s.expires == expires);
                     if unchanged {
                         // A write that changes nothing makes no new version and no event.
                         let version = state
                             .entries
                             .get(op.key.as_str())
-                            .map_or(next, |s| s.version);
+                            .map_or(next, |s| s.entry.version());
                         outcomes.push(Outcome::Applied(version));
                         continue;
                     }
-                    let key = SharedKey::from(op.key);
+                    let entry = Entry::new(&op.key, value.as_str(), next);
                     state.insert(
-                        key.clone(),
+                        SharedKey::from(op.key),
                         Stored {
-                            value: value.clone(),
-                            version: next,
+                            entry: entry.clone(),
                             expires,
                         },
                     );
-                    record(Change {
-                        key,
-                        value: Some(value),
-                    });
+                    record(Change::Put(entry));
                     outcomes.push(Outcome::Applied(next));
                 }
                 OpKind::Delete => {
                     if state.remove(&op.key) {
-                        record(Change {
-                            key: op.key.into(),
-                            value: None,
-                        });
+                        record(Change::Removed(op.key.into()));
                         outcomes.push(Outcome::Applied(next));
                     } else {
                         outcomes.push(Outcome::Applied(Version(state.revision.0)));
@@ -502,7 +485,7 @@ impl Backend for MemoryBackend {
         let to_event = move |(revision, changes): Event| -> Result<WatchEvent> {
             let mine: Vec<Change> = changes
                 .iter()
-                .filter(|change| change.key.starts_with(&*prefix))
+                .filter(|change| change.key().starts_with(&*prefix))
                 .cloned()
                 .collect();
             Ok(if mine.is_empty() {
@@ -561,7 +544,7 @@ mod tests {
         };
         let seen: Vec<(&str, Option<&str>)> = changes
             .iter()
-            .map(|c| (&*c.key, c.value.as_ref().map(Payload::as_str)))
+            .map(|c| (c.key(), c.value().map(Payload::as_str)))
             .collect();
         assert_eq!(seen, [("b", Some("1")), ("a", Some("2"))]);
     }
@@ -589,7 +572,7 @@ mod tests {
         );
         let second = futures_util::StreamExt::next(&mut watch).await;
         assert!(
-            matches!(&second, Some(Ok(WatchEvent::Changes { changes, .. })) if changes.len() == 1 && &*changes[0].key == "a/1"),
+            matches!(&second, Some(Ok(WatchEvent::Changes { changes, .. })) if changes.len() == 1 && changes[0].key() == "a/1"),
             "{second:?}"
         );
     }
@@ -682,7 +665,7 @@ mod tests {
         // The reaper removes it on time, with a watch event, without any call.
         let event = watch.next().await.and_then(Result::ok);
         assert!(
-            matches!(event, Some(WatchEvent::Changes { ref changes, .. }) if changes[0].value.is_none())
+            matches!(event, Some(WatchEvent::Changes { ref changes, .. }) if changes[0].value().is_none())
         );
         assert!(backend.read("t").await.expect("read").is_none());
     }

@@ -29,7 +29,7 @@ use crate::readiness::Readiness;
 use crate::shared::{Held, Shared, lock, read};
 use crate::subscribe::Subscription;
 use crate::value;
-use crate::view::{Cell, View};
+use crate::view::{Cell, View, decode};
 use crate::writes::{self, Ack, Basis, RoundBase, Writes};
 use crate::{flush, sync};
 
@@ -446,11 +446,14 @@ impl Store {
             }
         }
         let view = read(&self.shared.view);
-        match view.entries.get(name) {
-            Some(entry) => entry
-                .cell
-                .decode(name, key.validator(), self.shared.caps.text_values)
-                .map(Some),
+        match view.get(name) {
+            Some(entry) => decode(
+                entry.value(),
+                name,
+                key.validator(),
+                self.shared.caps.text_values,
+            )
+            .map(Some),
             None => {
                 drop(view);
                 key::validate(name)?;
@@ -472,16 +475,16 @@ impl Store {
         self.check_open()?;
         key::validate(name)?;
         let view = read(&self.shared.view);
-        view.entries
-            .get(name)
+        view.get(name)
             .map(|entry| {
                 Ok(Versioned {
-                    value: entry.cell.decode(
+                    value: decode(
+                        entry.value(),
                         name,
                         key.validator(),
                         self.shared.caps.text_values,
                     )?,
-                    version: entry.version,
+                    version: entry.version(),
                 })
             })
             .transpose()
@@ -645,7 +648,7 @@ impl Store {
     /// holds it (another writer may store keys these rules refuse).
     pub(crate) fn check_removable(&self, key: &str) -> Result<()> {
         match key::validate(key) {
-            Err(_) if read(&self.shared.view).entries.contains_key(key) => Ok(()),
+            Err(_) if read(&self.shared.view).contains(key) => Ok(()),
             checked => checked,
         }
     }
@@ -764,9 +767,8 @@ impl Store {
             let (basis, view_entry, seen) = {
                 let view = read(&self.shared.view);
                 let entry = view
-                    .entries
                     .get(key)
-                    .map(|e| (e.cell.decode::<T>(key, validator, text), e.version));
+                    .map(|e| (decode::<T>(e.value(), key, validator, text), e.version()));
                 let version = entry.as_ref().map(|(_, version)| *version);
                 let basis = self.shared.with_writes(|w| w.basis(key, version));
                 (basis, entry, view.revision)
@@ -909,10 +911,10 @@ impl Store {
             let before = w.queued();
             for entry in &listing.entries {
                 // Keys written through this handle since clear began stay.
-                let newer = w.overlay(&entry.key).is_some_and(|o| o.seq > started);
+                let newer = w.overlay(entry.key()).is_some_and(|o| o.seq > started);
                 if !newer {
                     metrics.queued_remove.increment(1);
-                    w.push_plain(&entry.key, OpKind::Delete, None);
+                    w.push_plain(entry.key(), OpKind::Delete, None);
                 }
             }
             metrics.queued(w.queued() - before);
@@ -1025,11 +1027,11 @@ impl Store {
     /// How many keys the store holds, including this handle's unconfirmed writes.
     pub fn len(&self) -> usize {
         let view = read(&self.shared.view);
-        let mut len = view.entries.len();
+        let mut len = view.len();
         if self.shared.pending.load(Ordering::Acquire) > 0 {
             self.shared.with_writes(|w| {
                 for (key, overlay) in w.overlays() {
-                    match (view.entries.contains_key(key), overlay.cell.is_some()) {
+                    match (view.contains(key), overlay.cell.is_some()) {
                         (false, true) => len += 1,
                         (true, false) => len -= 1,
                         _ => {}
@@ -1051,9 +1053,8 @@ impl Store {
         let (mut entries, revision) = {
             let view = read(&self.shared.view);
             let entries: BTreeMap<String, Payload> = view
-                .entries
                 .iter()
-                .map(|(k, e)| (k.to_string(), e.cell.payload.clone()))
+                .map(|e| (e.key().to_owned(), e.value().clone()))
                 .collect();
             (entries, view.revision)
         };

@@ -7,7 +7,7 @@ use futures_core::Stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 
-use crate::backend::{Payload, Revision, SharedKey};
+use crate::backend::{Change, Payload, Revision};
 use crate::error::{Error, Result};
 use crate::readiness::Readiness;
 use crate::value;
@@ -15,23 +15,16 @@ use crate::value;
 /// One key's confirmed change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeEvent {
-    key: SharedKey,
-    value: Option<Payload>,
+    change: Change,
     revision: Revision,
     /// The backend keeps values as text ([`crate::Capabilities::text_values`]).
     text: bool,
 }
 
 impl ChangeEvent {
-    pub(crate) fn new(
-        key: SharedKey,
-        value: Option<Payload>,
-        revision: Revision,
-        text: bool,
-    ) -> Self {
+    pub(crate) fn new(change: Change, revision: Revision, text: bool) -> Self {
         ChangeEvent {
-            key,
-            value,
+            change,
             revision,
             text,
         }
@@ -39,7 +32,7 @@ impl ChangeEvent {
 
     /// The key that changed.
     pub fn key(&self) -> &str {
-        &self.key
+        self.change.key()
     }
 
     /// The revision the change happened at.
@@ -49,19 +42,19 @@ impl ChangeEvent {
 
     /// Whether the key was removed.
     pub fn is_removal(&self) -> bool {
-        self.value.is_none()
+        self.change.value().is_none()
     }
 
     /// The new encoded value, `None` for a removal.
     pub fn payload(&self) -> Option<&Payload> {
-        self.value.as_ref()
+        self.change.value()
     }
 
     /// The new value decoded as `T`, `None` for a removal.
     pub fn value<T: DeserializeOwned>(&self) -> Result<Option<T>> {
-        self.value
-            .as_ref()
-            .map(|payload| value::decode_stored(&self.key, payload, self.text, None))
+        self.change
+            .value()
+            .map(|payload| value::decode_stored(self.key(), payload, self.text, None))
             .transpose()
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 
-use crate::backend::{Change, Listing, Revision, SharedKey, Version, WatchEvent};
+use crate::backend::{Change, Entry, Listing, Revision, SharedKey, WatchEvent};
 use crate::backoff::Backoff;
 use crate::shared::{Shared, write};
 use crate::subscribe::ChangeEvent;
@@ -110,31 +110,24 @@ fn replace_view(shared: &Shared, listing: Listing) {
     let mut events = Vec::new();
     {
         let mut view = write(&shared.view);
-        let listed: HashSet<&str> = listing.entries.iter().map(|e| &*e.key).collect();
+        let listed: HashSet<&str> = listing.entries.iter().map(Entry::key).collect();
         let gone: Vec<SharedKey> = view
-            .entries
-            .keys()
-            .filter(|k| !listed.contains(&***k))
-            .cloned()
+            .iter()
+            .filter(|entry| !listed.contains(entry.key()))
+            .map(|entry| SharedKey::from(entry.key()))
             .collect();
         for key in gone {
-            view.entries.remove(&key);
-            events.push(ChangeEvent::new(key, None, revision, text));
+            view.remove(&key);
+            events.push(ChangeEvent::new(Change::Removed(key), revision, text));
         }
         for entry in &listing.entries {
-            let changed = view
-                .entries
-                .get(&*entry.key)
-                .is_none_or(|e| e.cell.payload != entry.value || e.version != entry.version);
+            let changed = view.get(entry.key()).is_none_or(|held| {
+                held.value() != entry.value() || held.version() != entry.version()
+            });
             if changed {
-                view.entries.remove(&*entry.key);
-                view.record(&entry.key, Some(&entry.value), entry.version);
-                events.push(ChangeEvent::new(
-                    entry.key.clone(),
-                    Some(entry.value.clone()),
-                    revision,
-                    text,
-                ));
+                view.remove(entry.key());
+                view.put(entry);
+                events.push(ChangeEvent::new(Change::Put(entry.clone()), revision, text));
             }
         }
         view.revision = view.revision.max(revision);
@@ -152,8 +145,12 @@ fn fold_changes(shared: &Shared, revision: Revision, changes: Vec<Change>) {
             return;
         }
         for change in changes {
-            if view.record(&change.key, change.value.as_ref(), Version(revision.0)) {
-                events.push(ChangeEvent::new(change.key, change.value, revision, text));
+            let changed = match &change {
+                Change::Put(entry) => view.put(entry),
+                Change::Removed(key) => view.remove(key).is_some(),
+            };
+            if changed {
+                events.push(ChangeEvent::new(change, revision, text));
             }
         }
         view.revision = revision;

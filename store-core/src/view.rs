@@ -1,51 +1,47 @@
 //! The local view: the backend's state as of one revision, fed by the watch.
 //!
-//! Reads never leave the process. Each entry caches its decoded value for the
-//! last type asked for, so a typed `get` costs a hash lookup and an `Arc`
-//! clone, not a JSON parse.
+//! Reads never leave the process. The view holds the backend's entries
+//! themselves (one pointer a key: the key, value and version share one
+//! allocation with the backend's cache and every other store's view), and
+//! each value caches its decoded form for the first type asked for, so a
+//! typed `get` costs a hash lookup and an `Arc` clone, not a JSON parse.
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-
-use once_cell::race::OnceBox;
 
 use serde::de::DeserializeOwned;
 
-use crate::backend::{Payload, Revision, SharedKey, Version};
+use crate::backend::{Entry, Payload, Revision, SharedKey};
 use crate::error::Result;
 use crate::key::Validator;
 use crate::value;
 
-pub(crate) type KeyMap<V> = HashMap<SharedKey, V, foldhash::fast::RandomState>;
+type Hashing = foldhash::fast::RandomState;
 
-/// A value together with its decoded form, cached for the first type asked
-/// for (the `Arc` knows its type: a downcast checks it). The slot is one
-/// pointer, boxed only once something is decoded: a view of many keys few
-/// of which are read typed pays 8 bytes a key for it.
+pub(crate) type KeyMap<V> = HashMap<SharedKey, V, Hashing>;
+
+/// A value and its decoded form, cached in the value's own allocation for the
+/// first type asked for (the `Arc` knows its type: a downcast checks it).
 pub(crate) struct Cell {
     pub(crate) payload: Payload,
-    decoded: OnceBox<Arc<dyn Any + Send + Sync>>,
 }
 
 impl Cell {
     pub(crate) fn new(payload: Payload) -> Self {
-        Cell {
-            payload,
-            decoded: OnceBox::new(),
-        }
+        Cell { payload }
     }
 
     /// A cell whose value is already decoded as `T`.
     pub(crate) fn decoded<T: Send + Sync + 'static>(payload: Payload, value: Arc<T>) -> Self {
-        let cell = Cell::new(payload);
-        let _ = cell
-            .decoded
+        let _ = payload
+            .decoded()
             .set(Box::new(value as Arc<dyn Any + Send + Sync>));
-        cell
+        Cell { payload }
     }
 
-    /// The value decoded as `T`, from the cache when `T` was decoded before.
     pub(crate) fn decode<T>(
         &self,
         key: &str,
@@ -55,94 +51,128 @@ impl Cell {
     where
         T: DeserializeOwned + Send + Sync + 'static,
     {
-        if let Some(any) = self.decoded.get()
-            && (**any).is::<T>()
-            && let Ok(typed) = Arc::clone(any).downcast::<T>()
-        {
-            return Ok(typed);
-        }
-        let typed: Arc<T> = Arc::new(value::decode_stored(key, &self.payload, text, validator)?);
-        // The first type decoded wins the cache; another type decodes afresh each time.
-        let _ = self
-            .decoded
-            .set(Box::new(Arc::clone(&typed) as Arc<dyn Any + Send + Sync>));
-        Ok(typed)
+        decode(&self.payload, key, validator, text)
     }
 }
 
-pub(crate) struct ViewEntry {
-    pub(crate) cell: Cell,
-    pub(crate) version: Version,
+/// `payload` decoded as `T`, from its cache when `T` was decoded before.
+pub(crate) fn decode<T>(
+    payload: &Payload,
+    key: &str,
+    validator: Option<Validator>,
+    text: bool,
+) -> Result<Arc<T>>
+where
+    T: DeserializeOwned + Send + Sync + 'static,
+{
+    if let Some(any) = payload.decoded().get()
+        && (**any).is::<T>()
+        && let Ok(typed) = Arc::clone(any).downcast::<T>()
+    {
+        return Ok(typed);
+    }
+    let typed: Arc<T> = Arc::new(value::decode_stored(key, payload, text, validator)?);
+    // The first type decoded wins the cache; another type decodes afresh each time.
+    let _ = payload
+        .decoded()
+        .set(Box::new(Arc::clone(&typed) as Arc<dyn Any + Send + Sync>));
+    Ok(typed)
+}
+
+/// An entry of the view, hashed and compared by its key.
+struct ByKey(Entry);
+
+impl Borrow<str> for ByKey {
+    fn borrow(&self) -> &str {
+        self.0.key()
+    }
+}
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key() == other.0.key()
+    }
+}
+
+impl Eq for ByKey {}
+
+impl Hash for ByKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key().hash(state);
+    }
 }
 
 /// Confirmed backend state as of `revision`.
 #[derive(Default)]
 pub(crate) struct View {
-    pub(crate) entries: KeyMap<ViewEntry>,
+    entries: HashSet<ByKey, Hashing>,
     pub(crate) revision: Revision,
 }
 
 impl View {
-    /// Applies one change; returns whether the view changed.
-    pub(crate) fn record(
-        &mut self,
-        key: &SharedKey,
-        value: Option<&Payload>,
-        version: Version,
-    ) -> bool {
-        match value {
-            Some(payload) => {
-                if let Some(existing) = self.entries.get_mut(&**key) {
-                    if existing.version > version {
-                        return false;
-                    }
-                    existing.version = version;
-                    if existing.cell.payload != *payload {
-                        existing.cell = Cell::new(payload.clone());
-                    }
-                } else {
-                    self.entries.insert(
-                        key.clone(),
-                        ViewEntry {
-                            cell: Cell::new(payload.clone()),
-                            version,
-                        },
-                    );
-                }
-                true
-            }
-            None => self.entries.remove(&**key).is_some(),
+    pub(crate) fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key).map(|held| &held.0)
+    }
+
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        self.entries.contains(key)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().map(|held| &held.0)
+    }
+
+    /// Removes `key`; returns its entry.
+    pub(crate) fn remove(&mut self, key: &str) -> Option<Entry> {
+        self.entries.take(key).map(|held| held.0)
+    }
+
+    /// Stores an entry unless the view holds a newer version of its key;
+    /// returns whether the view changed.
+    pub(crate) fn put(&mut self, entry: &Entry) -> bool {
+        if let Some(existing) = self.get(entry.key())
+            && existing.version() > entry.version()
+        {
+            return false;
         }
+        self.entries.replace(ByKey(entry.clone()));
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Version;
 
     #[test]
-    fn the_view_keeps_the_key_it_is_given_and_one_decode_per_type() {
+    fn the_view_keeps_the_entry_it_is_given_and_one_decode_per_type() {
         let mut view = View::default();
-        let key = SharedKey::from("k");
-        assert!(view.record(&key, Some(&Payload::from("7")), Version(1)));
-        let (kept, entry) = view.entries.get_key_value("k").expect("recorded");
+        let entry = Entry::new("k", "7", Version(1));
+        assert!(view.put(&entry));
+        let kept = view.get("k").expect("recorded");
         assert!(
-            SharedKey::ptr_eq(kept, &key),
-            "the backend's key is shared, not copied"
+            kept.ptr_eq(&entry),
+            "the backend's entry is shared, not copied"
         );
-        let first = entry.cell.decode::<u32>("k", None, false).expect("decodes");
-        let again = entry.cell.decode::<u32>("k", None, false).expect("decodes");
+        let first = decode::<u32>(kept.value(), "k", None, false).expect("decodes");
+        let again = decode::<u32>(entry.value(), "k", None, false).expect("decodes");
         assert!(Arc::ptr_eq(&first, &again), "the decoded value is cached");
         // Another type decodes afresh and leaves the cached one in place.
         assert_eq!(
-            *entry.cell.decode::<u64>("k", None, false).expect("decodes"),
+            *decode::<u64>(kept.value(), "k", None, false).expect("decodes"),
             7
         );
-        let third = entry.cell.decode::<u32>("k", None, false).expect("decodes");
+        let third = decode::<u32>(kept.value(), "k", None, false).expect("decodes");
         assert!(Arc::ptr_eq(&first, &third));
         // An older version changes nothing; a removal does.
-        assert!(!view.record(&key, Some(&Payload::from("8")), Version(0)));
-        assert!(view.record(&key, None, Version(2)));
-        assert!(view.entries.is_empty());
+        assert!(!view.put(&Entry::new("k", "8", Version(0))));
+        assert_eq!(view.get("k").map(Entry::version), Some(Version(1)));
+        assert!(view.remove("k").is_some());
+        assert_eq!(view.len(), 0);
     }
 }

@@ -28,7 +28,7 @@ async fn stored(backend: &MemoryBackend, key: &str) -> Option<u32> {
         .read(key)
         .await
         .expect("read")
-        .map(|entry| serde_json::from_str(entry.value.as_str()).expect("a number"))
+        .map(|entry| serde_json::from_str(entry.value().as_str()).expect("a number"))
 }
 
 /// Makes writes acknowledged in every way, then leaves more queued behind a

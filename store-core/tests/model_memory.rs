@@ -208,7 +208,7 @@ mod deviations {
             .read("n")
             .await
             .expect("read")
-            .map(|e| e.value.as_str().to_owned());
+            .map(|e| e.value().as_str().to_owned());
         assert!(
             outcome.is_err() || stored.as_deref() == Some("2"),
             "both updates were reported, yet `n` holds {stored:?} ({outcome:?})"
@@ -254,7 +254,7 @@ mod deviations {
                 .read("k")
                 .await
                 .expect("read")
-                .map(|e| e.value),
+                .map(|e| e.value().clone()),
             None,
             "the update queued before `clear` survived it"
         );

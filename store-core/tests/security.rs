@@ -175,10 +175,7 @@ async fn backend_types_holding_values_print_them_redacted() {
     let applied: Applied = backend.apply(batch.clone()).await.expect("apply");
     let listing: Listing = backend.list("").await.expect("list");
     let entry: Option<Entry> = backend.read("a").await.expect("read");
-    let change = Change {
-        key: "a".into(),
-        value: Some(payload.clone()),
-    };
+    let change = Change::Put(Entry::new("a", payload.as_str(), Version(1)));
     let event = WatchEvent::Changes {
         revision: Revision(1),
         changes: vec![change.clone()],

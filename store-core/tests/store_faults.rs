@@ -117,7 +117,7 @@ async fn a_conditional_write_whose_answer_was_lost_says_its_outcome_is_unknown_a
         "{updated:?}"
     );
     let entry = backend.inner.read("n").await.expect("read").expect("n");
-    assert_eq!(entry.value.as_str(), "2", "applied once, not run again");
+    assert_eq!(entry.value().as_str(), "2", "applied once, not run again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +134,10 @@ async fn a_plain_write_whose_answer_was_lost_is_retried_and_lands_once() {
         .await
         .expect("read")
         .expect("present");
-    assert_eq!((stored.value.as_str(), stored.version), ("\"v\"", version));
+    assert_eq!(
+        (stored.value().as_str(), stored.version()),
+        ("\"v\"", version)
+    );
 }
 
 /// Answers with the wrong number of outcomes.

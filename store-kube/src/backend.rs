@@ -417,17 +417,18 @@ impl Backend for KubeBackend {
         };
         let seen = parse_object(&inner.layout, &to_json(&object)?)?;
         let cache = inner.cache();
-        Ok(seen.data.get_key_value(key).map(|(key, stored)| {
+        let layout = &inner.layout;
+        Ok(seen.data.get(key).map(|stored| {
+            // The watched entry while it holds what the server does: the same
+            // allocation and the version the watch gave it.
             let watched = cache
                 .shards
                 .get(name)
-                .filter(|s| s.stored(key) == Some(stored));
-            Entry {
-                key: key.clone(),
-                value: inner.layout.shared_payload(stored),
-                version: watched
-                    .and_then(|s| s.version(key))
-                    .unwrap_or(Version(seen.revision)),
+                .and_then(|s| s.entry(key))
+                .filter(|e| layout.stored_text(e.value().as_str()) == stored.as_str());
+            match watched {
+                Some(entry) => entry.clone(),
+                None => layout.entry(key, stored.as_str(), Version(seen.revision)),
             }
         }))
     }
@@ -457,7 +458,7 @@ impl Backend for KubeBackend {
                 if caught_up {
                     let revision = inner.feed().latest;
                     return Ok(Listing {
-                        entries: cache.entries(&inner.layout, prefix),
+                        entries: cache.entries(prefix),
                         revision,
                     });
                 }

@@ -6,11 +6,12 @@
 //! and listings write here: a write's own response never does, or the watch
 //! event that follows would diff to nothing and the view would miss it.
 //!
-//! Keys ([`SharedKey`]) and stored strings ([`Stored`]) are shared, kept across events while they do
-//! not change and handed to stores in changes and listings: with the native
-//! layout (where a value's payload is its stored string) each key and each
-//! value is in memory once per process, however many stores read it.
+//! Each key's [`Entry`] (the key, the value's payload and its version, in one
+//! allocation) is kept across events while its value does not change, and
+//! handed to stores in changes and listings: each key and value is in memory
+//! once per process, however many stores read it.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use kube::api::DynamicObject;
@@ -20,25 +21,17 @@ use store_core::{Error, Payload, Version};
 use crate::error::NAME;
 use crate::layout::Layout;
 
-/// A string of an object's data map, kept in a [`Payload`]'s shared,
-/// one-pointer text: in the native layout it is the key's payload itself.
+/// A string of an object's data map, as a parsed object holds it.
 pub(crate) type Stored = Payload;
-
-/// One key of an object as last seen.
-#[derive(Debug, Clone)]
-pub(crate) struct Slot {
-    /// The string in the object's data map.
-    pub(crate) stored: Stored,
-    /// The object's revision when the value last changed.
-    pub(crate) version: Version,
-}
 
 /// One object as last seen.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Shard {
     pub(crate) revision: u64,
-    /// Store key to its slot.
-    pub(crate) data: BTreeMap<SharedKey, Slot>,
+    /// Every store key's entry, in key order (built whole on each event, so
+    /// kept at its exact size: one pointer a key). An entry's version is the
+    /// object's revision when the value last changed.
+    pub(crate) data: Box<[Entry]>,
     /// Serialized size of the whole object, `managedFields` included.
     pub(crate) size: usize,
     /// The shard count its spec declares (native layout).
@@ -46,12 +39,21 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn version(&self, key: &str) -> Option<Version> {
-        self.data.get(key).map(|slot| slot.version)
+    pub(crate) fn entry(&self, key: &str) -> Option<&Entry> {
+        self.data
+            .binary_search_by(|entry| entry.key().cmp(key))
+            .ok()
+            .map(|at| &self.data[at])
     }
 
-    pub(crate) fn stored(&self, key: &str) -> Option<&Stored> {
-        self.data.get(key).map(|slot| &slot.stored)
+    pub(crate) fn version(&self, key: &str) -> Option<Version> {
+        self.entry(key).map(Entry::version)
+    }
+
+    /// The string the object's data map holds for `key`.
+    pub(crate) fn stored<'a>(&'a self, layout: &Layout, key: &str) -> Option<Cow<'a, str>> {
+        self.entry(key)
+            .map(|entry| layout.stored_text(entry.value().as_str()))
     }
 }
 
@@ -212,28 +214,31 @@ impl Cache {
     /// that did not change keep the allocations stores already share.
     pub(crate) fn observe(&mut self, layout: &Layout, seen: Seen) -> Vec<Change> {
         let shard = self.shards.entry(seen.name).or_default();
-        let mut old = std::mem::take(&mut shard.data);
+        // Both in key order: one pass over the two.
+        let mut old = std::mem::take(&mut shard.data)
+            .into_vec()
+            .into_iter()
+            .peekable();
         let mut changes = Vec::new();
+        let mut removed = Vec::new();
         let mut data = Vec::with_capacity(seen.data.len());
         for (key, stored) in seen.data {
-            let slot = match old.remove_entry(&*key) {
-                Some((key, slot)) if slot.stored == stored => (key, slot),
-                earlier => {
-                    let key = earlier.map_or(key, |(key, _)| key);
-                    changes.push(Change {
-                        key: key.clone(),
-                        value: Some(layout.shared_payload(&stored)),
-                    });
-                    let version = Version(seen.revision);
-                    (key, Slot { stored, version })
-                }
-            };
-            data.push(slot);
+            while let Some(gone) = old.next_if(|entry| entry.key() < &*key) {
+                removed.push(Change::Removed(SharedKey::from(gone.key())));
+            }
+            let kept = old
+                .next_if(|entry| entry.key() == &*key)
+                .filter(|entry| layout.stored_text(entry.value().as_str()) == stored.as_str());
+            data.push(kept.unwrap_or_else(|| {
+                let entry = layout.entry(&key, stored.as_str(), Version(seen.revision));
+                changes.push(Change::Put(entry.clone()));
+                entry
+            }));
         }
-        changes.extend(old.into_keys().map(|key| Change { key, value: None }));
+        removed.extend(old.map(|gone| Change::Removed(SharedKey::from(gone.key()))));
+        changes.extend(removed);
         shard.revision = shard.revision.max(seen.revision);
-        // In key order already: collected at once, the map is built densely.
-        shard.data = data.into_iter().collect();
+        shard.data = data.into_boxed_slice();
         shard.size = seen.size;
         shard.declared_shards = seen.declared_shards;
         changes
@@ -244,9 +249,8 @@ impl Cache {
         self.shards.remove(name);
     }
 
-    /// Every entry whose key starts with `prefix`, values already in the layout's
-    /// encoding.
-    pub(crate) fn entries(&self, layout: &Layout, prefix: &str) -> Vec<Entry> {
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub(crate) fn entries(&self, prefix: &str) -> Vec<Entry> {
         let mut entries: Vec<Entry> = self
             .shards
             .values()
@@ -254,15 +258,11 @@ impl Cache {
                 shard
                     .data
                     .iter()
-                    .filter(|(k, _)| k.starts_with(prefix))
-                    .map(|(k, slot)| Entry {
-                        key: k.clone(),
-                        value: layout.shared_payload(&slot.stored),
-                        version: slot.version,
-                    })
+                    .filter(|entry| entry.key().starts_with(prefix))
+                    .cloned()
             })
             .collect();
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        entries.sort_by(|a, b| a.key().cmp(b.key()));
         entries
     }
 }
@@ -297,7 +297,7 @@ mod tests {
         let changes = cache.observe(&layout, second);
         let summary: Vec<_> = changes
             .iter()
-            .map(|c| (&*c.key, c.value.is_some()))
+            .map(|c| (c.key(), c.value().is_some()))
             .collect();
         assert_eq!(summary, [("c", true), ("b", false)]);
         let shard = &cache.shards["s-0"];
@@ -310,32 +310,30 @@ mod tests {
     }
 
     #[test]
-    fn keys_and_values_are_one_allocation_shared_with_changes_and_listings() {
+    fn each_key_is_one_allocation_shared_with_changes_and_listings() {
         let layout = native();
         let mut cache = Cache::default();
         let first = parse_object(&layout, &object(5, serde_json::json!({"a": "1", "b": "2"})))
             .expect("parses");
         let changes = cache.observe(&layout, first);
-        let change = changes.iter().find(|c| &*c.key == "a").expect("a change");
-        let value = change.value.as_ref().expect("a value").as_str();
-        let same = |cache: &Cache| {
-            let (key, slot) = cache.shards["s-0"].data.get_key_value("a").expect("cached");
-            SharedKey::ptr_eq(key, &change.key)
-                && std::ptr::eq(slot.stored.as_str().as_ptr(), value.as_ptr())
+        let Some(Change::Put(change)) = changes.iter().find(|c| c.key() == "a") else {
+            panic!("a put of `a`");
         };
-        assert!(
-            same(&cache),
-            "the change carries the cache's own key and value"
-        );
+        let same = |cache: &Cache| {
+            cache.shards["s-0"]
+                .entry("a")
+                .expect("cached")
+                .ptr_eq(change)
+        };
+        assert!(same(&cache), "the change carries the cache's own entry");
         // `b` changes, `a` does not: `a` keeps what stores already hold.
         let second = parse_object(&layout, &object(9, serde_json::json!({"a": "1", "b": "3"})))
             .expect("parses");
         assert_eq!(cache.observe(&layout, second).len(), 1);
         assert!(same(&cache), "an unchanged key keeps its allocations");
-        let entries = cache.entries(&layout, "");
-        let listed = entries.iter().find(|e| &*e.key == "a").expect("listed");
-        assert!(SharedKey::ptr_eq(&listed.key, &change.key));
-        assert!(std::ptr::eq(listed.value.as_str().as_ptr(), value.as_ptr()));
+        let entries = cache.entries("");
+        let listed = entries.iter().find(|e| e.key() == "a").expect("listed");
+        assert!(listed.ptr_eq(change));
     }
 
     #[test]

@@ -348,10 +348,7 @@ mod tests {
     fn changes(revision: u64, key: &str) -> Item {
         Item::Changes(
             Revision(revision),
-            Arc::new(vec![Change {
-                key: key.into(),
-                value: None,
-            }]),
+            Arc::new(vec![Change::Removed(key.into())]),
         )
     }
 

@@ -13,9 +13,10 @@
 //! Data-map keys are raw strings; only JSON-Patch paths escape them
 //! ([`pointer_segment`], RFC 6901), so no key can reach outside its map.
 
-use store_core::Payload;
+use std::borrow::Cow;
 
-use crate::cache::Stored;
+use store_core::backend::Entry;
+use store_core::{Payload, Version};
 
 /// The data-map key Pepr keeps so its `data` map is never empty.
 pub const PEPR_PLACEHOLDER: &str = "__pepr_do_not_delete__";
@@ -176,14 +177,18 @@ impl Layout {
     /// TypeScript `setItem(key, "yep")` stores); any other value as its JSON text
     /// (what `setItem(key, JSON.stringify(value))` stores).
     pub fn stored_value(&self, payload: &Payload) -> String {
+        self.stored_text(payload.as_str()).into_owned()
+    }
+
+    /// [`stored_value`](Self::stored_value) of an encoded value's text,
+    /// borrowed where the layout stores it unchanged.
+    pub(crate) fn stored_text<'a>(&self, payload: &'a str) -> Cow<'a, str> {
         match self {
-            Layout::Native { .. } => payload.as_str().to_owned(),
-            Layout::Pepr { .. } => {
-                match serde_json::from_str::<serde_json::Value>(payload.as_str()) {
-                    Ok(serde_json::Value::String(text)) => text,
-                    _ => payload.as_str().to_owned(),
-                }
-            }
+            Layout::Native { .. } => Cow::Borrowed(payload),
+            Layout::Pepr { .. } => match serde_json::from_str::<serde_json::Value>(payload) {
+                Ok(serde_json::Value::String(text)) => Cow::Owned(text),
+                _ => Cow::Borrowed(payload),
+            },
         }
     }
 
@@ -195,21 +200,23 @@ impl Layout {
     /// store decodes any other type from the text as JSON (the backend
     /// advertises [`Capabilities::text_values`](store_core::Capabilities::text_values)).
     pub fn payload(&self, stored: &str) -> Payload {
+        Payload::from(&*self.payload_text(stored))
+    }
+
+    /// [`payload`](Self::payload)'s text, borrowed where the layout stores
+    /// values unchanged.
+    pub(crate) fn payload_text<'a>(&self, stored: &'a str) -> Cow<'a, str> {
         match self {
-            Layout::Native { .. } => Payload::from(stored),
+            Layout::Native { .. } => Cow::Borrowed(stored),
             Layout::Pepr { .. } => {
-                Payload::from(serde_json::Value::String(stored.to_owned()).to_string())
+                Cow::Owned(serde_json::Value::String(stored.to_owned()).to_string())
             }
         }
     }
 
-    /// [`payload`](Self::payload) of a shared stored string: in the native
-    /// layout the payload is that same allocation.
-    pub(crate) fn shared_payload(&self, stored: &Stored) -> Payload {
-        match self {
-            Layout::Native { .. } => stored.clone(),
-            Layout::Pepr { .. } => self.payload(stored.as_str()),
-        }
+    /// An entry for `key` holding `stored` (copied once, into the entry).
+    pub(crate) fn entry(&self, key: &str, stored: &str, version: Version) -> Entry {
+        Entry::new(key, &self.payload_text(stored), version)
     }
 }
 
@@ -303,8 +310,6 @@ mod fuzz_tests {
     use proptest::prelude::*;
     use proptest::test_runner::{Config, TestRunner};
     use serde_json::{Value, json};
-
-    use store_core::backend::SharedKey;
 
     use super::*;
     use crate::cache::{Cache, parse_object};
@@ -485,31 +490,31 @@ mod fuzz_tests {
                         highest = highest.max(seen.revision);
                         let changes = cache.observe(&layout, seen.clone());
                         for change in &changes {
-                            if let Some(payload) = &change.value {
+                            if let Some(payload) = change.value() {
                                 // Every value handed on is this layout's reading of the stored text.
-                                let stored = &seen.data[&change.key];
+                                let stored = &seen.data[change.key()];
                                 prop_assert_eq!(payload, &layout.payload(stored.as_str()));
                             } else {
-                                prop_assert!(!seen.data.contains_key(&change.key));
+                                prop_assert!(!seen.data.contains_key(change.key()));
                             }
                         }
                         // The same object again changes nothing.
                         prop_assert!(cache.observe(&layout, seen.clone()).is_empty());
                         last = Some(seen);
                     }
-                    let entries = cache.entries(&layout, "");
-                    let keys: Vec<&SharedKey> = entries.iter().map(|e| &e.key).collect();
-                    let expected: Vec<&SharedKey> = last
+                    let entries = cache.entries("");
+                    let keys: Vec<&str> = entries.iter().map(Entry::key).collect();
+                    let expected: Vec<&str> = last
                         .as_ref()
-                        .map(|s| s.data.keys().collect())
+                        .map(|s| s.data.keys().map(|k| &**k).collect())
                         .unwrap_or_default();
                     prop_assert_eq!(keys, expected);
                     for entry in &entries {
-                        prop_assert!(entry.version.0 <= highest);
+                        prop_assert!(entry.version().0 <= highest);
                         if matches!(layout, Layout::Pepr { .. }) {
                             // Pepr text always reads as JSON: structured text or a string.
                             prop_assert!(
-                                serde_json::from_str::<Value>(entry.value.as_str()).is_ok()
+                                serde_json::from_str::<Value>(entry.value().as_str()).is_ok()
                             );
                         }
                     }

@@ -370,7 +370,7 @@ impl Shared {
             .cache()
             .shards
             .get(name)
-            .map(|shard| (Base::from_shard(shard), false));
+            .map(|shard| (Base::from_shard(&self.layout, shard), false));
         let mut revision = 0;
         let mut replans = 0;
         // While a refusal that names no write is being narrowed down: how many

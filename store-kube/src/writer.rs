@@ -12,10 +12,11 @@
 //! `Rejected` and plans the rest again. Sizes are projected before sending so a full
 //! object refuses the write that would overflow it, not the whole batch.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
-use store_core::backend::{Op, OpKind, Outcome, Precondition};
+use store_core::backend::{Entry, Op, OpKind, Outcome, Precondition, SharedKey};
 use store_core::{Error, Version};
 
 use crate::cache::{Data, Seen, Shard, Stored};
@@ -85,13 +86,18 @@ impl Base {
         }
     }
 
-    pub(crate) fn from_shard(shard: &Shard) -> Self {
+    pub(crate) fn from_shard(layout: &Layout, shard: &Shard) -> Self {
+        let stored = |entry: &Entry| match layout.stored_text(entry.value().as_str()) {
+            // The entry's own allocation, shared.
+            Cow::Borrowed(_) => entry.value().clone(),
+            Cow::Owned(text) => Stored::from(text),
+        };
         Base {
             revision: shard.revision,
             data: shard
                 .data
                 .iter()
-                .map(|(key, slot)| (key.clone(), slot.stored.clone()))
+                .map(|entry| (SharedKey::from(entry.key()), stored(entry)))
                 .collect(),
             malformed: HashSet::new(),
             size: shard.size,
@@ -161,12 +167,10 @@ pub(crate) fn plan(
                 let watched_version = watched.and_then(|s| s.version(key));
                 let expected_value = watched
                     .filter(|_| watched_version == Some(expected))
-                    .and_then(|s| s.stored(key));
+                    .and_then(|s| s.stored(layout, key));
                 match expected_value {
-                    Some(value)
-                        if current == Some(value.as_str()) && !base.malformed.contains(key) =>
-                    {
-                        these.push(json!({"op": "test", "path": pointer, "value": value.as_str()}));
+                    Some(value) if current == Some(&*value) && !base.malformed.contains(key) => {
+                        these.push(json!({"op": "test", "path": pointer, "value": &*value}));
                     }
                     Some(_) => {
                         plan.decided.push((
@@ -319,7 +323,6 @@ mod tests {
     use store_core::backend::SharedKey;
 
     use super::*;
-    use crate::cache::Slot;
 
     #[test]
     fn the_memory_backend_twin_refuses_what_this_backend_refuses() {
@@ -351,16 +354,14 @@ mod tests {
     fn shard(data: &[(&str, &str, u64)]) -> Shard {
         Shard {
             revision: 10,
-            data: data
-                .iter()
-                .map(|(k, v, r)| {
-                    let slot = Slot {
-                        stored: Stored::from(*v),
-                        version: Version(*r),
-                    };
-                    (SharedKey::from(*k), slot)
-                })
-                .collect(),
+            data: {
+                let mut entries: Vec<Entry> = data
+                    .iter()
+                    .map(|(k, v, r)| Entry::new(k, v, Version(*r)))
+                    .collect();
+                entries.sort_by(|a, b| a.key().cmp(b.key()));
+                entries.into()
+            },
             size: 500,
             declared_shards: Some(1),
         }

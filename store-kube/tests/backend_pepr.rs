@@ -475,7 +475,7 @@ async fn a_read_only_open_migrates_creates_and_writes_nothing(cluster: &TestClus
         .await
         .expect("opens");
     let listing = within("a listing", backend.list("")).await.expect("lists");
-    let keys: Vec<&str> = listing.entries.iter().map(|e| &*e.key).collect();
+    let keys: Vec<&str> = listing.entries.iter().map(|e| e.key()).collect();
     assert_eq!(keys, ["k"], "only the v2 key is the store's");
     let batch = Batch {
         ops: vec![Op::put("k", Payload::from("\"w\"")), Op::delete("old")],

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use redis::Value;
 use store_core::backend::{
-    Applied, Batch, Change, Entry, Listing, OpKind, Outcome, Payload, Precondition, WatchEvent,
-    WatchStream, check_batch,
+    Applied, Batch, Change, Entry, Listing, OpKind, Outcome, Precondition, WatchEvent, WatchStream,
+    check_batch,
 };
 use store_core::{Backend, Capabilities, Error, Result, Revision, Version};
 use tokio::sync::{Notify, watch};
@@ -788,18 +788,15 @@ fn parse_entry(entry: &Value) -> Result<(Revision, Vec<Change>, bool)> {
     for pair in fields.chunks(2) {
         let key = text(pair[0]).ok_or_else(malformed)?;
         let change = text(pair[1]).ok_or_else(malformed)?;
-        let value = match change.split_at_checked(1) {
-            Some(("+", value)) => Some(Payload::new(value)),
+        let put = |value| Change::Put(Entry::new(key, value, Version(revision)));
+        changes.push(match change.split_at_checked(1) {
+            Some(("+", value)) => put(value),
             Some(("~", value)) => {
                 expiring = true;
-                Some(Payload::new(value))
+                put(value)
             }
-            Some(("-", "")) => None,
+            Some(("-", "")) => Change::Removed(key.into()),
             _ => return Err(malformed()),
-        };
-        changes.push(Change {
-            key: key.into(),
-            value,
         });
     }
     Ok((Revision(revision), changes, expiring))
@@ -837,10 +834,8 @@ fn parse_applied(answer: &str, ops: usize) -> Result<Applied> {
     })
 }
 
-fn payload(value: &Value) -> Result<Payload> {
-    text(value)
-        .map(Payload::new)
-        .ok_or_else(|| bad_reply("a stored value is not UTF-8 text"))
+fn stored_text(value: &Value) -> Result<&str> {
+    text(value).ok_or_else(|| bad_reply("a stored value is not UTF-8 text"))
 }
 
 impl Backend for RedisBackend {
@@ -866,14 +861,14 @@ impl Backend for RedisBackend {
         match shared.invoke("read", &invocation).await? {
             Value::Array(parts) if parts.is_empty() => Ok(None),
             Value::Nil => Ok(None),
-            Value::Array(parts) if parts.len() == 2 => Ok(Some(Entry {
-                key: key.into(),
-                value: payload(&parts[0])?,
-                version: Version(
+            Value::Array(parts) if parts.len() == 2 => Ok(Some(Entry::new(
+                key,
+                stored_text(&parts[0])?,
+                Version(
                     number(&parts[1])
                         .ok_or_else(|| bad_reply("a stored version is not a number"))?,
                 ),
-            })),
+            ))),
             _ => Err(bad_reply("the read script's answer is malformed")),
         }
     }
@@ -898,16 +893,16 @@ impl Backend for RedisBackend {
         let mut entries = Vec::with_capacity(rest.len() / 3);
         for triple in rest.chunks(3) {
             let key = text(&triple[0]).ok_or_else(|| bad_reply("a stored key is not UTF-8"))?;
-            entries.push(Entry {
-                key: key.into(),
-                value: payload(&triple[1])?,
-                version: Version(
+            entries.push(Entry::new(
+                key,
+                stored_text(&triple[1])?,
+                Version(
                     number(&triple[2])
                         .ok_or_else(|| bad_reply("a stored version is not a number"))?,
                 ),
-            });
+            ));
         }
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        entries.sort_by(|a, b| a.key().cmp(b.key()));
         shared.saw(revision);
         Ok(Listing {
             entries,
@@ -1169,14 +1164,8 @@ mod tests {
         assert_eq!(
             changes,
             [
-                Change {
-                    key: "a".into(),
-                    value: Some(Payload::from("1"))
-                },
-                Change {
-                    key: "b".into(),
-                    value: None
-                }
+                Change::Put(Entry::new("a", "1", Version(4))),
+                Change::Removed("b".into())
             ]
         );
     }

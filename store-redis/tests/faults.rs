@@ -117,8 +117,8 @@ async fn kill_9_with_fsync_always_loses_no_acknowledged_write() {
     let mut lost = 0;
     for i in &acked {
         let key = format!("k/{i:04}");
-        let found = listing.entries.iter().find(|e| *e.key == *key);
-        if found.is_none_or(|e| e.value.as_str() != i.to_string()) {
+        let found = listing.entries.iter().find(|e| *e.key() == *key);
+        if found.is_none_or(|e| e.value().as_str() != i.to_string()) {
             lost += 1;
         }
     }
@@ -362,7 +362,7 @@ async fn two_replicas_see_each_others_writes_and_compare_and_set_is_exact() {
         .await
         .expect("an event");
     assert!(
-        matches!(&seen, Some(Ok(WatchEvent::Changes { changes, .. })) if &*changes[0].key == "from-b"),
+        matches!(&seen, Some(Ok(WatchEvent::Changes { changes, .. })) if changes[0].key() == "from-b"),
         "{seen:?}"
     );
     let first = a.apply(put("lock", "0")).await.expect("write");

@@ -199,12 +199,7 @@ impl State {
 fn strip(prefix: &str, changes: &[Change]) -> Vec<Change> {
     changes
         .iter()
-        .filter_map(|change| {
-            Some(Change {
-                key: change.key.strip_prefix(prefix)?.into(),
-                value: change.value.clone(),
-            })
-        })
+        .filter_map(|change| change.strip_prefix(prefix))
         .collect()
 }
 
@@ -413,19 +408,18 @@ impl<B: Backend> Hub<B> {
                     let mut per_route: HashMap<*const Route, (Arc<Route>, Vec<Change>)> =
                         HashMap::new();
                     for change in &changes {
-                        for route in state.routes_for(&change.key) {
+                        for route in state.routes_for(change.key()) {
                             if !route.is_live() {
                                 continue;
                             }
-                            let key = change.key[route.prefix.len()..].into();
+                            let Some(mine) = change.strip_prefix(&route.prefix) else {
+                                continue;
+                            };
                             per_route
                                 .entry(Arc::as_ptr(route))
                                 .or_insert_with(|| (Arc::clone(route), Vec::new()))
                                 .1
-                                .push(Change {
-                                    key,
-                                    value: change.value.clone(),
-                                });
+                                .push(mine);
                         }
                     }
                     for (route, mine) in per_route.into_values() {
@@ -437,7 +431,7 @@ impl<B: Backend> Hub<B> {
                     for (prefix, listener) in &state.listeners {
                         let theirs: Vec<Change> = changes
                             .iter()
-                            .filter(|c| c.key.starts_with(prefix.as_str()))
+                            .filter(|c| c.key().starts_with(prefix.as_str()))
                             .cloned()
                             .collect();
                         if !theirs.is_empty() {

@@ -171,9 +171,9 @@ impl Follower {
 
     /// What a change to session `id`'s generation record says.
     fn record(id: &str, change: &Change, revision: Revision) -> Option<Record> {
-        match &change.value {
+        match change.value() {
             None => Some(Record::Ended(revision)),
-            Some(value) => match store_core::decode::<u64>(&change.key, value) {
+            Some(value) => match store_core::decode::<u64>(change.key(), value) {
                 Ok(generation) => Some(Record::Generation(generation, revision)),
                 Err(error) => {
                     tracing::warn!(session = id, %error, "unreadable generation record");
@@ -214,7 +214,7 @@ impl Listener for Follower {
         let prefix = layout::meta_prefix(&registry.config.root);
         let mut index = registry.index();
         for change in changes {
-            let Some(escaped) = change.key.strip_prefix(&prefix) else {
+            let Some(escaped) = change.key().strip_prefix(&prefix) else {
                 continue;
             };
             let id = layout::unescape(escaped);
@@ -277,7 +277,7 @@ impl Config {
         let key = layout::meta_key(&self.root, session);
         loop {
             if let Some(entry) = self.inner.read(&key).await? {
-                return store_core::decode::<u64>(&key, &entry.value).map_err(Error::from);
+                return store_core::decode::<u64>(&key, entry.value()).map_err(Error::from);
             }
             // A listing says which revision the backend is at.
             let generation = match self.record(session).await? {
@@ -321,12 +321,12 @@ impl Config {
     pub(crate) async fn record(&self, session: &str) -> Result<Record> {
         let key = layout::meta_key(&self.root, session);
         let listing = self.inner.list(&key).await?;
-        Ok(match listing.entries.iter().find(|e| *e.key == *key) {
+        Ok(match listing.entries.iter().find(|e| e.key() == key) {
             None => Record::Ended(listing.revision),
             Some(entry) => Record::Generation(
-                store_core::decode::<u64>(&key, &entry.value)?,
+                store_core::decode::<u64>(&key, entry.value())?,
                 // A record's own version says when it was written.
-                Revision(entry.version.0),
+                Revision(entry.version().0),
             ),
         })
     }
@@ -377,7 +377,7 @@ impl Config {
     ) -> Result<usize> {
         let mut listing = self.inner.list(prefix).await?;
         if let Some(since) = since {
-            listing.entries.retain(|entry| entry.version.0 > since.0);
+            listing.entries.retain(|entry| entry.version().0 > since.0);
         }
         let count = listing.entries.len();
         let chunk = self
@@ -389,7 +389,7 @@ impl Config {
         let mut ops: Vec<Op> = listing
             .entries
             .into_iter()
-            .map(|entry| Op::delete(&*entry.key))
+            .map(|entry| Op::delete(entry.key()))
             .collect();
         ops.extend(extra.map(Op::delete));
         while !ops.is_empty() {

@@ -104,10 +104,7 @@ impl<B: Backend> ScopedBackend<B> {
 fn strip_entries(prefix: &str, entries: Vec<Entry>) -> Vec<Entry> {
     entries
         .into_iter()
-        .filter_map(|mut entry| {
-            entry.key = entry.key.strip_prefix(prefix)?.into();
-            Some(entry)
-        })
+        .filter_map(|entry| Some(entry.rekeyed(entry.key().strip_prefix(prefix)?)))
         .collect()
 }
 
@@ -118,13 +115,8 @@ fn filter_event(prefix: &str, event: WatchEvent) -> WatchEvent {
     match event {
         WatchEvent::Changes { revision, changes } => {
             let mine: Vec<Change> = changes
-                .into_iter()
-                .filter_map(|change| {
-                    Some(Change {
-                        key: change.key.strip_prefix(prefix)?.into(),
-                        value: change.value,
-                    })
-                })
+                .iter()
+                .filter_map(|change| change.strip_prefix(prefix))
                 .collect();
             if mine.is_empty() {
                 WatchEvent::Progress(revision)
@@ -150,10 +142,7 @@ impl<B: Backend> Backend for ScopedBackend<B> {
 
     async fn read(&self, key: &str) -> Result<Option<Entry>> {
         let entry = self.inner.read(&self.full(key)).await?;
-        Ok(entry.map(|mut entry| {
-            entry.key = key.into();
-            entry
-        }))
+        Ok(entry.map(|entry| entry.rekeyed(key)))
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {
@@ -215,9 +204,9 @@ mod tests {
         ab.apply(put("k")).await.expect("apply");
         let listing = a.list("").await.expect("list");
         assert_eq!(listing.entries.len(), 1);
-        assert_eq!(&*listing.entries[0].key, "k");
+        assert_eq!(listing.entries[0].key(), "k");
         assert_eq!(
-            a.read("k").await.expect("read").map(|e| e.key),
+            a.read("k").await.expect("read").map(|e| e.key().to_owned()),
             Some("k".into())
         );
         assert!(inner.read("a/k").await.expect("read").is_some());
@@ -235,7 +224,7 @@ mod tests {
         assert_eq!(first, Some(WatchEvent::Progress(Revision(1))));
         let second = watch.next().await.and_then(Result::ok);
         assert!(
-            matches!(second, Some(WatchEvent::Changes { ref changes, .. }) if &*changes[0].key == "k"),
+            matches!(second, Some(WatchEvent::Changes { ref changes, .. }) if changes[0].key() == "k"),
             "{second:?}"
         );
     }

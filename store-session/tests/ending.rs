@@ -51,7 +51,7 @@ impl Backend for Recording {
         let listing = self.inner.list(prefix).await?;
         self.record(
             &self.listed,
-            listing.entries.iter().map(|e| e.key.to_string()),
+            listing.entries.iter().map(|e| e.key().to_string()),
         );
         Ok(listing)
     }

@@ -288,7 +288,7 @@ async fn run_case<A: Backend, B: Backend>(
                 .map_err(|e| e.to_string())?
                 .entries
                 .into_iter()
-                .map(|entry| entry.key.to_string())
+                .map(|entry| entry.key().to_string())
                 .collect();
             if left.is_empty() {
                 break;

@@ -357,7 +357,7 @@ where
 async fn record(backend: &impl Backend, session: &str) -> Option<u64> {
     let key = layout::meta_key("", session);
     let entry = backend.read(&key).await.expect("the record reads")?;
-    Some(store_core::decode::<u64>(&key, &entry.value).expect("the record decodes"))
+    Some(store_core::decode::<u64>(&key, entry.value()).expect("the record decodes"))
 }
 
 /// Replica two reads the session's generation record while opening the

@@ -127,11 +127,11 @@ async fn check_inner(
     let listing = inner.list("").await.map_err(fail)?;
     let mut found = Placement::new();
     for entry in listing.entries {
-        if entry.key.starts_with(&format!("{root}m/")) {
+        if entry.key().starts_with(&format!("{root}m/")) {
             continue;
         }
-        let value: String = serde_json::from_str(entry.value.as_str()).map_err(fail)?;
-        found.insert(entry.key.to_string(), value);
+        let value: String = serde_json::from_str(entry.value().as_str()).map_err(fail)?;
+        found.insert(entry.key().to_string(), value);
     }
     prop_assert_eq!(&found, placement);
     Ok(())
