@@ -9,12 +9,12 @@
 //! any, so the common case (nobody watching) takes no further lock.
 
 use std::any::{Any, type_name};
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use hashbrown::HashTable;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
@@ -25,7 +25,9 @@ use crate::{lock, outdated};
 
 type ToJson<T> = fn(&T) -> Value;
 
-type Entries = HashMap<Arc<str>, Arc<dyn Slot>, foldhash::fast::RandomState>;
+/// One shard's entries. The key's hash, computed once per call, picks the
+/// shard and finds the entry in it.
+type Entries = HashTable<(Arc<str>, Arc<dyn Slot>)>;
 
 /// The value and its version, changed together under the cell's lock (so a
 /// change costs no atomic operation beyond the lock's own).
@@ -174,11 +176,22 @@ pub(crate) struct LiveScope {
 const SHARDS: usize = 16;
 
 impl LiveScope {
-    fn shard(&self, key: &str) -> &Mutex<Entries> {
-        // Truncating the hash is fine: any bits pick a shard.
-        let at = self.hasher.hash_one(key) as usize % SHARDS;
-        &self.shards[at]
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
     }
+
+    /// The shard for a key's hash: bits below the top seven, which the table
+    /// keeps in its control bytes, and above those that pick its buckets.
+    fn shard(&self, hash: u64) -> &Mutex<Entries> {
+        &self.shards[(hash >> 53) as usize % SHARDS]
+    }
+}
+
+/// The entry at `key` in a shard.
+fn find<'a>(entries: &'a Entries, hash: u64, key: &str) -> Option<&'a Arc<dyn Slot>> {
+    entries
+        .find(hash, |(k, _)| &**k == key)
+        .map(|(_, slot)| slot)
 }
 
 fn downcast<T: Send + Sync + 'static>(key: &str, slot: &Arc<dyn Slot>) -> Result<Arc<LiveCell<T>>> {
@@ -205,8 +218,9 @@ impl LiveScope {
         F: FnOnce() -> T,
     {
         instance.check_read(key)?;
-        let shard = self.shard(key);
-        if let Some(slot) = lock(shard).get(key) {
+        let hash = self.hash(key);
+        let shard = self.shard(hash);
+        if let Some(slot) = find(&lock(shard), hash, key) {
             // Only a valid key was ever inserted.
             return Ok(Handle {
                 cell: downcast::<T>(key, slot)?,
@@ -224,7 +238,7 @@ impl LiveScope {
         );
         let cell: Arc<LiveCell<T>> = Arc::new(cell);
         let mut entries = lock(shard);
-        if let Some(slot) = entries.get(key) {
+        if let Some(slot) = find(&entries, hash, key) {
             // Someone created it meanwhile; theirs wins, ours is dropped.
             return Ok(Handle {
                 cell: downcast::<T>(key, slot)?,
@@ -232,12 +246,20 @@ impl LiveScope {
         }
         instance.check_write(key)?;
         instance.reserve_entry(key)?;
-        entries.insert(name, Arc::clone(&cell) as Arc<dyn Slot>);
+        entries.insert_unique(
+            hash,
+            (name, Arc::clone(&cell) as Arc<dyn Slot>),
+            |(k, _)| self.hash(k),
+        );
         Ok(Handle { cell })
     }
 
     pub(crate) fn remove(&self, instance: &Instance, key: &str) -> bool {
-        let removed = lock(self.shard(key)).remove(key);
+        let hash = self.hash(key);
+        let removed = match lock(self.shard(hash)).find_entry(hash, |(k, _)| &**k == key) {
+            Ok(entry) => Some(entry.remove().0.1),
+            Err(_) => None,
+        };
         match removed {
             Some(slot) => {
                 slot.retire();
@@ -254,8 +276,8 @@ impl LiveScope {
             .iter()
             .flat_map(|shard| {
                 lock(shard)
-                    .keys()
-                    .map(|k| k.to_string())
+                    .iter()
+                    .map(|(k, _)| k.to_string())
                     .collect::<Vec<_>>()
             })
             .collect();
