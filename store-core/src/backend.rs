@@ -21,7 +21,7 @@ use arcstr::ArcStr;
 use futures_core::Stream;
 
 use crate::error::{Error, Result};
-use crate::thin::{Decoded, Thin};
+use crate::thin::{DecodeCache, Thin};
 
 /// A point in a backend's history. Only grows. A fresh store's history may
 /// start anywhere at or above 0: store-redis starts each store at its
@@ -83,7 +83,7 @@ impl Payload {
     }
 
     /// The value decoded for the first type asked for.
-    pub(crate) fn decoded(&self) -> &Decoded {
+    pub(crate) fn decoded(&self) -> &DecodeCache {
         self.0.decoded()
     }
 }

@@ -27,8 +27,15 @@ use std::sync::atomic::{AtomicU32, Ordering, fence};
 
 use once_cell::race::OnceBox;
 
-/// A value decoded once, for the first type asked for.
-pub(crate) type Decoded = OnceBox<Arc<dyn Any + Send + Sync>>;
+/// A value decoded once, for the first type asked for, with the validation
+/// it passed (`None`: none).
+pub(crate) struct Decoded {
+    pub(crate) value: Arc<dyn Any + Send + Sync>,
+    pub(crate) validator: Option<crate::key::Validator>,
+}
+
+/// Where the decoded value goes, once.
+pub(crate) type DecodeCache = OnceBox<Decoded>;
 
 const MAX_COUNT: u32 = u32::MAX / 2;
 
@@ -38,7 +45,7 @@ struct Header {
     key_len: u32,
     version: u64,
     value_len: usize,
-    decoded: Decoded,
+    decoded: DecodeCache,
 }
 
 /// The shared allocation: a [`Header`] followed by the key's bytes and then
@@ -133,7 +140,7 @@ impl Thin {
         self.header().version
     }
 
-    pub(crate) fn decoded(&self) -> &Decoded {
+    pub(crate) fn decoded(&self) -> &DecodeCache {
         &self.header().decoded
     }
 
@@ -199,7 +206,11 @@ mod tests {
         let thin = Thin::new("k", "1", 1);
         let value: Arc<dyn Any + Send + Sync> = Arc::new(String::from("decoded"));
         let weak = Arc::downgrade(&value);
-        assert!(thin.decoded().set(Box::new(value)).is_ok());
+        let decoded = Decoded {
+            value,
+            validator: None,
+        };
+        assert!(thin.decoded().set(Box::new(decoded)).is_ok());
         let clones: Vec<Thin> = (0..8).map(|_| thin.clone()).collect();
         assert!(clones.iter().all(|c| c.ptr_eq(&thin)));
         let threads: Vec<_> = clones

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::backend::{Entry, Payload, Revision, SharedKey};
 use crate::error::Result;
 use crate::key::Validator;
+use crate::thin::Decoded;
 use crate::value;
 
 type Hashing = foldhash::fast::RandomState;
@@ -34,11 +35,13 @@ impl Cell {
         Cell { payload }
     }
 
-    /// A cell whose value is already decoded as `T`.
+    /// A cell whose value is already decoded as `T` (and not validated:
+    /// a read through a key with a validator decodes it afresh).
     pub(crate) fn decoded<T: Send + Sync + 'static>(payload: Payload, value: Arc<T>) -> Self {
-        let _ = payload
-            .decoded()
-            .set(Box::new(value as Arc<dyn Any + Send + Sync>));
+        let _ = payload.decoded().set(Box::new(Decoded {
+            value,
+            validator: None,
+        }));
         Cell { payload }
     }
 
@@ -55,7 +58,12 @@ impl Cell {
     }
 }
 
-/// `payload` decoded as `T`, from its cache when `T` was decoded before.
+/// `payload` decoded as `T`, from its cache when `T` was decoded before
+/// (with `validator`'s check, when one is asked for).
+///
+/// The cache is the value's own, shared by every store reading it: the first
+/// type decoded wins it, and another type, or a validator the cached decode
+/// did not pass, decodes afresh each time.
 pub(crate) fn decode<T>(
     payload: &Payload,
     key: &str,
@@ -65,17 +73,22 @@ pub(crate) fn decode<T>(
 where
     T: DeserializeOwned + Send + Sync + 'static,
 {
-    if let Some(any) = payload.decoded().get()
-        && (**any).is::<T>()
-        && let Ok(typed) = Arc::clone(any).downcast::<T>()
+    if let Some(cached) = payload.decoded().get()
+        && validator.is_none_or(|wanted| {
+            cached
+                .validator
+                .is_some_and(|passed| std::ptr::fn_addr_eq(passed, wanted))
+        })
+        && (*cached.value).is::<T>()
+        && let Ok(typed) = Arc::clone(&cached.value).downcast::<T>()
     {
         return Ok(typed);
     }
     let typed: Arc<T> = Arc::new(value::decode_stored(key, payload, text, validator)?);
-    // The first type decoded wins the cache; another type decodes afresh each time.
-    let _ = payload
-        .decoded()
-        .set(Box::new(Arc::clone(&typed) as Arc<dyn Any + Send + Sync>));
+    let _ = payload.decoded().set(Box::new(Decoded {
+        value: Arc::clone(&typed) as Arc<dyn Any + Send + Sync>,
+        validator,
+    }));
     Ok(typed)
 }
 
@@ -174,5 +187,32 @@ mod tests {
         assert_eq!(view.get("k").map(Entry::version), Some(Version(1)));
         assert!(view.remove("k").is_some());
         assert_eq!(view.len(), 0);
+    }
+
+    fn accept(_: &serde_json::Value) -> std::result::Result<(), crate::error::BoxError> {
+        Ok(())
+    }
+
+    fn refuse(_: &serde_json::Value) -> std::result::Result<(), crate::error::BoxError> {
+        Err("refused".into())
+    }
+
+    #[test]
+    fn a_cached_decode_serves_only_reads_whose_validation_it_passed() {
+        // Decoded unchecked first (say, by another store on the backend): a
+        // read through a key with a validator still runs it.
+        let entry = Entry::new("k", "7", Version(1));
+        let unchecked = decode::<u32>(entry.value(), "k", None, false).expect("decodes");
+        assert!(decode::<u32>(entry.value(), "k", Some(refuse), false).is_err());
+        let checked = decode::<u32>(entry.value(), "k", Some(accept), false).expect("passes");
+        assert!(!Arc::ptr_eq(&unchecked, &checked), "decoded afresh");
+        // Decoded through a validator first: every read with it, or with none,
+        // shares that decode.
+        let entry = Entry::new("k", "7", Version(2));
+        let first = decode::<u32>(entry.value(), "k", Some(accept), false).expect("passes");
+        let again = decode::<u32>(entry.value(), "k", Some(accept), false).expect("passes");
+        let plain = decode::<u32>(entry.value(), "k", None, false).expect("decodes");
+        assert!(Arc::ptr_eq(&first, &again) && Arc::ptr_eq(&first, &plain));
+        assert!(decode::<u32>(entry.value(), "k", Some(refuse), false).is_err());
     }
 }
