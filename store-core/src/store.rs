@@ -29,7 +29,7 @@ use crate::readiness::Readiness;
 use crate::shared::{Held, Shared, lock, read};
 use crate::subscribe::Subscription;
 use crate::value;
-use crate::view::{Cell, View, decode};
+use crate::view::{View, decode, with_decoded};
 use crate::writes::{self, Ack, Basis, RoundBase, Writes};
 use crate::{flush, sync};
 
@@ -438,9 +438,9 @@ impl Store {
             let writes = lock(&self.shared.writes);
             if let Some(entry) = writes.overlay(name) {
                 return match &entry.cell {
-                    Some(cell) => cell
-                        .decode(name, key.validator(), self.shared.caps.text_values)
-                        .map(Some),
+                    Some(cell) => {
+                        decode(cell, name, key.validator(), self.shared.caps.text_values).map(Some)
+                    }
                     None => Ok(None),
                 };
             }
@@ -779,10 +779,10 @@ impl Store {
                     None => (None, Some(Precondition::Absent)),
                 },
                 Basis::Join { cell, .. } | Basis::Chain { cell, .. } => {
-                    (Some(cell.decode::<T>(key, validator, text)?), None)
+                    (Some(decode::<T>(cell, key, validator, text)?), None)
                 }
                 Basis::Applied { cell, version } => (
-                    Some(cell.decode::<T>(key, validator, text)?),
+                    Some(decode::<T>(cell, key, validator, text)?),
                     Some(Precondition::Version(*version)),
                 ),
             };
@@ -794,8 +794,8 @@ impl Store {
                     let OpKind::Put { value, .. } = &kind else {
                         unreachable!("encode_put makes a put")
                     };
-                    let cell = Cell::decoded(value.clone(), Arc::clone(next));
-                    Some((kind, Arc::new(cell)))
+                    let cell = with_decoded(value.clone(), Arc::clone(next));
+                    Some((kind, cell))
                 }
                 None => None,
             };
@@ -1063,7 +1063,7 @@ impl Store {
             for (key, overlay) in w.overlays() {
                 touched.insert(key.to_string());
                 match &overlay.cell {
-                    Some(cell) => entries.insert(key.to_string(), cell.payload.clone()),
+                    Some(cell) => entries.insert(key.to_string(), cell.clone()),
                     None => entries.remove(&**key),
                 };
             }

@@ -24,38 +24,14 @@ type Hashing = foldhash::fast::RandomState;
 
 pub(crate) type KeyMap<V> = HashMap<SharedKey, V, Hashing>;
 
-/// A value and its decoded form, cached in the value's own allocation for the
-/// first type asked for (the `Arc` knows its type: a downcast checks it).
-pub(crate) struct Cell {
-    pub(crate) payload: Payload,
-}
-
-impl Cell {
-    pub(crate) fn new(payload: Payload) -> Self {
-        Cell { payload }
-    }
-
-    /// A cell whose value is already decoded as `T` (and not validated:
-    /// a read through a key with a validator decodes it afresh).
-    pub(crate) fn decoded<T: Send + Sync + 'static>(payload: Payload, value: Arc<T>) -> Self {
-        let _ = payload.decoded().set(Box::new(Decoded {
-            value,
-            validator: None,
-        }));
-        Cell { payload }
-    }
-
-    pub(crate) fn decode<T>(
-        &self,
-        key: &str,
-        validator: Option<Validator>,
-        text: bool,
-    ) -> Result<Arc<T>>
-    where
-        T: DeserializeOwned + Send + Sync + 'static,
-    {
-        decode(&self.payload, key, validator, text)
-    }
+/// `payload`, already decoded as `value` (which is not validated: a read
+/// through a key with a validator decodes it afresh).
+pub(crate) fn with_decoded<T: Send + Sync + 'static>(payload: Payload, value: Arc<T>) -> Payload {
+    let _ = payload.decoded().set(Box::new(Decoded {
+        value,
+        validator: None,
+    }));
+    payload
 }
 
 /// `payload` decoded as `T`, from its cache when `T` was decoded before

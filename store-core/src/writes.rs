@@ -24,7 +24,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::mem;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::Histogram;
@@ -32,7 +31,7 @@ use tokio::sync::oneshot;
 
 use crate::backend::{Op, OpKind, Payload, Precondition, Revision, SharedKey, Version};
 use crate::error::{Error, Result};
-use crate::view::{Cell, KeyMap};
+use crate::view::KeyMap;
 
 /// What a waiter learns when its write is acknowledged.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +76,7 @@ impl Slot {
 pub(crate) struct Overlay {
     pub(crate) seq: u64,
     /// `None` for a pending removal.
-    pub(crate) cell: Option<Cell>,
+    pub(crate) cell: Option<Payload>,
     /// Whether a later plain write may replace this one in its queued slot (no
     /// conditional write to the key was queued after it).
     coalesce: bool,
@@ -88,7 +87,7 @@ pub(crate) struct Overlay {
 pub(crate) struct Round {
     pub(crate) seq: u64,
     /// The value it writes, decoded for whoever joins next.
-    pub(crate) cell: Arc<Cell>,
+    pub(crate) cell: Payload,
     /// Bumped by every join: a change computed from an older value must be
     /// computed again.
     pub(crate) generation: u64,
@@ -113,12 +112,12 @@ pub(crate) enum Basis {
     Join {
         seq: u64,
         generation: u64,
-        cell: Arc<Cell>,
+        cell: Payload,
     },
     /// A round in flight: a new round goes on top of its value.
-    Chain { seq: u64, cell: Arc<Cell> },
+    Chain { seq: u64, cell: Payload },
     /// A round the backend took that the view does not show yet.
-    Applied { cell: Arc<Cell>, version: Version },
+    Applied { cell: Payload, version: Version },
 }
 
 #[derive(Default)]
@@ -229,7 +228,7 @@ impl Writes {
     ) -> (u64, bool) {
         let was_empty = self.queue.is_empty();
         let cell = match &kind {
-            OpKind::Put { value, .. } => Some(Cell::new(value.clone())),
+            OpKind::Put { value, .. } => Some(value.clone()),
             OpKind::Delete => None,
         };
         if let Some(entry) = self.overlay.get_mut(key)
@@ -308,7 +307,7 @@ impl Writes {
         let Some(round) = self.rounds.get(key) else {
             return Basis::View;
         };
-        let cell = Arc::clone(&round.cell);
+        let cell = round.cell.clone();
         match round.outcome {
             RoundOutcome::Pending if round.seq > self.taken => Basis::Join {
                 seq: round.seq,
@@ -338,7 +337,7 @@ impl Writes {
         key: &str,
         seq: u64,
         generation: u64,
-        change: Option<(OpKind, Arc<Cell>)>,
+        change: Option<(OpKind, Payload)>,
         waiter: Waiter,
     ) -> bool {
         let taken = self.taken;
@@ -372,7 +371,7 @@ impl Writes {
         &mut self,
         key: &str,
         kind: OpKind,
-        cell: Arc<Cell>,
+        cell: Payload,
         base: RoundBase,
         waiter: Waiter,
     ) -> Option<(u64, bool)> {
@@ -639,8 +638,8 @@ mod tests {
         assert_eq!(payload(&batch[0].kind), Some("3"));
     }
 
-    fn cell(v: &str) -> Arc<Cell> {
-        Arc::new(Cell::new(Payload::from(v)))
+    fn cell(v: &str) -> Payload {
+        Payload::from(v)
     }
 
     fn waiter() -> (Waiter, oneshot::Receiver<Result<Ack>>) {
