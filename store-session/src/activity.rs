@@ -37,13 +37,21 @@ impl Activity {
     }
 
     /// The last time the session was seen in use, counting a use since the last
-    /// look as happening at `now`.
-    pub(crate) fn seen(&self, epoch: Instant, now: Instant) -> Instant {
-        if self.used.swap(false, Ordering::AcqRel) {
-            let nanos = now.saturating_duration_since(epoch).as_nanos();
-            self.last_seen
-                .store(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Release);
+    /// look as happening at `now`, and whether there was such a use here.
+    pub(crate) fn seen(&self, epoch: Instant, now: Instant) -> (Instant, bool) {
+        let used = self.used.swap(false, Ordering::AcqRel);
+        if used {
+            self.heard(epoch, now);
         }
-        epoch + Duration::from_nanos(self.last_seen.load(Ordering::Acquire))
+        let at = epoch + Duration::from_nanos(self.last_seen.load(Ordering::Acquire));
+        (at, used)
+    }
+
+    /// Counts a use elsewhere (another replica's) as happening at `now`,
+    /// without marking a use here.
+    pub(crate) fn heard(&self, epoch: Instant, now: Instant) {
+        let nanos = now.saturating_duration_since(epoch).as_nanos();
+        self.last_seen
+            .fetch_max(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::AcqRel);
     }
 }

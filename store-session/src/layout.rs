@@ -3,6 +3,8 @@
 //! ```text
 //! <root>m/<session>                          the session's current generation,
 //!                                            followed by every replica
+//! <root>m/<session>/used                     a replica used the session lately
+//!                                            (idle expiry): [generation, clock]
 //! <root>s/<session>/<generation>/g/<key>     global scope
 //! <root>s/<session>/<generation>/r/<realm>/<key>
 //! <root>s/<session>/<generation>/l/<env>/<key>            local, no realm
@@ -87,6 +89,34 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
 /// The key holding a session's current generation.
 pub fn meta_key(root: &str, session: &str) -> String {
     format!("{root}m/{}", escape(session))
+}
+
+/// The key a replica writes now and then while it uses a session, so the
+/// other replicas' idle expiry counts those uses too. Under the records'
+/// prefix, where no record is: an escaped session id holds no `/`.
+pub fn use_key(root: &str, session: &str) -> String {
+    format!("{}/used", meta_key(root, session))
+}
+
+/// The keys beside a session's prefix that ending it removes: its record and
+/// its use mark.
+pub(crate) fn session_records(root: &str, session: &str) -> Vec<String> {
+    vec![meta_key(root, session), use_key(root, session)]
+}
+
+/// What a key under [`meta_prefix`] names, with the prefix taken off: a
+/// session's generation record, or its use mark. Session ids come back unescaped.
+pub(crate) enum MetaKey<'a> {
+    Record(Cow<'a, str>),
+    Used(Cow<'a, str>),
+}
+
+pub(crate) fn meta_key_of(tail: &str) -> Option<MetaKey<'_>> {
+    match tail.split_once('/') {
+        None => Some(MetaKey::Record(unescape(tail))),
+        Some((id, "used")) => Some(MetaKey::Used(unescape(id))),
+        Some(_) => None,
+    }
 }
 
 /// The prefix of everything a session holds, whatever its generation.

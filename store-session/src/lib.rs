@@ -125,8 +125,11 @@
 //! the id: it waits until its watch delivers the news, then resets or ends
 //! what is current, or fails with [`Error::SessionEnded`] if the session
 //! ended. This costs one read of the record per reset and per end.
-//! Idle expiry ([`SessionsBuilder::idle_ttl`]) ends a session for every
-//! replica too, so give replicas the same time to live and use.
+//! Idle expiry ([`SessionsBuilder::idle_ttl`]) counts uses on every replica: a
+//! replica using a session writes the session's use mark now and then, and the
+//! others count hearing of it as a use. A session in use on one replica (behind
+//! a load balancer without sticky sessions, say) stays open on all; one nobody
+//! uses ends on all. Give replicas the same time to live.
 //!
 //! # Limits and extras
 //!

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::fanout::{Listener, SharedWatch};
-use crate::layout;
+use crate::layout::{self, MetaKey};
 use crate::scoped::ScopedBackend;
 use crate::session::{Ended, Session, SessionCore};
 
@@ -214,10 +214,22 @@ impl Listener for Follower {
         let prefix = layout::meta_prefix(&registry.config.root);
         let mut index = registry.index();
         for change in changes {
-            let Some(escaped) = change.key().strip_prefix(&prefix) else {
+            let Some(tail) = change.key().strip_prefix(&prefix) else {
                 continue;
             };
-            let id = layout::unescape(escaped);
+            let id = match layout::meta_key_of(tail) {
+                Some(MetaKey::Record(id)) => id,
+                Some(MetaKey::Used(id)) => {
+                    // Another replica (or this one) used the session lately.
+                    if let Change::Put(mark) = change
+                        && let Some(core) = index.sessions.get(&*id)
+                    {
+                        core.heard_use(mark.version());
+                    }
+                    continue;
+                }
+                None => continue,
+            };
             // Records of sessions neither open nor being opened here are not read.
             if let Some(core) = index.sessions.get(&*id) {
                 if let Some(record) = Self::record(&id, change, revision) {
@@ -316,6 +328,51 @@ impl Config {
         }
     }
 
+    /// Writes the session's use mark ([`layout::use_key`]): its current
+    /// `generation` and the writer's clock, so that every write changes the
+    /// mark (a backend keeps a write of the same value as no change) and
+    /// every replica hears it. The mark's new version, if written.
+    pub(crate) async fn mark_use(&self, session: &str, generation: u64) -> Result<Option<Version>> {
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        let op = Op::put(
+            layout::use_key(&self.root, session),
+            Payload::from(format!("[{generation},{clock}]")),
+        );
+        let applied = self
+            .inner
+            .apply(Batch {
+                ops: vec![op],
+                atomic: false,
+            })
+            .await?;
+        match applied.outcomes.into_iter().next() {
+            Some(Outcome::Applied(version)) => Ok(Some(version)),
+            Some(Outcome::Failed(error)) => Err(error.into()),
+            Some(Outcome::Conflict { .. } | Outcome::Aborted) | None => Ok(None),
+        }
+    }
+
+    /// Removes the session's use mark if it is still the one written at
+    /// `version` (a later one is another replica's, or a new life's). On a
+    /// backend without compare-and-set it is left: a stray mark only counts
+    /// as a use while the session is open.
+    pub(crate) async fn unmark_use(&self, session: &str, version: Version) -> Result<()> {
+        if !self.inner.capabilities().compare_and_set {
+            return Ok(());
+        }
+        let op =
+            Op::delete(layout::use_key(&self.root, session)).when(Precondition::Version(version));
+        self.inner
+            .apply(Batch {
+                ops: vec![op],
+                atomic: false,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Reads the session's generation record (through a listing, which says
     /// which revision the backend is at when there is none).
     pub(crate) async fn record(&self, session: &str) -> Result<Record> {
@@ -361,9 +418,9 @@ impl Config {
         }
     }
 
-    /// Removes every key under `prefix` (and `extra`, if given); lists only that
-    /// prefix. Returns how many keys were removed.
-    pub(crate) async fn remove_prefix(&self, prefix: &str, extra: Option<String>) -> Result<usize> {
+    /// Removes every key under `prefix` (and the `extra` keys); lists only that
+    /// prefix. Returns how many keys under `prefix` were removed.
+    pub(crate) async fn remove_prefix(&self, prefix: &str, extra: Vec<String>) -> Result<usize> {
         self.remove_prefix_since(prefix, extra, None).await
     }
 
@@ -372,7 +429,7 @@ impl Config {
     pub(crate) async fn remove_prefix_since(
         &self,
         prefix: &str,
-        extra: Option<String>,
+        extra: Vec<String>,
         since: Option<Revision>,
     ) -> Result<usize> {
         let mut listing = self.inner.list(prefix).await?;
@@ -391,7 +448,7 @@ impl Config {
             .into_iter()
             .map(|entry| Op::delete(entry.key()))
             .collect();
-        ops.extend(extra.map(Op::delete));
+        ops.extend(extra.into_iter().map(Op::delete));
         while !ops.is_empty() {
             let rest = ops.split_off(ops.len().min(chunk));
             self.inner.apply(Batch { ops, atomic: false }).await?;
@@ -502,7 +559,12 @@ impl Sessions {
         };
         drop(opening);
         if let Some(ttl) = self.registry.config.idle_ttl {
-            tokio::spawn(expire_when_idle(Arc::downgrade(&core), ttl));
+            tokio::spawn(expire_when_idle(
+                Arc::downgrade(&core),
+                Arc::clone(&self.registry.config),
+                id.to_owned(),
+                ttl,
+            ));
         }
         tracing::debug!(session = id, generation, "session opened");
         Ok(Session::from_core(core))
@@ -537,7 +599,7 @@ impl Sessions {
                 let durable_keys = config
                     .remove_prefix(
                         &layout::session_prefix(&config.root, id),
-                        Some(layout::meta_key(&config.root, id)),
+                        layout::session_records(&config.root, id),
                     )
                     .await?;
                 Ok(Ended {
@@ -590,21 +652,40 @@ impl Drop for OpeningGuard<'_> {
     }
 }
 
-/// Ends the session once it has been idle for `ttl`.
+/// Ends the session once it has been idle for `ttl` on every replica.
 ///
 /// Looks every sixteenth of `ttl` (at least every 10 ms): uses are dated at the
-/// look that first sees them (see [`Activity`](crate::session::Activity)), so a
-/// session ends between `ttl` and `ttl` plus two looks after its last use.
-async fn expire_when_idle(core: Weak<SessionCore>, ttl: Duration) {
+/// look that first sees them (see [`Activity`](crate::activity::Activity)), so
+/// on one replica a session ends between `ttl` and `ttl` plus two looks after
+/// its last use. A use here is told to the other replicas through the
+/// session's use mark, written at most once a quarter of `ttl`; a replica
+/// that hears of it counts it as a use at the time it hears. So a session in
+/// use on any replica stays open on all, and ends at most a quarter of `ttl`
+/// (plus the looks and the watch's delay) later than on one replica alone.
+async fn expire_when_idle(weak: Weak<SessionCore>, config: Arc<Config>, id: String, ttl: Duration) {
     let look = (ttl / 16).max(Duration::from_millis(10));
+    let tell_every = ttl / 4;
+    // When this replica last wrote the use mark, and the mark's version then.
+    let mut told: Option<(Instant, Version)> = None;
+    let mut untold = false;
     loop {
         tokio::time::sleep(look).await;
-        let Some(core) = core.upgrade() else { return };
-        if core.is_ended() {
+        let core = weak.upgrade().filter(|core| !core.is_ended());
+        let Some(core) = core else {
+            // Ended (here, where the mark went with the session's keys, or
+            // elsewhere, which may have raced a mark written here): take back
+            // a mark of this replica's that is still there.
+            if let Some((_, version)) = told
+                && let Err(error) = config.unmark_use(&id, version).await
+            {
+                tracing::debug!(session = %id, %error, "removing a use mark failed");
+            }
             return;
-        }
+        };
         let now = Instant::now();
-        if core.last_used(now) + ttl <= now {
+        let (last_used, used_here) = core.last_used(now);
+        untold |= used_here;
+        if last_used + ttl <= now {
             tracing::info!(
                 session = core.id(),
                 ?ttl,
@@ -618,6 +699,18 @@ async fn expire_when_idle(core: Weak<SessionCore>, ttl: Duration) {
                 }
             }
             return;
+        }
+        if untold && told.is_none_or(|(at, _)| at + tell_every <= now) {
+            match core.tell_use().await {
+                Ok(Some(version)) => {
+                    told = Some((now, version));
+                    untold = false;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(session = core.id(), %error, "writing a use mark failed; trying again");
+                }
+            }
         }
     }
 }
@@ -691,6 +784,14 @@ impl SessionsBuilder {
     /// so `tokio::time::pause` drives it in tests). Use is noticed at checks a
     /// sixteenth of `ttl` apart (at least 10 ms), so no call reads the clock: the
     /// session ends between `ttl` and `ttl` plus two such steps after its last use.
+    ///
+    /// Uses on other replicas count too: a replica using a session writes the
+    /// session's use mark ([`layout::use_key`](crate::layout::use_key)) at most
+    /// once a quarter of `ttl`, and every replica that hears of it counts it as
+    /// a use. With replicas, a session therefore ends up to a quarter of `ttl`
+    /// (and the watch's delay) later than its last use; give every replica the
+    /// same `ttl`. The cost is one small write per quarter of `ttl` for each
+    /// session in use, by each replica using it.
     pub fn idle_ttl(mut self, ttl: Duration) -> Self {
         self.idle_ttl = Some(ttl);
         self

@@ -6,11 +6,11 @@
 //! the instance it came from, so once that instance is retired or freed the
 //! handle fails with [`Error::Outdated`] instead of writing into nothing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 
 use serde_json::Value;
-use store_core::Revision;
+use store_core::{Revision, Version};
 use tokio::time::Instant;
 
 use crate::activity::Activity;
@@ -44,6 +44,9 @@ pub(crate) struct SessionCore {
     pub(crate) transition: tokio::sync::Mutex<()>,
     /// The revision of the newest generation record acted on (see [`follow`](Self::follow)).
     followed: tokio::sync::watch::Sender<Revision>,
+    /// The version of the use mark this replica wrote last (0: none), so its
+    /// own marks, when the watch brings them back, are not taken for uses elsewhere.
+    told: AtomicU64,
 }
 
 impl SessionCore {
@@ -70,6 +73,7 @@ impl SessionCore {
             activity,
             transition: tokio::sync::Mutex::new(()),
             followed: tokio::sync::watch::Sender::new(Revision(0)),
+            told: AtomicU64::new(0),
         })
     }
 
@@ -81,9 +85,34 @@ impl SessionCore {
         self.activity.touch();
     }
 
-    /// The last time the session was seen in use (see [`Activity`]).
-    pub(crate) fn last_used(&self, now: Instant) -> Instant {
+    /// The last time the session was seen in use, here or (as heard)
+    /// elsewhere, and whether it was used here since the last look (see
+    /// [`Activity`]).
+    pub(crate) fn last_used(&self, now: Instant) -> (Instant, bool) {
         self.activity.seen(self.config.epoch, now)
+    }
+
+    /// The session's use mark changed, to `version`: another replica used
+    /// the session lately, unless this one wrote that mark.
+    pub(crate) fn heard_use(&self, version: Version) {
+        if self.told.load(Ordering::Acquire) != version.0 {
+            self.activity.heard(self.config.epoch, Instant::now());
+        }
+    }
+
+    /// Tells the other replicas this one used the session lately: writes the
+    /// session's use mark. Its new version, if written.
+    pub(crate) async fn tell_use(&self) -> Result<Option<Version>> {
+        let generation = self
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .generation;
+        let told = self.config.mark_use(&self.id, generation).await?;
+        if let Some(version) = told {
+            self.told.store(version.0, Ordering::Release);
+        }
+        Ok(told)
     }
 
     pub(crate) fn is_ended(&self) -> bool {
@@ -205,7 +234,7 @@ impl SessionCore {
             .config
             .remove_prefix_since(
                 &layout::generation_prefix(&self.config.root, &self.id, old.generation),
-                None,
+                Vec::new(),
                 Some(revision),
             )
             .await;
@@ -235,7 +264,7 @@ impl SessionCore {
             .config
             .remove_prefix(
                 &layout::session_prefix(&self.config.root, &self.id),
-                Some(layout::meta_key(&self.config.root, &self.id)),
+                layout::session_records(&self.config.root, &self.id),
             )
             .await;
         // Only now may the id be opened afresh: a new session must not have its
@@ -522,7 +551,7 @@ async fn remove_generation(instance: &Instance) -> Result<usize> {
     config
         .remove_prefix(
             &layout::generation_prefix(&config.root, &instance.session, instance.generation),
-            None,
+            Vec::new(),
         )
         .await
 }

@@ -124,6 +124,7 @@ async fn ending_a_session_of_ten_thousand_keys_among_a_thousand_others_touches_o
     );
     let own = layout::session_prefix("", "big");
     let meta = layout::meta_key("", "big");
+    let used = layout::use_key("", "big");
     let listed = Recording::take(&backend.listed);
     let written = Recording::take(&backend.written);
     assert_eq!(
@@ -137,11 +138,13 @@ async fn ending_a_session_of_ten_thousand_keys_among_a_thousand_others_touches_o
     );
     assert_eq!(
         written.len(),
-        OWN_DURABLE + 1,
-        "one delete per key, plus the generation record"
+        OWN_DURABLE + 2,
+        "one delete per key, plus the generation record and the use mark"
     );
     assert!(
-        written.iter().all(|k| k.starts_with(&own) || *k == meta),
+        written
+            .iter()
+            .all(|k| k.starts_with(&own) || *k == meta || *k == used),
         "a write outside the session"
     );
 

@@ -527,3 +527,46 @@ async fn ending_by_id_where_the_session_is_not_open_ends_it_where_it_is<A: Backe
 }
 
 on_memory_and_kube!(ending_by_id_where_the_session_is_not_open_ends_it_where_it_is);
+
+/// A session used on replica two alone stays open on replica one, whose own
+/// idle timer sees no use of it: two's uses reach one through the session's
+/// use mark. Once nobody uses it, both replicas end it.
+async fn a_session_in_use_on_one_replica_is_not_expired_by_the_other<A: Backend, B: Backend>(
+    pair: Pair<A, B>,
+) -> Result<()> {
+    let ttl = Duration::from_secs(2);
+    let (one, two) = pair.registries_with(|builder| builder.idle_ttl(ttl));
+    drop(one.open("s-idle").await?);
+    let counter = two.open("s-idle").await?.global()?.use_value("n", 0_u64)?;
+    // Used on two alone for three times the time to live: one's own timer
+    // would have ended it twice over.
+    let until = tokio::time::Instant::now() + ttl * 3;
+    let mut uses = 0_u64;
+    while tokio::time::Instant::now() < until {
+        counter.update(|n| *n += 1)?;
+        uses += 1;
+        tokio::time::sleep(ttl / 10).await;
+    }
+    assert!(
+        one.contains("s-idle"),
+        "replica one kept open the session replica two was using"
+    );
+    assert_eq!(counter.get()?, uses, "no use was lost to an end");
+    // Nobody uses it now: both replicas end it, and its use mark goes with it.
+    eventually("both replicas to end the idle session", || {
+        !one.contains("s-idle") && !two.contains("s-idle")
+    })
+    .await;
+    let mark = layout::use_key("", "s-idle");
+    eventually_async("the use mark to be removed", || async {
+        pair.one
+            .read(&mark)
+            .await
+            .expect("the mark reads")
+            .is_none()
+    })
+    .await;
+    Ok(())
+}
+
+on_memory_and_kube!(a_session_in_use_on_one_replica_is_not_expired_by_the_other);

@@ -15,7 +15,7 @@ use store_core::{Backend, Capabilities, MemoryBackend, Result, Revision};
 use store_kube::KubeBackend;
 use store_kube_testing::{FakeApiServer, TestCluster};
 use store_redis::RedisBackend;
-use store_session::Sessions;
+use store_session::{Sessions, SessionsBuilder};
 use tokio::sync::{Notify, watch};
 
 use super::redis::{RedisServer, redis_backend};
@@ -192,15 +192,18 @@ pub(crate) async fn real_pair() -> Pair<KubeBackend, Held<KubeBackend>> {
 impl<A: Backend, B: Backend> Pair<A, B> {
     /// A registry on each backend.
     pub(crate) fn registries(&self) -> (Sessions, Sessions) {
+        self.registries_with(|builder| builder)
+    }
+
+    /// A registry on each backend, both configured by `configure`.
+    pub(crate) fn registries_with(
+        &self,
+        configure: impl Fn(SessionsBuilder) -> SessionsBuilder,
+    ) -> (Sessions, Sessions) {
+        let builder = || Sessions::builder().timeout(Duration::from_secs(10));
         (
-            Sessions::builder()
-                .shared_backend(Arc::clone(&self.one))
-                .timeout(Duration::from_secs(10))
-                .build(),
-            Sessions::builder()
-                .shared_backend(Arc::clone(&self.two))
-                .timeout(Duration::from_secs(10))
-                .build(),
+            configure(builder().shared_backend(Arc::clone(&self.one))).build(),
+            configure(builder().shared_backend(Arc::clone(&self.two))).build(),
         )
     }
 }
