@@ -314,14 +314,7 @@ impl Config {
         if self.inner.capabilities().compare_and_set {
             op = op.when(when);
         }
-        let applied = self
-            .inner
-            .apply(Batch {
-                ops: vec![op],
-                atomic: false,
-            })
-            .await?;
-        match applied.outcomes.into_iter().next() {
+        match self.apply_one(op).await? {
             Some(Outcome::Conflict { .. } | Outcome::Aborted) => Ok(false),
             Some(Outcome::Failed(error)) => Err(error.into()),
             Some(Outcome::Applied(_)) | None => Ok(true),
@@ -340,14 +333,7 @@ impl Config {
             layout::use_key(&self.root, session),
             Payload::from(format!("[{generation},{clock}]")),
         );
-        let applied = self
-            .inner
-            .apply(Batch {
-                ops: vec![op],
-                atomic: false,
-            })
-            .await?;
-        match applied.outcomes.into_iter().next() {
+        match self.apply_one(op).await? {
             Some(Outcome::Applied(version)) => Ok(Some(version)),
             Some(Outcome::Failed(error)) => Err(error.into()),
             Some(Outcome::Conflict { .. } | Outcome::Aborted) | None => Ok(None),
@@ -364,13 +350,20 @@ impl Config {
         }
         let op =
             Op::delete(layout::use_key(&self.root, session)).when(Precondition::Version(version));
-        self.inner
+        self.apply_one(op).await?;
+        Ok(())
+    }
+
+    /// Applies one write; its outcome.
+    async fn apply_one(&self, op: Op) -> Result<Option<Outcome>> {
+        let applied = self
+            .inner
             .apply(Batch {
                 ops: vec![op],
                 atomic: false,
             })
             .await?;
-        Ok(())
+        Ok(applied.outcomes.into_iter().next())
     }
 
     /// Reads the session's generation record (through a listing, which says
