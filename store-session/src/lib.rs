@@ -119,8 +119,9 @@
 //! end or reset, handled in time proportional to that session's own keys.
 //!
 //! A reset or an end reads the record first and moves it on only from the
-//! generation the replica holds (a reset's write is conditional on the
-//! record's version). A replica that has not yet heard of a reset or an end
+//! generation the replica holds (a reset's write, and an end's removal, are
+//! conditional on the record's version; an end then removes only the keys of
+//! its own life, so a new life another replica opens at once keeps its own). A replica that has not yet heard of a reset or an end
 //! elsewhere therefore never takes the record back, nor ends a new life of
 //! the id: it waits until its watch delivers the news, then resets or ends
 //! what is current, or fails with [`Error::SessionEnded`] if the session

@@ -430,24 +430,71 @@ impl Config {
             listing.entries.retain(|entry| entry.version().0 > since.0);
         }
         let count = listing.entries.len();
-        let chunk = self
-            .inner
-            .capabilities()
-            .max_batch_ops
-            .unwrap_or(1000)
-            .max(1);
         let mut ops: Vec<Op> = listing
             .entries
             .into_iter()
             .map(|entry| Op::delete(entry.key()))
             .collect();
         ops.extend(extra.into_iter().map(Op::delete));
+        self.apply_all(ops).await?;
+        Ok(count)
+    }
+
+    /// Removes the session's generation record if it is still the one
+    /// written at `written` (on a backend with compare-and-set; a plain delete
+    /// otherwise): `false` when another replica wrote or removed it since.
+    pub(crate) async fn remove_record(&self, session: &str, written: Revision) -> Result<bool> {
+        let mut op = Op::delete(layout::meta_key(&self.root, session));
+        if self.inner.capabilities().compare_and_set {
+            op = op.when(Precondition::Version(Version(written.0)));
+        }
+        match self.apply_one(op).await? {
+            Some(Outcome::Conflict { .. } | Outcome::Aborted) => Ok(false),
+            Some(Outcome::Failed(error)) => Err(error.into()),
+            Some(Outcome::Applied(_)) | None => Ok(true),
+        }
+    }
+
+    /// Removes what one life of a session, ended at `generation`, holds: its
+    /// keys of that generation and older ones (retired instances), and its use
+    /// mark. A newer life of the id, opened by another replica once the record
+    /// was removed, keeps its keys. Returns how many durable keys were removed.
+    pub(crate) async fn remove_life(&self, session: &str, generation: u64) -> Result<usize> {
+        let prefix = layout::session_prefix(&self.root, session);
+        let listing = self.inner.list(&prefix).await?;
+        let mut ops: Vec<Op> = listing
+            .entries
+            .iter()
+            .map(Entry::key)
+            .filter(|key| {
+                // `<generation>/…` after the prefix; anything else is ours to clear.
+                key[prefix.len()..]
+                    .split_once('/')
+                    .and_then(|(of, _)| of.parse::<u64>().ok())
+                    .is_none_or(|of| of <= generation)
+            })
+            .map(Op::delete)
+            .collect();
+        let count = ops.len();
+        ops.push(Op::delete(layout::use_key(&self.root, session)));
+        self.apply_all(ops).await?;
+        Ok(count)
+    }
+
+    /// Applies `ops`, as many to a batch as the backend takes.
+    async fn apply_all(&self, mut ops: Vec<Op>) -> Result<()> {
+        let chunk = self
+            .inner
+            .capabilities()
+            .max_batch_ops
+            .unwrap_or(1000)
+            .max(1);
         while !ops.is_empty() {
             let rest = ops.split_off(ops.len().min(chunk));
             self.inner.apply(Batch { ops, atomic: false }).await?;
             ops = rest;
         }
-        Ok(count)
+        Ok(())
     }
 }
 

@@ -28,7 +28,9 @@ use crate::scope::Scope;
 pub struct Ended {
     /// Live entries dropped.
     pub live_entries: usize,
-    /// Durable keys removed from the backend.
+    /// Durable keys removed from the backend by this call. (Once a session's
+    /// record is gone, other replicas remove the keys they wrote to it late,
+    /// and may remove some before this call gets to them.)
     pub durable_keys: usize,
 }
 
@@ -249,8 +251,12 @@ impl SessionCore {
             let transition = self.transition.lock().await;
             let instance = self.current()?;
             match self.config.record(&self.id).await? {
-                Record::Generation(generation, _) if generation <= instance.generation => {
-                    break (transition, instance);
+                Record::Generation(generation, written) if generation <= instance.generation => {
+                    // Removed only as read: a reset, or an end and a new
+                    // life, on another replica since makes this read again.
+                    if self.config.remove_record(&self.id, written).await? {
+                        break (transition, instance);
+                    }
                 }
                 Record::Ended(revision) | Record::Generation(_, revision) => {
                     drop(transition);
@@ -260,13 +266,9 @@ impl SessionCore {
         };
         self.ended.store(true, Ordering::Release);
         let live_entries = instance.free().await;
-        let removed = self
-            .config
-            .remove_prefix(
-                &layout::session_prefix(&self.config.root, &self.id),
-                layout::session_records(&self.config.root, &self.id),
-            )
-            .await;
+        // Only this life: with the record gone, another replica may open a
+        // new life of the id at once.
+        let removed = self.config.remove_life(&self.id, instance.generation).await;
         // Only now may the id be opened afresh: a new session must not have its
         // first writes removed by this one's clean-up.
         if let Some(registry) = self.registry.upgrade() {
