@@ -425,7 +425,7 @@ impl Backend for KubeBackend {
                 .shards
                 .get(name)
                 .and_then(|s| s.entry(key))
-                .filter(|e| layout.stored_text(e.value().as_str()) == stored.as_str());
+                .filter(|e| layout.holds(e, stored.as_str()));
             match watched {
                 Some(entry) => entry.clone(),
                 None => layout.entry(key, stored.as_str(), Version(seen.revision)),

@@ -228,7 +228,7 @@ impl Cache {
             }
             let kept = old
                 .next_if(|entry| entry.key() == &*key)
-                .filter(|entry| layout.stored_text(entry.value().as_str()) == stored.as_str());
+                .filter(|entry| layout.holds(entry, stored.as_str()));
             data.push(kept.unwrap_or_else(|| {
                 let entry = layout.entry(&key, stored.as_str(), Version(seen.revision));
                 changes.push(Change::Put(entry.clone()));

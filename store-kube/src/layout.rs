@@ -214,9 +214,42 @@ impl Layout {
         }
     }
 
+    /// Whether `entry` holds `stored`: its payload is this layout's encoding
+    /// of that string. Compared as it is encoded, never copied: a watch event
+    /// checks every key of its object this way.
+    pub(crate) fn holds(&self, entry: &Entry, stored: &str) -> bool {
+        let payload = entry.value().as_str();
+        match self {
+            Layout::Native { .. } => payload == stored,
+            Layout::Pepr { .. } => {
+                let mut rest = Matching(payload.as_bytes());
+                serde_json::to_writer(&mut rest, stored).is_ok() && rest.0.is_empty()
+            }
+        }
+    }
+
     /// An entry for `key` holding `stored` (copied once, into the entry).
     pub(crate) fn entry(&self, key: &str, stored: &str, version: Version) -> Entry {
         Entry::new(key, &self.payload_text(stored), version)
+    }
+}
+
+/// Takes bytes written to it only while they match what it holds.
+struct Matching<'a>(&'a [u8]);
+
+impl std::io::Write for Matching<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        match self.0.strip_prefix(bytes) {
+            Some(rest) => {
+                self.0 = rest;
+                Ok(bytes.len())
+            }
+            None => Err(std::io::Error::other("differs")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -300,6 +333,24 @@ mod tests {
             "object text is text too"
         );
         assert_eq!(layout.pointer("a/b"), "/data/cap-v2-a~1b");
+    }
+
+    #[test]
+    fn an_entry_holds_exactly_the_string_it_was_made_of() {
+        for layout in [
+            pepr("cap"),
+            Layout::Native {
+                store: "s".into(),
+                shards: 1,
+            },
+        ] {
+            let stored = "y\u{e9}\"s\n{";
+            let entry = layout.entry("k", stored, Version(1));
+            assert!(layout.holds(&entry, stored));
+            for other in ["", "y", "y\u{e9}\"s", "y\u{e9}\"s\n{}", "ye\"s\n{"] {
+                assert!(!layout.holds(&entry, other), "{other:?}");
+            }
+        }
     }
 }
 
