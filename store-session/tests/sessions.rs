@@ -121,6 +121,57 @@ async fn eight_tasks_of_a_thousand_live_updates_on_one_handle_end_at_eight_thous
     Ok(())
 }
 
+/// More threads than this machine has cores, creating, updating and removing
+/// entries of one scope at once: a thread preempted while it holds one of the
+/// scope's shards must hold up the others only, never lose or double a change.
+#[tokio::test]
+async fn eight_threads_creating_and_updating_live_entries_of_one_scope_lose_no_change() -> Result {
+    const KEYS: usize = 500;
+    const ROUNDS: usize = 4;
+    let sessions = Sessions::new();
+    let scope = sessions.open("s").await?.global()?;
+    std::thread::scope(|threads| -> Result {
+        let updaters: Vec<_> = (0..8)
+            .map(|t| {
+                let scope = &scope;
+                threads.spawn(move || -> Result {
+                    // Each thread starts at another key, so creations race.
+                    for i in 0..KEYS * ROUNDS {
+                        let key = format!("k{}", (i + t * 61) % KEYS);
+                        scope.use_value(&key, 0_u64)?.update(|n| *n += 1)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let churner = threads.spawn(|| -> Result {
+            for i in 0..2000 {
+                let key = format!("tmp{}", i % 50);
+                scope.use_value(&key, i)?;
+                assert!(scope.remove(&key)?, "{key} was just created");
+                if i % 100 == 0 {
+                    scope.keys()?;
+                }
+            }
+            Ok(())
+        });
+        for thread in updaters {
+            thread.join().expect("an updater runs")?;
+        }
+        churner.join().expect("the churner runs")
+    })?;
+    let keys = scope.keys()?;
+    assert_eq!(keys.len(), KEYS, "every tmp key removed, every k key there");
+    for key in keys {
+        assert_eq!(
+            scope.use_value(&key, 0_u64)?.get()?,
+            8 * ROUNDS as u64,
+            "{key}"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_tasks_of_a_thousand_durable_updates_on_one_handle_end_at_eight_thousand() -> Result {
     let sessions = Sessions::new();
