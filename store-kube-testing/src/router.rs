@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::api_status::ApiError;
 use super::faults::Fault;
-use super::handlers::{self, Reply, WriteContext};
+use super::handlers::{self, Reply, Shape, WriteContext};
 use super::request_log::{RecordedRequest, Verb};
 use super::watch;
 use crate::query::Query;
@@ -217,7 +217,11 @@ pub(crate) async fn handle(app: Arc<App>, request: Request<Incoming>) -> Respons
                     user_agent: user_agent.as_deref(),
                     client: client.as_deref(),
                     body: &body,
-                    metadata_only,
+                    shape: if metadata_only {
+                        Shape::Metadata
+                    } else {
+                        Shape::Whole
+                    },
                 };
                 dispatch(&app, route, &call)
             }
@@ -257,38 +261,8 @@ struct Call<'a> {
     user_agent: Option<&'a str>,
     client: Option<&'a str>,
     body: &'a [u8],
-    /// The client asked for `PartialObjectMetadata` (a list of them).
-    metadata_only: bool,
-}
-
-/// A list or an object as kube-apiserver serves it to a client asking for
-/// metadata only: `PartialObjectMetadataList` items, or one
-/// `PartialObjectMetadata`, each with the object's whole `metadata`.
-fn metadata_only(reply: Reply, call: &Call<'_>) -> Reply {
-    let Reply::Json { status: 200, body } = reply else {
-        return reply;
-    };
-    if !call.metadata_only {
-        return Reply::Json { status: 200, body };
-    }
-    let partial = |object: &Value| {
-        json!({
-            "apiVersion": "meta.k8s.io/v1",
-            "kind": "PartialObjectMetadata",
-            "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
-        })
-    };
-    let body = match body.get("items").and_then(Value::as_array) {
-        Some(items) => json!({
-            "apiVersion": "meta.k8s.io/v1",
-            "kind": "PartialObjectMetadataList",
-            "metadata": body.get("metadata").cloned().unwrap_or_else(|| json!({})),
-            // kube-apiserver sends `null`, not `[]`, when none match.
-            "items": (!items.is_empty()).then(|| items.iter().map(partial).collect::<Vec<_>>()),
-        }),
-        None => partial(&body),
-    };
-    Reply::Json { status: 200, body }
+    /// Whole objects, or (`PartialObjectMetadata`) their metadata alone.
+    shape: Shape,
 }
 
 fn dispatch(app: &Arc<App>, route: Route, call: &Call<'_>) -> Response<Body> {
@@ -384,12 +358,8 @@ fn resource(
         (&Method::GET, Some(_)) if call.query.watch || watch_path => {
             handlers::watch(app, target, call.query)
         }
-        (&Method::GET, None) => {
-            handlers::list(app, target, call.query).map(|reply| metadata_only(reply, call))
-        }
-        (&Method::GET, Some(name)) => {
-            handlers::get(app, target, name).map(|reply| metadata_only(reply, call))
-        }
+        (&Method::GET, None) => handlers::list(app, target, call.query, call.shape),
+        (&Method::GET, Some(name)) => handlers::get(app, target, name, call.shape),
         (&Method::POST, None) if !cluster_wide_namespaced => {
             check_object_type()?;
             handlers::create(app, target, call.body, &ctx)

@@ -62,6 +62,30 @@ fn view(object: &Value, target: &Target) -> Value {
     object
 }
 
+/// How a client asked to read objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Whole objects.
+    Whole,
+    /// Their metadata alone (`Accept: application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1`,
+    /// or `as=PartialObjectMetadata`), as kube-apiserver serves it: each
+    /// object's whole `metadata` in a `PartialObjectMetadata`. Only the
+    /// metadata is copied, as the real server copies nothing else.
+    Metadata,
+}
+
+/// An object as `shape` serves it.
+fn shaped(object: &Value, target: &Target, shape: Shape) -> Value {
+    match shape {
+        Shape::Whole => view(object, target),
+        Shape::Metadata => json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadata",
+            "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        }),
+    }
+}
+
 /// Who is writing: `fieldManager`, else the client's user-agent product.
 fn manager_name(query: &Query, user_agent: Option<&str>, apply: bool) -> Result<String, ApiError> {
     if let Some(manager) = &query.field_manager {

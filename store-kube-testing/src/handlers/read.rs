@@ -1,14 +1,15 @@
 //! `get`, `list` and `watch`.
 
 use super::*;
+use crate::etcd::Object;
 use crate::selector::FieldSelector;
 
-pub(crate) fn get(app: &App, target: &Target, name: &str) -> Result<Reply, ApiError> {
+pub(crate) fn get(app: &App, target: &Target, name: &str, shape: Shape) -> Result<Reply, ApiError> {
     let object = app
         .etcd
         .get(&target.key(name))
         .ok_or_else(|| ApiError::not_found(&target.subject(name)))?;
-    Ok(ok(view(&object, target)))
+    Ok(ok(shaped(&object, target, shape)))
 }
 
 /// kube-apiserver answers an unparseable resourceVersion with a bare 500.
@@ -20,7 +21,12 @@ fn parse_revision(text: &str) -> Result<u64, ApiError> {
     })
 }
 
-pub(crate) fn list(app: &App, target: &Target, query: &Query) -> Result<Reply, ApiError> {
+pub(crate) fn list(
+    app: &App,
+    target: &Target,
+    query: &Query,
+    shape: Shape,
+) -> Result<Reply, ApiError> {
     let selectors = Selectors::parse(query, &target.info)?;
     let resource_version = query.resource_version.as_deref().unwrap_or("");
     if query.resource_version_match.is_some() && resource_version.is_empty() {
@@ -85,7 +91,7 @@ pub(crate) fn list(app: &App, target: &Target, query: &Query) -> Result<Reply, A
                 ApiError::expired("The resourceVersion for the provided list is too old.")
             }
         })?;
-    let mut selected: Vec<(ObjectKey, Value)> = objects
+    let mut selected: Vec<(ObjectKey, Object)> = objects
         .into_iter()
         .filter(|(key, _)| {
             start_after
@@ -93,7 +99,6 @@ pub(crate) fn list(app: &App, target: &Target, query: &Query) -> Result<Reply, A
                 .is_none_or(|(ns, name)| (&key.namespace, &key.name) > (ns, name))
         })
         .filter(|(_, object)| selectors.matches(object))
-        .map(|(key, object)| (key, view(&object, target)))
         .collect();
     let mut metadata = json!({ "resourceVersion": revision.to_string() });
     if let Some(limit) = limit.and_then(|limit| usize::try_from(limit).ok())
@@ -106,13 +111,25 @@ pub(crate) fn list(app: &App, target: &Target, query: &Query) -> Result<Reply, A
             metadata["remainingItemCount"] = json!(remaining);
         }
     }
-    let items: Vec<Value> = selected.into_iter().map(|(_, object)| object).collect();
-    Ok(ok(json!({
-        "apiVersion": target.api_version(),
-        "kind": target.info.list_kind,
-        "metadata": metadata,
-        "items": items,
-    })))
+    let items: Vec<Value> = selected
+        .iter()
+        .map(|(_, object)| shaped(object, target, shape))
+        .collect();
+    Ok(ok(match shape {
+        Shape::Whole => json!({
+            "apiVersion": target.api_version(),
+            "kind": target.info.list_kind,
+            "metadata": metadata,
+            "items": items,
+        }),
+        Shape::Metadata => json!({
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": "PartialObjectMetadataList",
+            "metadata": metadata,
+            // kube-apiserver sends `null`, not `[]`, when none match.
+            "items": (!items.is_empty()).then_some(items),
+        }),
+    }))
 }
 
 fn parse_continue(token: &str) -> Result<(u64, String, String), ApiError> {
