@@ -24,8 +24,8 @@ use crate::metrics::KubeMetrics;
 
 /// Revisions kept for stores that watch from an older revision.
 const HISTORY: usize = 10_000;
-/// Key changes kept in all: the initial listing of a large store is one burst
-/// of changes no store replays (stores list first), and must not stay in memory.
+/// Key changes kept in all: a re-listing of a large store is one burst of
+/// changes, and must not stay in memory.
 const HISTORY_CHANGES: usize = 10_000;
 
 #[derive(Debug, Clone)]
@@ -105,6 +105,19 @@ impl Feed {
             }
         }
         let _ = self.tx.send(item);
+    }
+
+    /// Drops what the history holds up to `reached`: a watch from before it
+    /// re-lists.
+    fn forget_through(&mut self, reached: Revision) {
+        while let Some((revision, item)) = self.history.pop_front() {
+            if revision > reached {
+                self.history.push_front((revision, item));
+                break;
+            }
+            self.changes -= item.len();
+        }
+        self.oldest = self.oldest.max(reached);
     }
 
     /// The feed lost track up to `reached`: every watch from before it, live
@@ -264,6 +277,7 @@ fn init_done(state: &FeedState, listed: &[DynamicObject]) {
     seen.sort_by_key(|s| s.revision);
     let mut cache = state.cache();
     let mut feed = state.history();
+    let first = feed.latest == Revision(0);
     let vanished = cache
         .shards
         .keys()
@@ -299,6 +313,12 @@ fn init_done(state: &FeedState, listed: &[DynamicObject]) {
     // Writes acknowledged while the watcher listed may have changed no key
     // (metadata only); stores must still reach their revision.
     feed.push(Item::Progress(latest));
+    if first {
+        // No store is behind the first listing: a store lists, from the cache
+        // this listing filled, before it watches. Its changes (every key of
+        // the store) are not kept for replay.
+        feed.forget_through(latest);
+    }
 }
 
 fn applied(state: &FeedState, object: &DynamicObject) {
@@ -378,6 +398,42 @@ mod tests {
                 revision: Revision(10),
                 ..
             })
+        ));
+    }
+
+    fn shard(revision: u64, data: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "typed-store.dev/v1",
+            "kind": "StoreShard",
+            "metadata": { "name": "s-0", "resourceVersion": revision.to_string() },
+            "spec": { "data": data },
+        }))
+        .expect("an object")
+    }
+
+    #[tokio::test]
+    async fn the_first_listing_is_not_kept_for_replay_and_a_later_one_is() {
+        let state = FeedState::new(Layout::Native {
+            store: "s".into(),
+            shards: 1,
+        });
+        init_done(&state, &[shard(5, serde_json::json!({"a": "1", "b": "2"}))]);
+        {
+            let feed = state.history();
+            assert_eq!(feed.changes, 0, "the first listing's changes are dropped");
+            assert_eq!(feed.latest, Revision(5));
+            // A store lists at 5 and watches from there; nothing is behind it.
+            assert_eq!(first(&feed, 5).await, None);
+            assert_eq!(first(&feed, 4).await, Some(WatchEvent::Gap));
+        }
+        // A re-listing (after the watch lost its place) finds `b` changed: a
+        // store at 5 must be told.
+        init_done(&state, &[shard(8, serde_json::json!({"a": "1", "b": "3"}))]);
+        let feed = state.history();
+        assert_eq!(feed.changes, 1);
+        assert!(matches!(
+            first(&feed, 5).await,
+            Some(WatchEvent::Changes { revision: Revision(8), ref changes }) if changes.len() == 1
         ));
     }
 
