@@ -18,7 +18,7 @@ use store_core::backend::{Applied, Batch, Entry, Listing, Op, Outcome, WatchStre
 use store_core::{Backend, Capabilities, Error, Result, Revision, Version};
 use tokio::sync::mpsc;
 
-use crate::cache::{parse_object, to_json};
+use crate::cache::parse_dynamic;
 use crate::config::ConfigError;
 use crate::error::{self, NAME};
 use crate::feed::{self, FeedState};
@@ -415,20 +415,20 @@ impl Backend for KubeBackend {
             Err(e) if error::is_not_found(&e) => return Ok(None),
             Err(e) => return Err(error::from_kube(e)),
         };
-        let seen = parse_object(&inner.layout, &to_json(&object)?)?;
+        let seen = parse_dynamic(&inner.layout, &object)?;
         let cache = inner.cache();
         let layout = &inner.layout;
-        Ok(seen.data.get(key).map(|stored| {
+        Ok(seen.get(key).map(|stored| {
             // The watched entry while it holds what the server does: the same
             // allocation and the version the watch gave it.
             let watched = cache
                 .shards
                 .get(name)
                 .and_then(|s| s.entry(key))
-                .filter(|e| layout.holds(e, stored.as_str()));
+                .filter(|e| layout.holds(e, stored));
             match watched {
                 Some(entry) => entry.clone(),
-                None => layout.entry(key, stored.as_str(), Version(seen.revision)),
+                None => layout.entry(key, stored, Version(seen.revision)),
             }
         }))
     }

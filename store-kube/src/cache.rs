@@ -60,12 +60,15 @@ impl Shard {
 /// Store key to stored string, as an object holds them.
 pub(crate) type Data = BTreeMap<SharedKey, Stored>;
 
-/// A parsed object: its revision, its store keys and its size.
+/// A parsed object: its revision, its store keys and its size. Keys and
+/// values borrow the object they were read from: a watch event copies only
+/// what changed, into entries.
 #[derive(Debug, Clone)]
-pub(crate) struct Seen {
+pub(crate) struct Seen<'a> {
     pub(crate) name: String,
     pub(crate) revision: u64,
-    pub(crate) data: Data,
+    /// Store key and the string the data map holds for it, in key order.
+    pub(crate) data: Vec<(&'a str, Cow<'a, str>)>,
     pub(crate) size: usize,
     /// Entries of the data map whose value is not a string (edited by hand).
     pub(crate) malformed: Vec<String>,
@@ -73,6 +76,30 @@ pub(crate) struct Seen {
     pub(crate) declared_shards: Option<u64>,
     pub(crate) has_data_map: bool,
     pub(crate) has_labels: bool,
+}
+
+impl Seen<'_> {
+    /// The string the data map holds for `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.data
+            .binary_search_by(|(k, _)| (*k).cmp(key))
+            .ok()
+            .map(|at| &*self.data[at].1)
+    }
+
+    /// The store keys, in order.
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.data.iter().map(|(key, _)| *key)
+    }
+
+    /// The data map, copied out of the object.
+    pub(crate) fn to_data(&self) -> Data {
+        self.data
+            .iter()
+            .map(|(key, stored)| (SharedKey::from(*key), Stored::from(&**stored)))
+            .collect()
+    }
 }
 
 /// An object as JSON, to parse.
@@ -100,7 +127,10 @@ pub(crate) fn declared_shards(object: &serde_json::Value) -> Option<u64> {
 }
 
 /// Reads an object's JSON through the layout.
-pub(crate) fn parse_object(layout: &Layout, object: &serde_json::Value) -> Result<Seen, Error> {
+pub(crate) fn parse_object<'a>(
+    layout: &Layout,
+    object: &'a serde_json::Value,
+) -> Result<Seen<'a>, Error> {
     let metadata = object.get("metadata");
     let text = |field: &str| {
         metadata
@@ -124,7 +154,10 @@ pub(crate) fn parse_object(layout: &Layout, object: &serde_json::Value) -> Resul
 
 /// Reads an object as the watcher hands it over, without first turning it
 /// into one JSON value (a copy of every key and value).
-pub(crate) fn parse_dynamic(layout: &Layout, object: &DynamicObject) -> Result<Seen, Error> {
+pub(crate) fn parse_dynamic<'a>(
+    layout: &Layout,
+    object: &'a DynamicObject,
+) -> Result<Seen<'a>, Error> {
     read_parts(
         layout,
         Parts {
@@ -171,7 +204,7 @@ struct Parts<'a> {
     size: usize,
 }
 
-fn read_parts(layout: &Layout, parts: Parts<'_>) -> Result<Seen, Error> {
+fn read_parts<'a>(layout: &Layout, parts: Parts<'a>) -> Result<Seen<'a>, Error> {
     let revision = parse_revision(parts.resource_version)?;
     let mut data = Vec::new();
     let mut malformed = Vec::new();
@@ -181,20 +214,22 @@ fn read_parts(layout: &Layout, parts: Parts<'_>) -> Result<Seen, Error> {
             continue;
         };
         match value.as_str() {
-            Some(text) => data.push((SharedKey::from(key), Stored::from(text))),
+            Some(text) => data.push((key, Cow::Borrowed(text))),
             // Not a string: someone edited the object by hand. Keep it visible as
             // its JSON text so reads give a decode error for this key alone.
             None => {
                 malformed.push(key.to_owned());
-                data.push((SharedKey::from(key), Stored::from(value.to_string())));
+                data.push((key, Cow::Owned(value.to_string())));
             }
         }
     }
+    // A map's keys come in order already, unless serde_json keeps insertion
+    // order (its `preserve_order` feature); sorting sorted keys is one pass.
+    data.sort_unstable_by_key(|(key, _)| *key);
     Ok(Seen {
         name: parts.name.to_owned(),
         revision,
-        // Collected at once, the map is built densely.
-        data: data.into_iter().collect(),
+        data,
         size: parts.size,
         malformed,
         declared_shards: declared_shards(parts.body),
@@ -212,7 +247,7 @@ impl Cache {
     /// Replaces one object's copy; returns the changes, with keys whose value
     /// changed taking the object's revision as their version. Keys and values
     /// that did not change keep the allocations stores already share.
-    pub(crate) fn observe(&mut self, layout: &Layout, seen: Seen) -> Vec<Change> {
+    pub(crate) fn observe(&mut self, layout: &Layout, seen: Seen<'_>) -> Vec<Change> {
         let shard = self.shards.entry(seen.name).or_default();
         // Both in key order: one pass over the two.
         let mut old = std::mem::take(&mut shard.data)
@@ -223,14 +258,14 @@ impl Cache {
         let mut removed = Vec::new();
         let mut data = Vec::with_capacity(seen.data.len());
         for (key, stored) in seen.data {
-            while let Some(gone) = old.next_if(|entry| entry.key() < &*key) {
+            while let Some(gone) = old.next_if(|entry| entry.key() < key) {
                 removed.push(Change::Removed(SharedKey::from(gone.key())));
             }
             let kept = old
-                .next_if(|entry| entry.key() == &*key)
-                .filter(|entry| layout.holds(entry, stored.as_str()));
+                .next_if(|entry| entry.key() == key)
+                .filter(|entry| layout.holds(entry, &stored));
             data.push(kept.unwrap_or_else(|| {
-                let entry = layout.entry(&key, stored.as_str(), Version(seen.revision));
+                let entry = layout.entry(key, &stored, Version(seen.revision));
                 changes.push(Change::Put(entry.clone()));
                 entry
             }));
@@ -278,6 +313,10 @@ mod tests {
         })
     }
 
+    fn observe(cache: &mut Cache, layout: &Layout, object: &serde_json::Value) -> Vec<Change> {
+        cache.observe(layout, parse_object(layout, object).expect("parses"))
+    }
+
     fn native() -> Layout {
         Layout::Native {
             store: "s".into(),
@@ -289,12 +328,20 @@ mod tests {
     fn a_diff_reports_changed_and_removed_keys_and_keeps_old_versions() {
         let layout = native();
         let mut cache = Cache::default();
-        let first = parse_object(&layout, &object(5, serde_json::json!({"a": "1", "b": "2"})))
-            .expect("parses");
-        assert_eq!(cache.observe(&layout, first).len(), 2);
-        let second = parse_object(&layout, &object(9, serde_json::json!({"a": "1", "c": "3"})))
-            .expect("parses");
-        let changes = cache.observe(&layout, second);
+        assert_eq!(
+            observe(
+                &mut cache,
+                &layout,
+                &object(5, serde_json::json!({"a": "1", "b": "2"}))
+            )
+            .len(),
+            2
+        );
+        let changes = observe(
+            &mut cache,
+            &layout,
+            &object(9, serde_json::json!({"a": "1", "c": "3"})),
+        );
         let summary: Vec<_> = changes
             .iter()
             .map(|c| (c.key(), c.value().is_some()))
@@ -313,9 +360,11 @@ mod tests {
     fn each_key_is_one_allocation_shared_with_changes_and_listings() {
         let layout = native();
         let mut cache = Cache::default();
-        let first = parse_object(&layout, &object(5, serde_json::json!({"a": "1", "b": "2"})))
-            .expect("parses");
-        let changes = cache.observe(&layout, first);
+        let changes = observe(
+            &mut cache,
+            &layout,
+            &object(5, serde_json::json!({"a": "1", "b": "2"})),
+        );
         let Some(Change::Put(change)) = changes.iter().find(|c| c.key() == "a") else {
             panic!("a put of `a`");
         };
@@ -327,9 +376,15 @@ mod tests {
         };
         assert!(same(&cache), "the change carries the cache's own entry");
         // `b` changes, `a` does not: `a` keeps what stores already hold.
-        let second = parse_object(&layout, &object(9, serde_json::json!({"a": "1", "b": "3"})))
-            .expect("parses");
-        assert_eq!(cache.observe(&layout, second).len(), 1);
+        assert_eq!(
+            observe(
+                &mut cache,
+                &layout,
+                &object(9, serde_json::json!({"a": "1", "b": "3"}))
+            )
+            .len(),
+            1
+        );
         assert!(same(&cache), "an unchanged key keeps its allocations");
         let entries = cache.entries("");
         let listed = entries.iter().find(|e| e.key() == "a").expect("listed");
@@ -356,8 +411,8 @@ mod tests {
         ];
         for (layout, json) in objects {
             let dynamic: DynamicObject = serde_json::from_value(json).expect("an object");
-            let from_json =
-                parse_object(&layout, &to_json(&dynamic).expect("json")).expect("parses");
+            let json = to_json(&dynamic).expect("json");
+            let from_json = parse_object(&layout, &json).expect("parses");
             let watched = parse_dynamic(&layout, &dynamic).expect("parses");
             assert_eq!(watched.name, from_json.name);
             assert_eq!(watched.revision, from_json.revision);
@@ -374,14 +429,11 @@ mod tests {
     #[test]
     fn a_value_edited_by_hand_into_a_number_is_kept_as_text_for_that_key_only() {
         let layout = native();
-        let seen = parse_object(
-            &layout,
-            &object(3, serde_json::json!({"a": 7, "b": "\"ok\""})),
-        )
-        .expect("parses");
+        let object = object(3, serde_json::json!({"a": 7, "b": "\"ok\""}));
+        let seen = parse_object(&layout, &object).expect("parses");
         assert_eq!(seen.malformed, ["a"]);
-        assert_eq!(seen.data["a"].as_str(), "7");
-        assert_eq!(seen.data["b"].as_str(), "\"ok\"");
+        assert_eq!(seen.get("a"), Some("7"));
+        assert_eq!(seen.get("b"), Some("\"ok\""));
     }
 
     #[test]

@@ -15,7 +15,9 @@ use store_core::backend::{Op, Outcome};
 use store_core::{Error, Precondition, Result, Version};
 use tracing::Instrument;
 
-use crate::cache::{Cache, Stored, declared_shards, parse_object, parse_revision, to_json};
+use crate::cache::{
+    Cache, Stored, declared_shards, parse_dynamic, parse_object, parse_revision, to_json,
+};
 use crate::config::ConfigError;
 use crate::error::{self, NAME};
 use crate::feed::{Feed, FeedState};
@@ -459,7 +461,7 @@ impl Shared {
             };
             match result {
                 Ok(object) => {
-                    let seen = parse_object(&self.layout, &to_json(&object)?)?;
+                    let seen = parse_dynamic(&self.layout, &object)?;
                     revision = revision.max(seen.revision);
                     let cache = self.cache();
                     let watched = cache.shards.get(name);

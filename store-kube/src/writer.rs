@@ -75,11 +75,11 @@ pub(crate) struct Base {
 }
 
 impl Base {
-    pub(crate) fn from_seen(seen: Seen) -> Self {
+    pub(crate) fn from_seen(seen: Seen<'_>) -> Self {
         Base {
             revision: seen.revision,
+            data: seen.to_data(),
             malformed: seen.malformed.into_iter().collect(),
-            data: seen.data,
             size: seen.size,
             has_data_map: seen.has_data_map,
             has_labels: seen.has_labels,
