@@ -373,7 +373,10 @@ mod tests {
     }
 
     async fn first(feed: &Feed, from: u64) -> Option<WatchEvent> {
-        let mut stream = feed.watch(Revision(from));
+        next_of(feed.watch(Revision(from))).await
+    }
+
+    async fn next_of(mut stream: WatchStream) -> Option<WatchEvent> {
         tokio::time::timeout(std::time::Duration::from_millis(50), stream.next())
             .await
             .ok()
@@ -418,23 +421,29 @@ mod tests {
             shards: 1,
         });
         init_done(&state, &[shard(5, serde_json::json!({"a": "1", "b": "2"}))]);
-        {
-            let feed = state.history();
-            assert_eq!(feed.changes, 0, "the first listing's changes are dropped");
-            assert_eq!(feed.latest, Revision(5));
-            // A store lists at 5 and watches from there; nothing is behind it.
-            assert_eq!(first(&feed, 5).await, None);
-            assert_eq!(first(&feed, 4).await, Some(WatchEvent::Gap));
-        }
+        assert_eq!(
+            state.history().changes,
+            0,
+            "the first listing's changes are dropped"
+        );
+        assert_eq!(state.history().latest, Revision(5));
+        // A store lists at 5 and watches from there; nothing is behind it.
+        assert_eq!(first_of(&state, 5).await, None);
+        assert_eq!(first_of(&state, 4).await, Some(WatchEvent::Gap));
         // A re-listing (after the watch lost its place) finds `b` changed: a
         // store at 5 must be told.
         init_done(&state, &[shard(8, serde_json::json!({"a": "1", "b": "3"}))]);
-        let feed = state.history();
-        assert_eq!(feed.changes, 1);
+        assert_eq!(state.history().changes, 1);
         assert!(matches!(
-            first(&feed, 5).await,
+            first_of(&state, 5).await,
             Some(WatchEvent::Changes { revision: Revision(8), ref changes }) if changes.len() == 1
         ));
+    }
+
+    /// [`first`] through the state's lock, not held while waiting.
+    async fn first_of(state: &FeedState, from: u64) -> Option<WatchEvent> {
+        let stream = state.history().watch(Revision(from));
+        next_of(stream).await
     }
 
     #[tokio::test]
