@@ -553,6 +553,6 @@ impl Backend for KubeBackend {
     }
 
     async fn watch(&self, from: Revision) -> Result<WatchStream> {
-        Ok(self.inner.feed().watch(from))
+        Ok(feed::watch(&self.inner.feed, from))
     }
 }

@@ -4,9 +4,12 @@
 //! One watcher (not one per store) keeps a single diff cache, so every key
 //! gets one version (the resourceVersion at which its value changed) however
 //! many stores read it, and a change seen first for one store is not lost for
-//! another. The history is bounded; a watch from before it, an object that
-//! vanished, or a watcher that had to re-list (history gone on the server)
-//! all end in a `Gap`, and the store re-lists.
+//! another. Every watch, live ones included, is a cursor into that one
+//! history, so a change is held once however many stores watch. The history
+//! is bounded; a watch it has passed (a store that fell that far behind), a
+//! watch from before it, an object that vanished, or a watcher that had to
+//! re-list (history gone on the server) all end in a `Gap`, and the store
+//! re-lists.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -16,7 +19,7 @@ use kube::api::{Api, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use store_core::Revision;
 use store_core::backend::{Change, WatchEvent, WatchStream};
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, mpsc};
 
 use crate::cache::{Cache, parse_dynamic, parse_revision};
 use crate::layout::Layout;
@@ -30,34 +33,37 @@ const HISTORY_CHANGES: usize = 10_000;
 
 #[derive(Debug, Clone)]
 enum Item {
-    Changes(Revision, Arc<Vec<Change>>),
-    Progress(Revision),
-    Gap,
+    Changes(Arc<Vec<Change>>),
+    Progress,
 }
 
 impl Item {
     /// Key changes it carries.
     fn len(&self) -> usize {
         match self {
-            Item::Changes(_, changes) => changes.len(),
-            Item::Progress(_) | Item::Gap => 0,
+            Item::Changes(changes) => changes.len(),
+            Item::Progress => 0,
         }
     }
 
-    fn to_event(&self) -> WatchEvent {
+    fn to_event(&self, revision: Revision) -> WatchEvent {
         match self {
-            Item::Changes(revision, changes) => WatchEvent::Changes {
-                revision: *revision,
+            Item::Changes(changes) => WatchEvent::Changes {
+                revision,
                 changes: changes.as_ref().clone(),
             },
-            Item::Progress(revision) => WatchEvent::Progress(*revision),
-            Item::Gap => WatchEvent::Gap,
+            Item::Progress => WatchEvent::Progress(revision),
         }
     }
 }
 
-/// The history and its subscribers.
+/// Items a watch takes from the history at a time.
+const BATCH: usize = 256;
+
+/// The history every watch reads from, live ones included: a watch is a
+/// cursor into it, not a buffer of its own.
 pub(crate) struct Feed {
+    /// Each item at its revision, oldest first.
     history: VecDeque<(Revision, Item)>,
     /// Key changes in `history`.
     changes: usize,
@@ -65,7 +71,10 @@ pub(crate) struct Feed {
     oldest: Revision,
     /// The latest revision the feed has reached.
     pub(crate) latest: Revision,
-    tx: broadcast::Sender<Item>,
+    /// Gaps so far: a watch that sees one it did not start with re-lists.
+    gaps: u64,
+    /// Told of every item and gap; watches that have read everything wait on it.
+    moved: tokio::sync::watch::Sender<()>,
 }
 
 impl Default for Feed {
@@ -75,36 +84,38 @@ impl Default for Feed {
             changes: 0,
             oldest: Revision(0),
             latest: Revision(0),
-            tx: broadcast::channel(4096).0,
+            gaps: 0,
+            moved: tokio::sync::watch::Sender::new(()),
         }
     }
 }
 
+/// What a watch reads next.
+enum Next {
+    Events(Vec<WatchEvent>, Revision),
+    Gap,
+    Nothing,
+}
+
 impl Feed {
-    fn push(&mut self, item: Item) {
-        match &item {
-            Item::Changes(revision, _) | Item::Progress(revision) => {
-                if *revision <= self.latest {
-                    return;
-                }
-                self.latest = *revision;
-                self.changes += item.len();
-                self.history.push_back((*revision, item.clone()));
-                while self.history.len() > HISTORY || self.changes > HISTORY_CHANGES {
-                    let Some((revision, old)) = self.history.pop_front() else {
-                        break;
-                    };
-                    self.changes -= old.len();
-                    self.oldest = revision;
-                }
-            }
-            Item::Gap => {
-                self.history.clear();
-                self.changes = 0;
-                self.oldest = self.latest;
-            }
+    fn push(&mut self, revision: Revision, item: Item) {
+        if revision <= self.latest {
+            return;
         }
-        let _ = self.tx.send(item);
+        self.latest = revision;
+        self.changes += item.len();
+        self.history.push_back((revision, item));
+        // The newest item stays however large it is: live watches read it here.
+        while self.history.len() > 1
+            && (self.history.len() > HISTORY || self.changes > HISTORY_CHANGES)
+        {
+            let Some((revision, old)) = self.history.pop_front() else {
+                break;
+            };
+            self.changes -= old.len();
+            self.oldest = revision;
+        }
+        self.moved.send_replace(());
     }
 
     /// Drops what the history holds up to `reached`: a watch from before it
@@ -126,41 +137,94 @@ impl Feed {
     /// history no longer covers and miss what the gap changed.
     fn gap(&mut self, reached: Revision) {
         self.latest = self.latest.max(reached);
-        self.push(Item::Gap);
+        self.history.clear();
+        self.changes = 0;
+        self.oldest = self.latest;
+        self.gaps += 1;
+        self.moved.send_replace(());
     }
 
-    /// The changes after `from`, then live ones.
-    pub(crate) fn watch(&self, from: Revision) -> WatchStream {
-        if from < self.oldest {
-            return Box::pin(futures_util::stream::iter([Ok(WatchEvent::Gap)]));
+    /// What a watch that has read up to `at`, and started after `gaps` gaps,
+    /// reads next.
+    fn next(&self, at: Revision, gaps: u64) -> Next {
+        if gaps != self.gaps || at < self.oldest {
+            return Next::Gap;
         }
-        let backlog: Vec<_> = self
+        let start = self
             .history
-            .iter()
-            .filter(|(revision, _)| *revision > from)
-            .map(|(_, item)| Ok(item.to_event()))
+            .partition_point(|(revision, _)| *revision <= at);
+        let mut last = at;
+        let events: Vec<WatchEvent> = self
+            .history
+            .range(start..)
+            .take(BATCH)
+            .map(|(revision, item)| {
+                last = *revision;
+                item.to_event(*revision)
+            })
             .collect();
-        let live = futures_util::stream::unfold(
-            (self.tx.subscribe(), false),
-            |(mut rx, done)| async move {
-                if done {
-                    return None;
-                }
-                match rx.recv().await {
-                    Ok(item) => {
-                        let end = matches!(item, Item::Gap);
-                        Some((Ok(item.to_event()), (rx, end)))
-                    }
-                    // Too slow to keep up: the store must re-list.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        Some((Ok(WatchEvent::Gap), (rx, true)))
-                    }
-                    Err(broadcast::error::RecvError::Closed) => None,
-                }
-            },
-        );
-        Box::pin(futures_util::stream::iter(backlog).chain(live))
+        if events.is_empty() {
+            Next::Nothing
+        } else {
+            Next::Events(events, last)
+        }
     }
+}
+
+/// The changes after `from`, then live ones, read from the feed's history
+/// until a gap (then the stream ends) or until the backend goes.
+pub(crate) fn watch(state: &Arc<FeedState>, from: Revision) -> WatchStream {
+    let (gaps, moved) = {
+        let feed = state.history();
+        (feed.gaps, feed.moved.subscribe())
+    };
+    let cursor = Cursor {
+        state: Arc::downgrade(state),
+        at: from,
+        gaps,
+        moved,
+        ready: VecDeque::new(),
+    };
+    Box::pin(futures_util::stream::unfold(
+        Some(cursor),
+        |cursor| async move {
+            let mut cursor = cursor?;
+            loop {
+                if let Some(event) = cursor.ready.pop_front() {
+                    return Some((Ok(event), Some(cursor)));
+                }
+                // Seen before reading, so an item pushed after the read wakes us.
+                cursor.moved.borrow_and_update();
+                let next = cursor
+                    .state
+                    .upgrade()?
+                    .history()
+                    .next(cursor.at, cursor.gaps);
+                match next {
+                    Next::Gap => return Some((Ok(WatchEvent::Gap), None)),
+                    Next::Events(events, at) => {
+                        cursor.at = at;
+                        cursor.ready.extend(events);
+                    }
+                    // The sender goes with the backend: then the stream ends.
+                    Next::Nothing => cursor.moved.changed().await.ok()?,
+                }
+            }
+        },
+    ))
+}
+
+/// A watch's place in the feed.
+struct Cursor {
+    /// Not kept alive by its watches: the backend owns it.
+    state: Weak<FeedState>,
+    /// The revision read up to.
+    at: Revision,
+    /// Gaps there had been when the watch started.
+    gaps: u64,
+    moved: tokio::sync::watch::Receiver<()>,
+    /// Read from the history, not yet handed on.
+    ready: VecDeque<WatchEvent>,
 }
 
 /// What the watcher task keeps: the local view of the store's objects and
@@ -296,7 +360,7 @@ fn init_done(state: &FeedState, listed: &[DynamicObject]) {
             // Changed without a newer revision than we hold: only a re-list can say.
             gap = true;
         }
-        items.push(Item::Changes(revision, Arc::new(changes)));
+        items.push((revision, Item::Changes(Arc::new(changes))));
     }
     if gap {
         cache.shards.retain(|name, _| {
@@ -307,12 +371,12 @@ fn init_done(state: &FeedState, listed: &[DynamicObject]) {
         feed.gap(latest);
         return;
     }
-    for item in items {
-        feed.push(item);
+    for (revision, item) in items {
+        feed.push(revision, item);
     }
     // Writes acknowledged while the watcher listed may have changed no key
     // (metadata only); stores must still reach their revision.
-    feed.push(Item::Progress(latest));
+    feed.push(latest, Item::Progress);
     if first {
         // No store is behind the first listing: a store lists, from the cache
         // this listing filled, before it watches. Its changes (every key of
@@ -341,9 +405,9 @@ fn applied(state: &FeedState, object: &DynamicObject) {
     let changes = cache.observe(&state.layout, seen);
     let mut feed = state.history();
     if changes.is_empty() {
-        feed.push(Item::Progress(revision));
+        feed.push(revision, Item::Progress);
     } else {
-        feed.push(Item::Changes(revision, Arc::new(changes)));
+        feed.push(revision, Item::Changes(Arc::new(changes)));
     }
 }
 
@@ -365,18 +429,26 @@ fn gone(state: &FeedState, object: &DynamicObject) -> String {
 mod tests {
     use super::*;
 
-    fn changes(revision: u64, key: &str) -> Item {
-        Item::Changes(
+    fn native() -> Arc<FeedState> {
+        Arc::new(FeedState::new(Layout::Native {
+            store: "s".into(),
+            shards: 1,
+        }))
+    }
+
+    fn push(state: &FeedState, revision: u64, key: &str) {
+        state.history().push(
             Revision(revision),
-            Arc::new(vec![Change::Removed(key.into())]),
-        )
+            Item::Changes(Arc::new(vec![Change::Removed(key.into())])),
+        );
     }
 
-    async fn first(feed: &Feed, from: u64) -> Option<WatchEvent> {
-        next_of(feed.watch(Revision(from))).await
+    /// The first event of a watch from `from`, if one comes at once.
+    async fn first(state: &Arc<FeedState>, from: u64) -> Option<WatchEvent> {
+        next_of(&mut watch(state, Revision(from))).await
     }
 
-    async fn next_of(mut stream: WatchStream) -> Option<WatchEvent> {
+    async fn next_of(stream: &mut WatchStream) -> Option<WatchEvent> {
         tokio::time::timeout(std::time::Duration::from_millis(50), stream.next())
             .await
             .ok()
@@ -384,24 +456,77 @@ mod tests {
             .and_then(Result::ok)
     }
 
+    fn revision_of(event: Option<WatchEvent>) -> Option<u64> {
+        match event {
+            Some(WatchEvent::Changes { revision, .. }) => Some(revision.0),
+            _ => None,
+        }
+    }
+
     #[tokio::test]
     async fn a_store_that_listed_before_a_gap_re_lists_when_it_starts_watching_after_it() {
-        let mut feed = Feed::default();
-        feed.push(changes(5, "a"));
+        let state = native();
+        push(&state, 5, "a");
         // A store lists here (revision 5); then the watcher re-lists and
         // finds changes up to 9 it cannot place in the history.
-        feed.gap(Revision(9));
-        assert_eq!(first(&feed, 5).await, Some(WatchEvent::Gap));
+        state.history().gap(Revision(9));
+        assert_eq!(first(&state, 5).await, Some(WatchEvent::Gap));
         // A store that listed after the gap resumes without one.
-        assert_eq!(first(&feed, 9).await, None);
-        feed.push(changes(10, "b"));
-        assert!(matches!(
-            first(&feed, 9).await,
-            Some(WatchEvent::Changes {
-                revision: Revision(10),
-                ..
-            })
-        ));
+        assert_eq!(first(&state, 9).await, None);
+        push(&state, 10, "b");
+        assert_eq!(revision_of(first(&state, 9).await), Some(10));
+    }
+
+    #[tokio::test]
+    async fn a_live_watch_gets_every_later_item_in_order_then_the_gap() {
+        let state = native();
+        push(&state, 5, "a");
+        let mut live = watch(&state, Revision(5));
+        assert_eq!(next_of(&mut live).await, None, "nothing after 5 yet");
+        for revision in 6..=(6 + 2 * BATCH as u64) {
+            push(&state, revision, "a");
+        }
+        for revision in 6..=(6 + 2 * BATCH as u64) {
+            assert_eq!(revision_of(next_of(&mut live).await), Some(revision));
+        }
+        // A gap that reaches no further than the watch (a re-list that found
+        // changes at revisions it already held) still sends it to re-list.
+        let latest = state.history().latest;
+        state.history().gap(latest);
+        assert_eq!(next_of(&mut live).await, Some(WatchEvent::Gap));
+        assert!(live.next().await.is_none(), "the stream ends at a gap");
+    }
+
+    #[tokio::test]
+    async fn a_watch_thousands_of_items_behind_catches_up_from_the_history() {
+        let state = native();
+        push(&state, 1, "a");
+        let mut slow = watch(&state, Revision(1));
+        // Far behind, but the history still holds all of it: no re-list.
+        let last = 1 + HISTORY as u64 / 2;
+        for revision in 2..=last {
+            push(&state, revision, "a");
+        }
+        for revision in 2..=last {
+            assert_eq!(revision_of(next_of(&mut slow).await), Some(revision));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watch_the_history_has_passed_re_lists_and_one_ends_with_its_backend() {
+        let state = native();
+        push(&state, 1, "a");
+        let mut behind = watch(&state, Revision(1));
+        for revision in 2..=(2 + HISTORY as u64) {
+            push(&state, revision, "a");
+        }
+        // Revision 2 is gone from the history before the watch read it.
+        assert_eq!(next_of(&mut behind).await, Some(WatchEvent::Gap));
+        let latest = state.history().latest;
+        let mut live = watch(&state, latest);
+        drop(state);
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), live.next()).await;
+        assert!(matches!(ended, Ok(None)), "the stream ends with the feed");
     }
 
     fn shard(revision: u64, data: serde_json::Value) -> DynamicObject {
@@ -416,10 +541,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_listing_is_not_kept_for_replay_and_a_later_one_is() {
-        let state = FeedState::new(Layout::Native {
-            store: "s".into(),
-            shards: 1,
-        });
+        let state = native();
         init_done(&state, &[shard(5, serde_json::json!({"a": "1", "b": "2"}))]);
         assert_eq!(
             state.history().changes,
@@ -428,30 +550,25 @@ mod tests {
         );
         assert_eq!(state.history().latest, Revision(5));
         // A store lists at 5 and watches from there; nothing is behind it.
-        assert_eq!(first_of(&state, 5).await, None);
-        assert_eq!(first_of(&state, 4).await, Some(WatchEvent::Gap));
+        assert_eq!(first(&state, 5).await, None);
+        assert_eq!(first(&state, 4).await, Some(WatchEvent::Gap));
         // A re-listing (after the watch lost its place) finds `b` changed: a
         // store at 5 must be told.
         init_done(&state, &[shard(8, serde_json::json!({"a": "1", "b": "3"}))]);
         assert_eq!(state.history().changes, 1);
         assert!(matches!(
-            first_of(&state, 5).await,
+            first(&state, 5).await,
             Some(WatchEvent::Changes { revision: Revision(8), ref changes }) if changes.len() == 1
         ));
     }
 
-    /// [`first`] through the state's lock, not held while waiting.
-    async fn first_of(state: &FeedState, from: u64) -> Option<WatchEvent> {
-        let stream = state.history().watch(Revision(from));
-        next_of(stream).await
-    }
-
     #[tokio::test]
     async fn a_deletion_without_a_revision_still_sends_earlier_watches_back_to_list() {
-        let mut feed = Feed::default();
-        feed.push(changes(5, "a"));
-        feed.gap(Revision(feed.latest.0 + 1));
-        assert_eq!(first(&feed, 5).await, Some(WatchEvent::Gap));
-        assert_eq!(feed.latest, Revision(6));
+        let state = native();
+        push(&state, 5, "a");
+        let latest = state.history().latest;
+        state.history().gap(Revision(latest.0 + 1));
+        assert_eq!(first(&state, 5).await, Some(WatchEvent::Gap));
+        assert_eq!(state.history().latest, Revision(6));
     }
 }
