@@ -92,7 +92,8 @@ impl Default for Feed {
 
 /// What a watch reads next.
 enum Next {
-    Events(Vec<WatchEvent>, Revision),
+    /// Shared with the history: made into events outside its lock.
+    Items(Vec<(Revision, Item)>),
     Gap,
     Nothing,
 }
@@ -153,20 +154,12 @@ impl Feed {
         let start = self
             .history
             .partition_point(|(revision, _)| *revision <= at);
-        let mut last = at;
-        let events: Vec<WatchEvent> = self
-            .history
-            .range(start..)
-            .take(BATCH)
-            .map(|(revision, item)| {
-                last = *revision;
-                item.to_event(*revision)
-            })
-            .collect();
-        if events.is_empty() {
+        let items: Vec<(Revision, Item)> =
+            self.history.range(start..).take(BATCH).cloned().collect();
+        if items.is_empty() {
             Next::Nothing
         } else {
-            Next::Events(events, last)
+            Next::Items(items)
         }
     }
 }
@@ -190,8 +183,8 @@ pub(crate) fn watch(state: &Arc<FeedState>, from: Revision) -> WatchStream {
         |cursor| async move {
             let mut cursor = cursor?;
             loop {
-                if let Some(event) = cursor.ready.pop_front() {
-                    return Some((Ok(event), Some(cursor)));
+                if let Some((revision, item)) = cursor.ready.pop_front() {
+                    return Some((Ok(item.to_event(revision)), Some(cursor)));
                 }
                 // Seen before reading, so an item pushed after the read wakes us.
                 cursor.moved.borrow_and_update();
@@ -202,9 +195,9 @@ pub(crate) fn watch(state: &Arc<FeedState>, from: Revision) -> WatchStream {
                     .next(cursor.at, cursor.gaps);
                 match next {
                     Next::Gap => return Some((Ok(WatchEvent::Gap), None)),
-                    Next::Events(events, at) => {
-                        cursor.at = at;
-                        cursor.ready.extend(events);
+                    Next::Items(items) => {
+                        cursor.at = items.last().map_or(cursor.at, |(at, _)| *at);
+                        cursor.ready.extend(items);
                     }
                     // The sender goes with the backend: then the stream ends.
                     Next::Nothing => cursor.moved.changed().await.ok()?,
@@ -224,7 +217,7 @@ struct Cursor {
     gaps: u64,
     moved: tokio::sync::watch::Receiver<()>,
     /// Read from the history, not yet handed on.
-    ready: VecDeque<WatchEvent>,
+    ready: VecDeque<(Revision, Item)>,
 }
 
 /// What the watcher task keeps: the local view of the store's objects and
