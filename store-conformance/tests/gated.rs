@@ -36,7 +36,9 @@ async fn a_watch_from_before_a_compaction_gets_a_gap_and_one_from_after_it_follo
     let mut new = backend.watch(current).await.expect("watch");
     let applied = backend.apply(put("b")).await.expect("apply");
     match new.next().await {
-        Some(Ok(WatchEvent::Changes { revision, changes })) => {
+        Some(Ok(WatchEvent::Changes {
+            revision, changes, ..
+        })) => {
             assert_eq!(revision, applied.revision);
             assert_eq!(changes[0].key(), "b");
         }

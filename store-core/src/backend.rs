@@ -190,6 +190,64 @@ impl fmt::Debug for Entry {
     }
 }
 
+/// A backend's whole state at one revision, immutable and shared.
+///
+/// A backend that keeps its entries in immutable pieces (store-kube keeps
+/// each object's entries as one sorted slice, rebuilt whole on every event)
+/// can hand one out with a listing ([`Backend::list_index`]) and with each
+/// watch event ([`WatchEvent::Changes`]'s `index`): every store's view on it
+/// then holds a pointer to it, not a table of its own of every key.
+pub trait Index: Send + Sync + 'static {
+    /// The entry of `key`.
+    fn get(&self, key: &str) -> Option<&Entry>;
+
+    /// How many keys it holds.
+    fn len(&self) -> usize;
+
+    /// Whether it holds no key.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every entry, in no particular order.
+    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_>;
+}
+
+/// A shared [`Index`]; two are equal when they are one allocation.
+#[derive(Clone)]
+pub struct SharedIndex(pub Arc<dyn Index>);
+
+impl SharedIndex {
+    /// Shares `index`.
+    pub fn new(index: impl Index) -> Self {
+        SharedIndex(Arc::new(index))
+    }
+}
+
+impl std::ops::Deref for SharedIndex {
+    type Target = dyn Index;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl PartialEq for SharedIndex {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::addr_eq(Arc::as_ptr(&self.0), Arc::as_ptr(&other.0))
+    }
+}
+
+impl Eq for SharedIndex {}
+
+impl fmt::Debug for SharedIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedIndex")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The result of [`Backend::list`]: every matching entry as of one revision.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
@@ -358,6 +416,11 @@ pub enum WatchEvent {
         revision: Revision,
         /// The changed keys (at least one).
         changes: Vec<Change>,
+        /// The backend's whole state at `revision`, when it keeps one (see
+        /// [`Index`]): a store's view then holds it rather than applying
+        /// `changes` to a copy. `None` is always correct; a wrapper that
+        /// changes keys or leaves changes out must make it `None`.
+        index: Option<SharedIndex>,
     },
     /// Nothing changed up to this revision (a bookmark): the watcher is current.
     Progress(Revision),
@@ -492,6 +555,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Lists every entry whose key starts with `prefix` (all for `""`), as of one revision.
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Listing>> + Send;
 
+    /// Every entry as one shared [`Index`], with the revision it reflects (as
+    /// `list("")` would give them), when the backend keeps one. A store's
+    /// view holds it, and follows on with the indexes its watch events carry.
+    /// The default is `None`: the store lists and keeps a table of its own.
+    fn list_index(&self) -> impl Future<Output = Result<Option<(SharedIndex, Revision)>>> + Send {
+        std::future::ready(Ok(None))
+    }
+
     /// Applies a batch; see [`Batch`] and [`Outcome`]. Returns `Err` only when the
     /// whole batch failed: a failed precondition is an [`Outcome::Conflict`], not an error.
     fn apply(&self, batch: Batch) -> impl Future<Output = Result<Applied>> + Send;
@@ -526,12 +597,18 @@ fn keep_prefix(prefix: &str, event: WatchEvent) -> WatchEvent {
         WatchEvent::Changes {
             revision,
             mut changes,
+            index: _,
         } => {
             changes.retain(|change| change.key().starts_with(prefix));
             if changes.is_empty() {
                 WatchEvent::Progress(revision)
             } else {
-                WatchEvent::Changes { revision, changes }
+                // The index is the whole state, not what the filter keeps.
+                WatchEvent::Changes {
+                    revision,
+                    changes,
+                    index: None,
+                }
             }
         }
         other => other,
@@ -630,6 +707,9 @@ impl Backend for BoxBackend {
     async fn list(&self, prefix: &str) -> Result<Listing> {
         self.0.list(prefix).await
     }
+    async fn list_index(&self) -> Result<Option<(SharedIndex, Revision)>> {
+        self.0.list_index().await
+    }
     fn apply(&self, batch: Batch) -> impl Future<Output = Result<Applied>> + Send {
         self.0.apply(batch)
     }
@@ -658,6 +738,9 @@ impl<B: Backend> Backend for Arc<B> {
     fn list(&self, prefix: &str) -> impl Future<Output = Result<Listing>> + Send {
         (**self).list(prefix)
     }
+    fn list_index(&self) -> impl Future<Output = Result<Option<(SharedIndex, Revision)>>> + Send {
+        (**self).list_index()
+    }
     fn apply(&self, batch: Batch) -> impl Future<Output = Result<Applied>> + Send {
         (**self).apply(batch)
     }
@@ -681,6 +764,7 @@ pub(crate) trait DynBackend: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
     fn read<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Entry>>>;
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>>;
+    fn list_index(&self) -> BoxFuture<'_, Result<Option<(SharedIndex, Revision)>>>;
     fn apply(&self, batch: Batch) -> BoxFuture<'_, Result<Applied>>;
     fn watch(&self, from: Revision) -> BoxFuture<'_, Result<WatchStream>>;
     fn watch_prefix<'a>(
@@ -705,6 +789,9 @@ impl<B: Backend> DynBackend for B {
     }
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing>> {
         Box::pin(Backend::list(self, prefix))
+    }
+    fn list_index(&self) -> BoxFuture<'_, Result<Option<(SharedIndex, Revision)>>> {
+        Box::pin(Backend::list_index(self))
     }
     fn apply(&self, batch: Batch) -> BoxFuture<'_, Result<Applied>> {
         Box::pin(Backend::apply(self, batch))

@@ -494,6 +494,7 @@ impl Backend for MemoryBackend {
                 WatchEvent::Changes {
                     revision,
                     changes: mine,
+                    index: None,
                 }
             })
         };

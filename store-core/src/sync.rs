@@ -12,10 +12,12 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio::sync::{oneshot, watch};
 
-use crate::backend::{Change, Entry, Listing, Revision, SharedKey, WatchEvent};
+use crate::backend::{Change, Entry, Listing, Revision, SharedIndex, SharedKey, WatchEvent};
 use crate::backoff::Backoff;
+use crate::error::Result;
 use crate::shared::{Shared, write};
 use crate::subscribe::ChangeEvent;
+use crate::view::View;
 
 pub(crate) async fn run(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
     let mut closed = shared.closed.subscribe();
@@ -23,7 +25,7 @@ pub(crate) async fn run(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
     let mut backoff = Backoff::new(shared.retry);
     'relist: loop {
         let listing = tokio::select! {
-            listing = shared.backend.list("") => listing,
+            listing = list(&shared) => listing,
             _ = closed.wait_for(|c| *c) => return,
         };
         let listing = match listing {
@@ -65,9 +67,13 @@ pub(crate) async fn run(shared: Arc<Shared>, synced: oneshot::Sender<()>) {
                     _ = closed.wait_for(|c| *c) => return,
                 };
                 match event {
-                    Some(Ok(WatchEvent::Changes { revision, changes })) => {
+                    Some(Ok(WatchEvent::Changes {
+                        revision,
+                        changes,
+                        index,
+                    })) => {
                         backoff.reset();
-                        fold_changes(&shared, revision, changes);
+                        fold_changes(&shared, revision, changes, index);
                     }
                     Some(Ok(WatchEvent::Progress(revision))) => advance(&shared, revision),
                     Some(Ok(WatchEvent::Gap)) => {
@@ -103,39 +109,73 @@ async fn pause(backoff: &mut Backoff, closed: &mut watch::Receiver<bool>) -> boo
     }
 }
 
-/// Replaces the view with a listing, emitting a change for every key that differs.
-fn replace_view(shared: &Shared, listing: Listing) {
-    let revision = listing.revision;
-    let text = shared.caps.text_values;
-    let mut events = Vec::new();
-    {
-        let mut view = write(&shared.view);
-        let listed: HashSet<&str> = listing.entries.iter().map(Entry::key).collect();
-        let gone: Vec<SharedKey> = view
-            .iter()
-            .filter(|entry| !listed.contains(entry.key()))
-            .map(|entry| SharedKey::from(entry.key()))
-            .collect();
-        for key in gone {
-            view.remove(&key);
-            events.push(ChangeEvent::new(Change::Removed(key), revision, text));
-        }
-        for entry in &listing.entries {
-            let changed = view.get(entry.key()).is_none_or(|held| {
-                held.value() != entry.value() || held.version() != entry.version()
-            });
-            if changed {
-                view.remove(entry.key());
-                view.put(entry);
-                events.push(ChangeEvent::new(Change::Put(entry.clone()), revision, text));
-            }
-        }
-        view.revision = view.revision.max(revision);
+/// What a listing gave: entries to copy, or the backend's shared index.
+enum Listed {
+    Entries(Listing),
+    Index(SharedIndex, Revision),
+}
+
+/// The backend's shared index where it keeps one, else a listing.
+async fn list(shared: &Shared) -> Result<Listed> {
+    match shared.backend.list_index().await? {
+        Some((index, revision)) => Ok(Listed::Index(index, revision)),
+        None => shared.backend.list("").await.map(Listed::Entries),
     }
+}
+
+/// Replaces the view with a listing, emitting a change for every key that differs.
+fn replace_view(shared: &Shared, listed: Listed) {
+    let text = shared.caps.text_values;
+    let mut changes = Vec::new();
+    let revision = {
+        let mut view = write(&shared.view);
+        let revision = match listed {
+            Listed::Entries(listing) => {
+                let listed: HashSet<&str> = listing.entries.iter().map(Entry::key).collect();
+                let gone = view.iter().filter(|entry| !listed.contains(entry.key()));
+                changes.extend(gone.map(|entry| Change::Removed(SharedKey::from(entry.key()))));
+                let put = listing.entries.iter().filter(|entry| differs(&view, entry));
+                changes.extend(put.cloned().map(Change::Put));
+                for change in &changes {
+                    // Listed: the server's word, whatever version the view holds.
+                    if let Change::Put(entry) = change {
+                        view.apply(&Change::Removed(SharedKey::from(entry.key())));
+                    }
+                    view.apply(change);
+                }
+                listing.revision
+            }
+            Listed::Index(index, revision) => {
+                let gone = view.iter().filter(|entry| index.get(entry.key()).is_none());
+                changes.extend(gone.map(|entry| Change::Removed(SharedKey::from(entry.key()))));
+                let put = index.entries().filter(|entry| differs(&view, entry));
+                changes.extend(put.cloned().map(Change::Put));
+                view.adopt(index);
+                revision
+            }
+        };
+        view.revision = view.revision.max(revision);
+        revision
+    };
+    let events = changes
+        .into_iter()
+        .map(|change| ChangeEvent::new(change, revision, text))
+        .collect();
     view_moved(shared, revision, events);
 }
 
-fn fold_changes(shared: &Shared, revision: Revision, changes: Vec<Change>) {
+/// Whether the view holds another value or version than `entry` for its key.
+fn differs(view: &View, entry: &Entry) -> bool {
+    view.get(entry.key())
+        .is_none_or(|held| held.value() != entry.value() || held.version() != entry.version())
+}
+
+fn fold_changes(
+    shared: &Shared,
+    revision: Revision,
+    changes: Vec<Change>,
+    index: Option<SharedIndex>,
+) {
     let text = shared.caps.text_values;
     let mut events = Vec::with_capacity(changes.len());
     {
@@ -145,13 +185,18 @@ fn fold_changes(shared: &Shared, revision: Revision, changes: Vec<Change>) {
             return;
         }
         for change in changes {
-            let changed = match &change {
-                Change::Put(entry) => view.put(entry),
-                Change::Removed(key) => view.remove(key).is_some(),
+            // With the backend's index at this revision, the view takes it
+            // whole and applies nothing itself.
+            let changed = match &index {
+                Some(_) => view.would_change(&change),
+                None => view.apply(&change),
             };
             if changed {
                 events.push(ChangeEvent::new(change, revision, text));
             }
+        }
+        if let Some(index) = index {
+            view.adopt(index);
         }
         view.revision = revision;
     }

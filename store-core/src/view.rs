@@ -4,7 +4,13 @@
 //! themselves (one pointer a key: the key, value and version share one
 //! allocation with the backend's cache and every other store's view), and
 //! each value caches its decoded form for the first type asked for, so a
-//! typed `get` costs a hash lookup and an `Arc` clone, not a JSON parse.
+//! typed `get` costs a lookup and an `Arc` clone, not a JSON parse.
+//!
+//! Where the backend keeps its whole state as a shared, immutable
+//! [`Index`](crate::backend::Index) (store-kube does), the view holds that
+//! index instead of a table of its own: every store on the backend then
+//! shares one index, and a view only keeps the changes it applied since its
+//! index (while it catches up through the backend's history).
 
 use std::any::Any;
 use std::borrow::Borrow;
@@ -14,7 +20,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::backend::{Entry, Payload, Revision, SharedKey};
+use crate::backend::{Change, Entry, Payload, Revision, SharedIndex, SharedKey};
 use crate::error::Result;
 use crate::key::Validator;
 use crate::thin::Decoded;
@@ -94,42 +100,120 @@ impl Hash for ByKey {
 /// Confirmed backend state as of `revision`.
 #[derive(Default)]
 pub(crate) struct View {
-    entries: HashSet<ByKey, Hashing>,
+    held: Held,
     pub(crate) revision: Revision,
+}
+
+/// Where a view's entries are.
+enum Held {
+    /// In a table of the view's own.
+    Own(HashSet<ByKey, Hashing>),
+    /// In the backend's shared index, with the changes the view applied
+    /// since (from watch events that carried no newer index: a store catching
+    /// up through the backend's history); `None` for a removed key.
+    Shared {
+        index: SharedIndex,
+        since: KeyMap<Option<Entry>>,
+        len: usize,
+    },
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held::Own(HashSet::default())
+    }
 }
 
 impl View {
     pub(crate) fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries.get(key).map(|held| &held.0)
+        match &self.held {
+            Held::Own(entries) => entries.get(key).map(|held| &held.0),
+            Held::Shared { index, since, .. } => match since.get(key) {
+                Some(changed) => changed.as_ref(),
+                None => index.get(key),
+            },
+        }
     }
 
     pub(crate) fn contains(&self, key: &str) -> bool {
-        self.entries.contains(key)
+        self.get(key).is_some()
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        match &self.held {
+            Held::Own(entries) => entries.len(),
+            Held::Shared { len, .. } => *len,
+        }
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.iter().map(|held| &held.0)
+    pub(crate) fn iter(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        match &self.held {
+            Held::Own(entries) => Box::new(entries.iter().map(|held| &held.0)),
+            Held::Shared { index, since, .. } => Box::new(
+                index
+                    .entries()
+                    .filter(|entry| !since.contains_key(entry.key()))
+                    .chain(since.values().flatten()),
+            ),
+        }
     }
 
-    /// Removes `key`; returns its entry.
-    pub(crate) fn remove(&mut self, key: &str) -> Option<Entry> {
-        self.entries.take(key).map(|held| held.0)
+    /// Whether applying `change` would change the view: a put unless the view
+    /// holds a newer version of its key, a removal of a key the view holds.
+    pub(crate) fn would_change(&self, change: &Change) -> bool {
+        match change {
+            Change::Put(entry) => self
+                .get(entry.key())
+                .is_none_or(|held| held.version() <= entry.version()),
+            Change::Removed(key) => self.contains(key),
+        }
     }
 
-    /// Stores an entry unless the view holds a newer version of its key;
-    /// returns whether the view changed.
-    pub(crate) fn put(&mut self, entry: &Entry) -> bool {
-        if let Some(existing) = self.get(entry.key())
-            && existing.version() > entry.version()
-        {
+    /// Applies `change` where it [would change](Self::would_change) the view;
+    /// returns whether it did.
+    pub(crate) fn apply(&mut self, change: &Change) -> bool {
+        if !self.would_change(change) {
             return false;
         }
-        self.entries.replace(ByKey(entry.clone()));
+        let key = change.key();
+        let existed = self.contains(key);
+        match &mut self.held {
+            Held::Own(entries) => match change {
+                Change::Put(entry) => {
+                    entries.replace(ByKey(entry.clone()));
+                }
+                Change::Removed(_) => {
+                    entries.remove(key);
+                }
+            },
+            Held::Shared { since, len, .. } => {
+                let now = entry_of(change);
+                let present = now.is_some();
+                since.insert(SharedKey::from(key), now);
+                match (existed, present) {
+                    (false, true) => *len += 1,
+                    (true, false) => *len -= 1,
+                    _ => {}
+                }
+            }
+        }
         true
+    }
+
+    /// Holds `index`, the backend's whole state, in place of what it held.
+    pub(crate) fn adopt(&mut self, index: SharedIndex) {
+        self.held = Held::Shared {
+            len: index.len(),
+            index,
+            since: KeyMap::default(),
+        };
+    }
+}
+
+fn entry_of(change: &Change) -> Option<Entry> {
+    match change {
+        Change::Put(entry) => Some(entry.clone()),
+        Change::Removed(_) => None,
     }
 }
 
@@ -142,7 +226,7 @@ mod tests {
     fn the_view_keeps_the_entry_it_is_given_and_one_decode_per_type() {
         let mut view = View::default();
         let entry = Entry::new("k", "7", Version(1));
-        assert!(view.put(&entry));
+        assert!(view.apply(&Change::Put(entry.clone())));
         let kept = view.get("k").expect("recorded");
         assert!(
             kept.ptr_eq(&entry),
@@ -159,10 +243,73 @@ mod tests {
         let third = decode::<u32>(kept.value(), "k", None, false).expect("decodes");
         assert!(Arc::ptr_eq(&first, &third));
         // An older version changes nothing; a removal does.
-        assert!(!view.put(&Entry::new("k", "8", Version(0))));
+        assert!(!view.apply(&Change::Put(Entry::new("k", "8", Version(0)))));
         assert_eq!(view.get("k").map(Entry::version), Some(Version(1)));
-        assert!(view.remove("k").is_some());
+        assert!(view.apply(&Change::Removed("k".into())));
+        assert!(!view.apply(&Change::Removed("k".into())));
         assert_eq!(view.len(), 0);
+    }
+
+    /// An index of a backend that keeps one (store-kube's keeps sorted slices).
+    struct Listed(std::collections::BTreeMap<String, Entry>);
+
+    impl crate::backend::Index for Listed {
+        fn get(&self, key: &str) -> Option<&Entry> {
+            self.0.get(key)
+        }
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
+            Box::new(self.0.values())
+        }
+    }
+
+    fn index(entries: &[&Entry]) -> SharedIndex {
+        SharedIndex::new(Listed(
+            entries
+                .iter()
+                .map(|entry| (entry.key().to_owned(), (*entry).clone()))
+                .collect(),
+        ))
+    }
+
+    fn keys(view: &View) -> Vec<&str> {
+        let mut keys: Vec<&str> = view.iter().map(Entry::key).collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn a_view_on_a_shared_index_applies_changes_beside_it_until_the_next_index() {
+        let a = Entry::new("a", "1", Version(1));
+        let b = Entry::new("b", "2", Version(2));
+        let mut view = View::default();
+        view.apply(&Change::Put(Entry::new("old", "0", Version(1))));
+        view.adopt(index(&[&a, &b]));
+        assert!(view.get("a").is_some_and(|held| held.ptr_eq(&a)), "shared");
+        assert_eq!((view.len(), keys(&view)), (2, vec!["a", "b"]));
+        assert!(!view.contains("old"), "the index replaces what was held");
+        // Changes from events without an index: the view holds them itself.
+        let b3 = Entry::new("b", "3", Version(3));
+        let c = Entry::new("c", "4", Version(4));
+        assert!(view.apply(&Change::Put(b3.clone())));
+        assert!(view.apply(&Change::Put(c.clone())));
+        assert!(view.apply(&Change::Removed("a".into())));
+        assert!(!view.apply(&Change::Removed("a".into())), "already gone");
+        assert!(!view.apply(&Change::Put(b.clone())), "older than held");
+        assert!(view.get("b").is_some_and(|held| held.ptr_eq(&b3)));
+        assert_eq!((view.len(), keys(&view)), (2, vec!["b", "c"]));
+        // A put of a key removed since, and a removal of one added since.
+        assert!(view.apply(&Change::Put(Entry::new("a", "5", Version(5)))));
+        assert!(view.apply(&Change::Removed("c".into())));
+        assert_eq!((view.len(), keys(&view)), (2, vec!["a", "b"]));
+        // What a change would do is told without doing it.
+        let d = Change::Put(Entry::new("d", "6", Version(6)));
+        assert!(view.would_change(&d) && !view.contains("d"));
+        // The next index is the backend's whole state: nothing applied since stays.
+        view.adopt(index(&[&c]));
+        assert_eq!((view.len(), keys(&view)), (1, vec!["c"]));
     }
 
     fn accept(_: &serde_json::Value) -> std::result::Result<(), crate::error::BoxError> {

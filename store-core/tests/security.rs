@@ -179,6 +179,7 @@ async fn backend_types_holding_values_print_them_redacted() {
     let event = WatchEvent::Changes {
         revision: Revision(1),
         changes: vec![change.clone()],
+        index: None,
     };
     let failed = Outcome::Failed(Error::StoreFull {
         key: "a".to_owned(),

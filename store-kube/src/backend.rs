@@ -14,7 +14,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use kube::api::Api;
-use store_core::backend::{Applied, Batch, Entry, Listing, Op, Outcome, WatchStream, check_batch};
+use store_core::backend::{
+    Applied, Batch, Entry, Listing, Op, Outcome, SharedIndex, WatchStream, check_batch,
+};
 use store_core::{Backend, Capabilities, Error, Result, Revision, Version};
 use tokio::sync::mpsc;
 
@@ -437,39 +439,21 @@ impl Backend for KubeBackend {
     /// cache once the feed has caught up with it, so versions agree with what
     /// `watch` delivers.
     async fn list(&self, prefix: &str) -> Result<Listing> {
-        let inner = &self.inner;
-        // Names and resourceVersions are all it needs: the data comes from the
-        // feed's cache, so a metadata-only list keeps a large store's values
-        // off the wire and out of the parser.
-        let targets = inner.object_revisions().await?;
-        let deadline = tokio::time::Instant::now() + inner.request_timeout * 3;
-        loop {
-            let notified = inner.feed.advanced.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let cache = inner.cache();
-                let caught_up = targets.iter().all(|(name, revision)| {
-                    cache
-                        .shards
-                        .get(name)
-                        .is_some_and(|s| s.revision >= *revision)
-                });
-                if caught_up {
-                    let revision = inner.feed().latest;
-                    return Ok(Listing {
-                        entries: cache.entries(prefix),
-                        revision,
-                    });
-                }
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(Error::unavailable(
-                    NAME,
-                    "the watch has not caught up with a fresh listing",
-                ));
-            }
-        }
+        self.inner
+            .caught_up(|cache, revision| Listing {
+                entries: cache.entries(prefix),
+                revision,
+            })
+            .await
+    }
+
+    /// As `list("")`, the cache's own index: a store's view holds it, shared.
+    async fn list_index(&self) -> Result<Option<(SharedIndex, Revision)>> {
+        let listed = self
+            .inner
+            .caught_up(|cache, revision| (cache.index(), revision))
+            .await?;
+        Ok(Some(listed))
     }
 
     async fn apply(&self, batch: Batch) -> Result<Applied> {

@@ -15,35 +15,54 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use kube::api::DynamicObject;
-use store_core::backend::{Change, Entry, SharedKey};
+use std::sync::Arc;
+
+use store_core::backend::{Change, Entry, Index, SharedIndex, SharedKey};
 use store_core::{Error, Payload, Version};
 
 use crate::error::NAME;
-use crate::layout::Layout;
+use crate::layout::{Layout, Route};
 
 /// A string of an object's data map, as a parsed object holds it.
 pub(crate) type Stored = Payload;
 
 /// One object as last seen.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Shard {
     pub(crate) revision: u64,
     /// Every store key's entry, in key order (built whole on each event, so
-    /// kept at its exact size: one pointer a key). An entry's version is the
+    /// kept at its exact size: one pointer a key, and shared as it is by the
+    /// [`ShardIndex`] every store's view holds). An entry's version is the
     /// object's revision when the value last changed.
-    pub(crate) data: Box<[Entry]>,
+    pub(crate) data: Arc<[Entry]>,
     /// Serialized size of the whole object, `managedFields` included.
     pub(crate) size: usize,
     /// The shard count its spec declares (native layout).
     pub(crate) declared_shards: Option<u64>,
+    /// Its position among the layout's objects; `None` for another object
+    /// carrying the store's label.
+    pub(crate) home: Option<usize>,
+    /// How many of its keys the layout routes to another object (edited in
+    /// by hand, or written under another shard count).
+    pub(crate) stray: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard {
+            revision: 0,
+            data: Arc::new([]),
+            size: 0,
+            declared_shards: None,
+            home: None,
+            stray: 0,
+        }
+    }
 }
 
 impl Shard {
     pub(crate) fn entry(&self, key: &str) -> Option<&Entry> {
-        self.data
-            .binary_search_by(|entry| entry.key().cmp(key))
-            .ok()
-            .map(|at| &self.data[at])
+        find(&self.data, key)
     }
 
     pub(crate) fn version(&self, key: &str) -> Option<Version> {
@@ -54,6 +73,54 @@ impl Shard {
     pub(crate) fn stored<'a>(&'a self, layout: &Layout, key: &str) -> Option<Cow<'a, str>> {
         self.entry(key)
             .map(|entry| layout.stored_text(entry.value().as_str()))
+    }
+}
+
+/// `key`'s entry among `entries`, which are in key order.
+fn find<'a>(entries: &'a [Entry], key: &str) -> Option<&'a Entry> {
+    entries
+        .binary_search_by(|entry| entry.key().cmp(key))
+        .ok()
+        .map(|at| &entries[at])
+}
+
+/// Every object's entries as the cache held them at one revision: what a
+/// store's view holds, shared, instead of a table of its own. A read looks
+/// in the object the layout routes the key to (a binary search); only when
+/// some object holds a key routed elsewhere does a miss look in the others.
+pub(crate) struct ShardIndex {
+    /// The layout's objects' entries in its order (empty for one not seen),
+    /// then those of any other object of the store.
+    objects: Box<[Arc<[Entry]>]>,
+    route: Route,
+    /// Whether some key sits outside the object it is routed to.
+    stray: bool,
+    len: usize,
+}
+
+impl Index for ShardIndex {
+    fn get(&self, key: &str) -> Option<&Entry> {
+        let home = self.route.of(key);
+        let found = self
+            .objects
+            .get(home)
+            .and_then(|entries| find(entries, key));
+        if found.is_some() || !self.stray {
+            return found;
+        }
+        self.objects
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| *at != home)
+            .find_map(|(_, entries)| find(entries, key))
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        Box::new(self.objects.iter().flat_map(|entries| entries.iter()))
     }
 }
 
@@ -238,50 +305,124 @@ fn read_parts<'a>(layout: &Layout, parts: Parts<'a>) -> Result<Seen<'a>, Error> 
     })
 }
 
-#[derive(Debug, Default)]
 pub(crate) struct Cache {
     pub(crate) shards: HashMap<String, Shard>,
+    /// The layout's objects, in its order.
+    objects: Vec<String>,
+    route: Route,
+    /// Every object's entries as of the last change, for stores' views.
+    index: SharedIndex,
 }
 
 impl Cache {
+    pub(crate) fn new(layout: &Layout) -> Self {
+        let mut cache = Cache {
+            shards: HashMap::new(),
+            objects: layout.objects(),
+            route: layout.route(),
+            index: SharedIndex::new(ShardIndex {
+                objects: Box::new([]),
+                route: layout.route(),
+                stray: false,
+                len: 0,
+            }),
+        };
+        cache.reindex();
+        cache
+    }
+
+    /// Every object's entries as of the last change.
+    pub(crate) fn index(&self) -> SharedIndex {
+        self.index.clone()
+    }
+
     /// Replaces one object's copy; returns the changes, with keys whose value
     /// changed taking the object's revision as their version. Keys and values
     /// that did not change keep the allocations stores already share.
     pub(crate) fn observe(&mut self, layout: &Layout, seen: Seen<'_>) -> Vec<Change> {
-        let shard = self.shards.entry(seen.name).or_default();
+        let home = self.objects.iter().position(|name| *name == seen.name);
+        let route = self.route;
+        let stray = |key: &str| home != Some(route.of(key));
+        let shard = self.shards.entry(seen.name).or_insert_with(|| Shard {
+            home,
+            ..Shard::default()
+        });
         // Both in key order: one pass over the two.
-        let mut old = std::mem::take(&mut shard.data)
-            .into_vec()
-            .into_iter()
-            .peekable();
+        let previous = std::mem::replace(&mut shard.data, Arc::new([]));
+        let mut old = previous.iter().peekable();
         let mut changes = Vec::new();
         let mut removed = Vec::new();
         let mut data = Vec::with_capacity(seen.data.len());
         for (key, stored) in seen.data {
             while let Some(gone) = old.next_if(|entry| entry.key() < key) {
+                shard.stray -= usize::from(stray(gone.key()));
                 removed.push(Change::Removed(SharedKey::from(gone.key())));
             }
-            let kept = old
-                .next_if(|entry| entry.key() == key)
-                .filter(|entry| layout.holds(entry, &stored));
-            data.push(kept.unwrap_or_else(|| {
+            let existing = old.next_if(|entry| entry.key() == key);
+            if existing.is_none() {
+                shard.stray += usize::from(stray(key));
+            }
+            let kept = existing.filter(|entry| layout.holds(entry, &stored));
+            data.push(kept.cloned().unwrap_or_else(|| {
                 let entry = layout.entry(key, &stored, Version(seen.revision));
                 changes.push(Change::Put(entry.clone()));
                 entry
             }));
         }
-        removed.extend(old.map(|gone| Change::Removed(SharedKey::from(gone.key()))));
+        for gone in old {
+            shard.stray -= usize::from(stray(gone.key()));
+            removed.push(Change::Removed(SharedKey::from(gone.key())));
+        }
         changes.extend(removed);
         shard.revision = shard.revision.max(seen.revision);
-        shard.data = data.into_boxed_slice();
         shard.size = seen.size;
         shard.declared_shards = seen.declared_shards;
+        if changes.is_empty() {
+            // The same entries: stores' views and the index keep sharing them.
+            shard.data = previous;
+        } else {
+            shard.data = data.into();
+            self.reindex();
+        }
         changes
+    }
+
+    /// Makes the index anew from every object's entries (a pointer each).
+    fn reindex(&mut self) {
+        let mut objects: Vec<Arc<[Entry]>> = Vec::with_capacity(self.objects.len());
+        let mut stray = false;
+        for name in &self.objects {
+            let shard = self.shards.get(name);
+            stray |= shard.is_some_and(|shard| shard.stray > 0);
+            objects.push(shard.map_or_else(
+                || Arc::new([]) as Arc<[Entry]>,
+                |shard| Arc::clone(&shard.data),
+            ));
+        }
+        for shard in self.shards.values() {
+            if shard.home.is_none() && !shard.data.is_empty() {
+                stray = true;
+                objects.push(Arc::clone(&shard.data));
+            }
+        }
+        self.index = SharedIndex::new(ShardIndex {
+            len: objects.iter().map(|entries| entries.len()).sum(),
+            objects: objects.into(),
+            route: self.route,
+            stray,
+        });
     }
 
     /// Forgets an object.
     pub(crate) fn remove(&mut self, name: &str) {
         self.shards.remove(name);
+        self.reindex();
+    }
+
+    /// Forgets every object but those `keep` names.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.shards.retain(|name, _| keep(name));
+        self.reindex();
     }
 
     /// Every entry whose key starts with `prefix`, in key order.
@@ -327,7 +468,7 @@ mod tests {
     #[test]
     fn a_diff_reports_changed_and_removed_keys_and_keeps_old_versions() {
         let layout = native();
-        let mut cache = Cache::default();
+        let mut cache = Cache::new(&layout);
         assert_eq!(
             observe(
                 &mut cache,
@@ -359,7 +500,7 @@ mod tests {
     #[test]
     fn each_key_is_one_allocation_shared_with_changes_and_listings() {
         let layout = native();
-        let mut cache = Cache::default();
+        let mut cache = Cache::new(&layout);
         let changes = observe(
             &mut cache,
             &layout,
@@ -389,6 +530,78 @@ mod tests {
         let entries = cache.entries("");
         let listed = entries.iter().find(|e| e.key() == "a").expect("listed");
         assert!(listed.ptr_eq(change));
+    }
+
+    fn named(name: &str, revision: u64, data: serde_json::Value) -> serde_json::Value {
+        let mut object = object(revision, data);
+        object["metadata"]["name"] = name.into();
+        object
+    }
+
+    #[test]
+    fn the_index_finds_every_key_wherever_it_sits_and_shares_the_cache_s_entries() {
+        let layout = Layout::Native {
+            store: "s".into(),
+            shards: 4,
+        };
+        let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        let home = |key: &str| format!("s-{}", layout.shard_of(key));
+        let mut cache = Cache::new(&layout);
+        for shard in 0..4 {
+            let name = format!("s-{shard}");
+            let data: serde_json::Map<String, serde_json::Value> = keys
+                .iter()
+                .filter(|key| home(key) == name)
+                .map(|key| (key.clone(), "1".into()))
+                .collect();
+            observe(&mut cache, &layout, &named(&name, 5, data.into()));
+        }
+        let index = cache.index();
+        assert_eq!(index.len(), 40);
+        for key in &keys {
+            let held = index.get(key).expect("found in its object");
+            let cached = cache.shards[&home(key)].entry(key).expect("cached");
+            assert!(held.ptr_eq(cached), "the cache's own entry");
+        }
+        assert!(index.get("missing").is_none());
+        // A key edited by hand into another object than its own, and an
+        // object outside the layout (another shard count) holding one more.
+        let stray = keys
+            .iter()
+            .map(|i| format!("stray-{i}"))
+            .find(|key| home(key) != "s-0")
+            .expect("some key is routed elsewhere");
+        let mut data = serde_json::Map::new();
+        for key in keys.iter().filter(|key| home(key) == "s-0") {
+            data.insert(key.clone(), "1".into());
+        }
+        data.insert(stray.clone(), "2".into());
+        observe(&mut cache, &layout, &named("s-0", 6, data.into()));
+        observe(
+            &mut cache,
+            &layout,
+            &named("s-9", 7, serde_json::json!({"elsewhere": "3"})),
+        );
+        let index = cache.index();
+        assert_eq!(index.len(), 42);
+        assert_eq!(index.get(&stray).map(|e| e.version()), Some(Version(6)));
+        assert_eq!(
+            index.get("elsewhere").map(|e| e.version()),
+            Some(Version(7))
+        );
+        assert!(index.get("missing").is_none());
+        assert_eq!(index.entries().count(), 42);
+        // The stray key gone, and the other object: routed reads alone again.
+        let mut data = serde_json::Map::new();
+        for key in keys.iter().filter(|key| home(key) == "s-0") {
+            data.insert(key.clone(), "1".into());
+        }
+        observe(&mut cache, &layout, &named("s-0", 8, data.into()));
+        cache.remove("s-9");
+        assert_eq!(cache.shards["s-0"].stray, 0);
+        let index = cache.index();
+        assert_eq!(index.len(), 40);
+        assert!(index.get(&stray).is_none() && index.get("elsewhere").is_none());
     }
 
     #[test]

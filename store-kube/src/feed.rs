@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use store_core::Revision;
-use store_core::backend::{Change, WatchEvent, WatchStream};
+use store_core::backend::{Change, SharedIndex, WatchEvent, WatchStream};
 use tokio::sync::{Notify, mpsc};
 
 use crate::cache::{Cache, parse_dynamic, parse_revision};
@@ -46,11 +46,12 @@ impl Item {
         }
     }
 
-    fn to_event(&self, revision: Revision) -> WatchEvent {
+    fn to_event(&self, revision: Revision, index: Option<SharedIndex>) -> WatchEvent {
         match self {
             Item::Changes(changes) => WatchEvent::Changes {
                 revision,
                 changes: changes.as_ref().clone(),
+                index,
             },
             Item::Progress => WatchEvent::Progress(revision),
         }
@@ -73,6 +74,10 @@ pub(crate) struct Feed {
     pub(crate) latest: Revision,
     /// Gaps so far: a watch that sees one it did not start with re-lists.
     gaps: u64,
+    /// The cache's index as of the newest item of changes, handed out with
+    /// it. Only the newest: an index held for older items would keep their
+    /// objects' old entries alive.
+    index: Option<(Revision, SharedIndex)>,
     /// Told of every item and gap; watches that have read everything wait on it.
     moved: tokio::sync::watch::Sender<()>,
 }
@@ -85,20 +90,33 @@ impl Default for Feed {
             oldest: Revision(0),
             latest: Revision(0),
             gaps: 0,
+            index: None,
             moved: tokio::sync::watch::Sender::new(()),
         }
     }
 }
 
+/// An item of the history, with the cache's index as of it when the feed
+/// still has that.
+type Read = (Revision, Item, Option<SharedIndex>);
+
 /// What a watch reads next.
 enum Next {
     /// Shared with the history: made into events outside its lock.
-    Items(Vec<(Revision, Item)>),
+    Items(Vec<Read>),
     Gap,
     Nothing,
 }
 
 impl Feed {
+    /// Adds an item of changes, with the cache's index as of it.
+    fn push_changes(&mut self, revision: Revision, changes: Vec<Change>, index: SharedIndex) {
+        if revision > self.latest {
+            self.index = Some((revision, index));
+            self.push(revision, Item::Changes(Arc::new(changes)));
+        }
+    }
+
     fn push(&mut self, revision: Revision, item: Item) {
         if revision <= self.latest {
             return;
@@ -139,6 +157,7 @@ impl Feed {
     fn gap(&mut self, reached: Revision) {
         self.latest = self.latest.max(reached);
         self.history.clear();
+        self.index = None;
         self.changes = 0;
         self.oldest = self.latest;
         self.gaps += 1;
@@ -154,8 +173,18 @@ impl Feed {
         let start = self
             .history
             .partition_point(|(revision, _)| *revision <= at);
-        let items: Vec<(Revision, Item)> =
-            self.history.range(start..).take(BATCH).cloned().collect();
+        let index = |revision: Revision| {
+            self.index
+                .as_ref()
+                .filter(|(at, _)| *at == revision)
+                .map(|(_, index)| index.clone())
+        };
+        let items: Vec<Read> = self
+            .history
+            .range(start..)
+            .take(BATCH)
+            .map(|(revision, item)| (*revision, item.clone(), index(*revision)))
+            .collect();
         if items.is_empty() {
             Next::Nothing
         } else {
@@ -183,8 +212,8 @@ pub(crate) fn watch(state: &Arc<FeedState>, from: Revision) -> WatchStream {
         |cursor| async move {
             let mut cursor = cursor?;
             loop {
-                if let Some((revision, item)) = cursor.ready.pop_front() {
-                    return Some((Ok(item.to_event(revision)), Some(cursor)));
+                if let Some((revision, item, index)) = cursor.ready.pop_front() {
+                    return Some((Ok(item.to_event(revision, index)), Some(cursor)));
                 }
                 // Seen before reading, so an item pushed after the read wakes us.
                 cursor.moved.borrow_and_update();
@@ -196,7 +225,7 @@ pub(crate) fn watch(state: &Arc<FeedState>, from: Revision) -> WatchStream {
                 match next {
                     Next::Gap => return Some((Ok(WatchEvent::Gap), None)),
                     Next::Items(items) => {
-                        cursor.at = items.last().map_or(cursor.at, |(at, _)| *at);
+                        cursor.at = items.last().map_or(cursor.at, |(at, ..)| *at);
                         cursor.ready.extend(items);
                     }
                     // The sender goes with the backend: then the stream ends.
@@ -217,7 +246,7 @@ struct Cursor {
     gaps: u64,
     moved: tokio::sync::watch::Receiver<()>,
     /// Read from the history, not yet handed on.
-    ready: VecDeque<(Revision, Item)>,
+    ready: VecDeque<Read>,
 }
 
 /// What the watcher task keeps: the local view of the store's objects and
@@ -237,8 +266,8 @@ pub(crate) struct FeedState {
 impl FeedState {
     pub(crate) fn new(layout: Layout) -> Self {
         FeedState {
+            cache: Mutex::new(Cache::new(&layout)),
             layout,
-            cache: Mutex::new(Cache::default()),
             history: Mutex::new(Feed::default()),
             advanced: Notify::new(),
             listed: tokio::sync::watch::Sender::new(None),
@@ -353,10 +382,10 @@ fn init_done(state: &FeedState, listed: &[DynamicObject]) {
             // Changed without a newer revision than we hold: only a re-list can say.
             gap = true;
         }
-        items.push((revision, Item::Changes(Arc::new(changes))));
+        items.push((revision, changes));
     }
     if gap {
-        cache.shards.retain(|name, _| {
+        cache.retain(|name| {
             listed
                 .iter()
                 .any(|o| o.metadata.name.as_deref() == Some(name))
@@ -364,8 +393,11 @@ fn init_done(state: &FeedState, listed: &[DynamicObject]) {
         feed.gap(latest);
         return;
     }
-    for (revision, item) in items {
-        feed.push(revision, item);
+    // The cache's index now is as of the last item of changes (the objects
+    // after it changed no key); the feed keeps it for the newest item only.
+    let index = cache.index();
+    for (revision, changes) in items {
+        feed.push_changes(revision, changes, index.clone());
     }
     // Writes acknowledged while the watcher listed may have changed no key
     // (metadata only); stores must still reach their revision.
@@ -400,7 +432,7 @@ fn applied(state: &FeedState, object: &DynamicObject) {
     if changes.is_empty() {
         feed.push(revision, Item::Progress);
     } else {
-        feed.push(revision, Item::Changes(Arc::new(changes)));
+        feed.push_changes(revision, changes, cache.index());
     }
 }
 
@@ -551,8 +583,48 @@ mod tests {
         assert_eq!(state.history().changes, 1);
         assert!(matches!(
             first(&state, 5).await,
-            Some(WatchEvent::Changes { revision: Revision(8), ref changes }) if changes.len() == 1
+            Some(WatchEvent::Changes { revision: Revision(8), ref changes, .. }) if changes.len() == 1
         ));
+    }
+
+    /// The index an event hands on, if any.
+    fn index_of(event: Option<&WatchEvent>) -> Option<SharedIndex> {
+        match event {
+            Some(WatchEvent::Changes { index, .. }) => index.clone(),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_change_carries_the_cache_s_index_and_a_gap_drops_it() {
+        let state = native();
+        init_done(&state, &[shard(5, serde_json::json!({"a": "1"}))]);
+        applied(&state, &shard(6, serde_json::json!({"a": "2"})));
+        applied(&state, &shard(7, serde_json::json!({"a": "3"})));
+        let mut catching_up = watch(&state, Revision(5));
+        let older = next_of(&mut catching_up).await;
+        assert_eq!(revision_of(older.clone()), Some(6));
+        assert!(
+            index_of(older.as_ref()).is_none(),
+            "no index for an older item"
+        );
+        let newest = next_of(&mut catching_up).await;
+        assert_eq!(revision_of(newest.clone()), Some(7));
+        let index = index_of(newest.as_ref()).expect("the newest carries one");
+        assert!(index == state.cache().index(), "the cache's own index");
+        assert_eq!(
+            index.get("a").map(|e| e.value().as_str().to_owned()),
+            Some("3".into())
+        );
+        // A change of metadata alone (progress) leaves the index with the
+        // item of changes before it.
+        applied(&state, &shard(8, serde_json::json!({"a": "3"})));
+        let again = first(&state, 6).await;
+        assert_eq!(revision_of(again.clone()), Some(7));
+        assert!(index_of(again.as_ref()).is_some());
+        // After a gap the history holds no index: stores re-list for one.
+        state.history().gap(Revision(9));
+        assert!(state.history().index.is_none());
     }
 
     #[tokio::test]

@@ -77,6 +77,21 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
+/// Which of a store's objects holds a key: the layout's choice, without the
+/// layout (the count of objects).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route(u32);
+
+impl Route {
+    /// The position of `key`'s object among the layout's objects.
+    pub(crate) fn of(self, key: &str) -> usize {
+        match self.0 {
+            0 | 1 => 0,
+            count => usize::try_from(fnv1a(key.as_bytes()) % u64::from(count)).unwrap_or(0),
+        }
+    }
+}
+
 /// How one store's keys map onto objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Layout {
@@ -109,11 +124,14 @@ impl Layout {
 
     /// Which object holds `key` (an index into [`objects`](Self::objects)).
     pub fn shard_of(&self, key: &str) -> usize {
+        self.route().of(key)
+    }
+
+    /// How keys are routed to objects.
+    pub(crate) fn route(&self) -> Route {
         match self {
-            Layout::Native { shards, .. } => {
-                usize::try_from(fnv1a(key.as_bytes()) % u64::from((*shards).max(1))).unwrap_or(0)
-            }
-            Layout::Pepr { .. } => 0,
+            Layout::Native { shards, .. } => Route((*shards).max(1)),
+            Layout::Pepr { .. } => Route(1),
         }
     }
 
@@ -528,7 +546,7 @@ mod fuzz_tests {
         runner
             .run(&prop::collection::vec(object(), 1..6), |objects| {
                 for layout in layouts() {
-                    let mut cache = Cache::default();
+                    let mut cache = Cache::new(&layout);
                     let mut last = None;
                     let mut highest = 0;
                     for object in &objects {

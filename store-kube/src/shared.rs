@@ -12,7 +12,7 @@ use kube::core::ApiResource;
 use kube::runtime::watcher;
 use serde_json::json;
 use store_core::backend::{Op, Outcome};
-use store_core::{Error, Precondition, Result, Version};
+use store_core::{Error, Precondition, Result, Revision, Version};
 use tracing::Instrument;
 
 use crate::cache::{
@@ -62,6 +62,40 @@ impl Shared {
 
     pub(crate) fn feed(&self) -> MutexGuard<'_, Feed> {
         self.feed.history()
+    }
+
+    /// Reads the feed's cache, with the feed's revision, once the feed has
+    /// caught up with a fresh LIST of the server. Names and resourceVersions
+    /// are all it needs: the data comes from the feed's cache, so a
+    /// metadata-only list keeps a large store's values off the wire and out
+    /// of the parser.
+    pub(crate) async fn caught_up<T>(&self, read: impl Fn(&Cache, Revision) -> T) -> Result<T> {
+        let targets = self.object_revisions().await?;
+        let deadline = tokio::time::Instant::now() + self.request_timeout * 3;
+        loop {
+            let notified = self.feed.advanced.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let cache = self.cache();
+                let caught_up = targets.iter().all(|(name, revision)| {
+                    cache
+                        .shards
+                        .get(name)
+                        .is_some_and(|s| s.revision >= *revision)
+                });
+                if caught_up {
+                    let revision = self.feed().latest;
+                    return Ok(read(&cache, revision));
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Error::unavailable(
+                    NAME,
+                    "the watch has not caught up with a fresh listing",
+                ));
+            }
+        }
     }
 
     /// The field manager named on writes.

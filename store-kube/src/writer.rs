@@ -364,6 +364,7 @@ mod tests {
             },
             size: 500,
             declared_shards: Some(1),
+            ..Shard::default()
         }
     }
 

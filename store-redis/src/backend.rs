@@ -1098,9 +1098,11 @@ async fn next_event(mut state: WatchState) -> Option<(Result<WatchEvent>, WatchS
                         break;
                     }
                     state.last = revision.0;
-                    state
-                        .pending
-                        .push_back(WatchEvent::Changes { revision, changes });
+                    state.pending.push_back(WatchEvent::Changes {
+                        revision,
+                        changes,
+                        index: None,
+                    });
                 }
                 state.shared.saw(state.last);
             }

@@ -313,6 +313,7 @@ impl<B: Backend> HubRef for Hub<B> {
                     inbox.push(WatchEvent::Changes {
                         revision: *revision,
                         changes: mine,
+                        index: None,
                     });
                 }
             }
@@ -400,7 +401,9 @@ impl<B: Backend> Hub<B> {
         {
             let mut state = lock(&self.state);
             match event {
-                WatchEvent::Changes { revision, changes } => {
+                WatchEvent::Changes {
+                    revision, changes, ..
+                } => {
                     if revision <= state.position {
                         return true;
                     }
@@ -426,6 +429,7 @@ impl<B: Backend> Hub<B> {
                         route.send(WatchEvent::Changes {
                             revision,
                             changes: mine,
+                            index: None,
                         });
                     }
                     for (prefix, listener) in &state.listeners {

@@ -113,7 +113,9 @@ fn strip_entries(prefix: &str, entries: Vec<Entry>) -> Vec<Entry> {
 /// the others; this is what makes the keys relative.
 fn filter_event(prefix: &str, event: WatchEvent) -> WatchEvent {
     match event {
-        WatchEvent::Changes { revision, changes } => {
+        WatchEvent::Changes {
+            revision, changes, ..
+        } => {
             let mine: Vec<Change> = changes
                 .iter()
                 .filter_map(|change| change.strip_prefix(prefix))
@@ -124,6 +126,7 @@ fn filter_event(prefix: &str, event: WatchEvent) -> WatchEvent {
                 WatchEvent::Changes {
                     revision,
                     changes: mine,
+                    index: None,
                 }
             }
         }
