@@ -651,12 +651,8 @@ fn b9(r: &Results) -> Option<Measured> {
     let payload = r.figure("B9", "payload_bytes")?;
     let ratio = view / payload;
     let mib = |bytes: f64| bytes / 1048576.0;
-    let split = match r.figure("B9", "one_view_bytes") {
-        Some(one) => format!(
-            " (one store's view {:.1} MiB, the backend's cache {:.1} MiB)",
-            mib(one),
-            mib(view - one)
-        ),
+    let split = match r.figure("B9", "second_store_bytes") {
+        Some(one) => format!(" (a second store on the backend: {:+.0} KiB)", one / 1024.0),
         None => String::new(),
     };
     let map = match r.figure("B9", "map_bytes") {
