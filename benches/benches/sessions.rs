@@ -294,15 +294,20 @@ fn b8_end() {
             }
         }
     });
-    let write_reps = repetitions(5, 2);
+    let write_reps = repetitions(11, 2);
     let mut writes_with_others = Samples::new();
     let mut writes_by_itself = Samples::new();
     rt.block_on(async {
         for rep in 0..write_reps {
-            for (sessions, samples) in [
+            // Alternate which side goes first, too.
+            let mut sides = [
                 (&crowded, &mut writes_with_others),
                 (&alone, &mut writes_by_itself),
-            ] {
+            ];
+            if rep % 2 == 1 {
+                sides.reverse();
+            }
+            for (sessions, samples) in sides {
                 let session = sessions
                     .open(&format!("writing-{rep}"))
                     .await

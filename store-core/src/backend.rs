@@ -529,7 +529,9 @@ impl Capabilities {
 ///
 /// Implement the five methods; the front-end does coalescing, batching,
 /// retries of [`Error::Unavailable`], read-your-writes, waits and
-/// subscriptions. Return [`Error::Unavailable`] for failures that may pass
+/// subscriptions. A backend that keeps its whole state as an immutable
+/// [`Index`] also implements [`list_index`](Self::list_index) and hands its
+/// index out with each watch event, so stores share it. Return [`Error::Unavailable`] for failures that may pass
 /// (the front-end retries with backoff) and [`Error::Backend`] for the rest.
 pub trait Backend: Send + Sync + 'static {
     /// A short name for errors and logs, such as `"memory"` or `"kube"`.

@@ -161,40 +161,34 @@ impl View {
     /// Whether applying `change` would change the view: a put unless the view
     /// holds a newer version of its key, a removal of a key the view holds.
     pub(crate) fn would_change(&self, change: &Change) -> bool {
-        match change {
-            Change::Put(entry) => self
-                .get(entry.key())
-                .is_none_or(|held| held.version() <= entry.version()),
-            Change::Removed(key) => self.contains(key),
-        }
+        changes(self.get(change.key()), change)
     }
 
     /// Applies `change` where it [would change](Self::would_change) the view;
     /// returns whether it did.
     pub(crate) fn apply(&mut self, change: &Change) -> bool {
-        if !self.would_change(change) {
+        let held = self.get(change.key());
+        if !changes(held, change) {
             return false;
         }
-        let key = change.key();
-        let existed = self.contains(key);
+        let existed = held.is_some();
         match &mut self.held {
             Held::Own(entries) => match change {
                 Change::Put(entry) => {
                     entries.replace(ByKey(entry.clone()));
                 }
-                Change::Removed(_) => {
-                    entries.remove(key);
+                Change::Removed(key) => {
+                    entries.remove(&**key);
                 }
             },
             Held::Shared { since, len, .. } => {
                 let now = entry_of(change);
-                let present = now.is_some();
-                since.insert(SharedKey::from(key), now);
-                match (existed, present) {
+                match (existed, now.is_some()) {
                     (false, true) => *len += 1,
                     (true, false) => *len -= 1,
                     _ => {}
                 }
+                since.insert(SharedKey::from(change.key()), now);
             }
         }
         true
@@ -207,6 +201,14 @@ impl View {
             index,
             since: KeyMap::default(),
         };
+    }
+}
+
+/// Whether `change` changes a view holding `held` for its key.
+fn changes(held: Option<&Entry>, change: &Change) -> bool {
+    match change {
+        Change::Put(entry) => held.is_none_or(|held| held.version() <= entry.version()),
+        Change::Removed(_) => held.is_some(),
     }
 }
 
