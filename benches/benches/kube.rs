@@ -23,6 +23,7 @@
 //!   carrying the resourceVersion) and starting again on a 409.
 
 use std::alloc::System;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -247,19 +248,17 @@ async fn b4_b5_against_the_floor() -> Result<()> {
     report("B4", "floor_p50_ms", floor);
     report("B5", "floor_p50_ms", floor);
     if selected("B4") {
-        let waits = set_and_wait_ms(fake.clone(), "b4").await?;
+        let (waits, floor) = beside_store_floor(&fake, "b4", Ours::SetAndWait).await?;
         report("B4", "p50_ms", waits.median());
         report("B4", "p99_ms", waits.percentile(99.0));
-        let floor = store_floor(fake.clone(), "b4").await?;
         report("B4", "store_floor_p50_ms", floor);
         let pepr = pepr_style_ms(&server).await?;
         report("B4", "pepr_p50_ms", pepr.median());
         report("B4", "pepr_p99_ms", pepr.percentile(99.0));
     }
     if selected("B5") {
-        let seen = visibility_ms(fake.clone(), "b5").await?;
+        let (seen, floor) = beside_store_floor(&fake, "b5", Ours::Visibility).await?;
         report("B5", "p50_ms", seen.median());
-        let floor = store_floor(fake.clone(), "b5").await?;
         report("B5", "store_floor_p50_ms", floor);
         report("B5", "latency_ms", LATENCY.as_secs_f64() * 1e3);
     }
@@ -285,15 +284,13 @@ async fn b4_b5_against_the_floor() -> Result<()> {
     report("B4", "real_floor_p50_ms", floor);
     report("B5", "real_floor_p50_ms", floor);
     if selected("B4") {
-        let waits = set_and_wait_ms(real.clone(), "b4").await?;
+        let (waits, floor) = beside_store_floor(&real, "b4", Ours::SetAndWait).await?;
         report("B4", "real_p50_ms", waits.median());
-        let floor = store_floor(real.clone(), "b4").await?;
         report("B4", "real_store_floor_p50_ms", floor);
     }
     if selected("B5") {
-        let seen = visibility_ms(real.clone(), "b5").await?;
+        let (seen, floor) = beside_store_floor(&real, "b5", Ours::Visibility).await?;
         report("B5", "real_p50_ms", seen.median());
-        let floor = store_floor(real, "b5").await?;
         report("B5", "real_store_floor_p50_ms", floor);
     }
     if let Some(peer) = &peer {
@@ -382,16 +379,29 @@ async fn api_floor(client: kube::Client) -> Result<f64> {
     object.data = json!({ "spec": { "store": "floor", "shard": 0, "shards": 1,
         "data": { "k": "0" } } });
     api.create(&PostParams::default(), &object).await?;
-    let floor = floor_on(&api, "floor", "/spec/data/k").await?;
+    let mut floor = Samples::new();
+    floor_on(
+        &api,
+        "floor",
+        "/spec/data/k",
+        0..repetitions(400, 60),
+        &mut floor,
+    )
+    .await?;
     api.delete("floor", &Default::default()).await?;
-    Ok(floor)
+    Ok(floor.median())
 }
 
 /// The floor on the fullest of `store`'s own objects, as a run of the store
 /// left it: the same JSON Patch and plain watcher, on an object of the size
 /// the store's writes patch. The API's cost of a write grows with the object
 /// (a real kube-apiserver re-reads every field and its `managedFields` entry).
-async fn store_floor(client: kube::Client, store: &str) -> Result<f64> {
+async fn store_floor(
+    client: kube::Client,
+    store: &str,
+    rounds: Range<usize>,
+    samples: &mut Samples,
+) -> Result<()> {
     let api: Api<DynamicObject> = Api::namespaced_with(client, "default", &store_shard_resource());
     let objects = api.list(&ListParams::default()).await?;
     let fullest = objects
@@ -407,21 +417,28 @@ async fn store_floor(client: kube::Client, store: &str) -> Result<f64> {
         .ok_or_else(|| format!("store `{store}` has no object with data"))?;
     let (_, name, key) = fullest;
     let pointer = format!("/spec/data/{}", key.replace('~', "~0").replace('/', "~1"));
-    floor_on(&api, &name, &pointer).await
+    floor_on(&api, &name, &pointer, rounds, samples).await
 }
 
-/// p50 of a JSON Patch replacing the string at `pointer` in object `name`
-/// until a plain kube-rs watcher of the object receives the change.
-async fn floor_on(api: &Api<DynamicObject>, name: &str, pointer: &str) -> Result<f64> {
+/// Times of a JSON Patch replacing the string at `pointer` in object `name`
+/// until a plain kube-rs watcher of the object receives the change, one per
+/// round. The string is a number's JSON, never one a round of the store's
+/// own writes makes, so a store reading the key decodes it and reads on.
+async fn floor_on(
+    api: &Api<DynamicObject>,
+    name: &str,
+    pointer: &str,
+    rounds: Range<usize>,
+    samples: &mut Samples,
+) -> Result<()> {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = std::pin::pin!(watcher(api.clone(), config).applied_objects());
     // The watcher has listed once it reports the object.
     tokio::time::timeout(DEADLINE, events.next())
         .await
         .map_err(|_| "the floor's watcher never listed")?;
-    let mut samples = Samples::new();
-    for i in 1..=repetitions(400, 60) {
-        let value = format!("floor-{i}");
+    for i in rounds {
+        let value = (FLOOR_VALUES + i).to_string();
         let patch: json_patch::Patch = serde_json::from_value(json!([
             { "op": "replace", "path": pointer, "value": value }
         ]))?;
@@ -440,20 +457,63 @@ async fn floor_on(api: &Api<DynamicObject>, name: &str, pointer: &str) -> Result
         .map_err(|_| "the floor's watcher never saw a patch")??;
         samples.push_ms(started.elapsed());
     }
-    Ok(samples.median())
+    Ok(())
 }
 
-/// `set_and_wait` times of one store, in ms.
-async fn set_and_wait_ms(client: kube::Client, store: &str) -> Result<Samples> {
-    let store = open(backend_on(client, store, 1 << 20).await?, None).await?;
-    let mut waits = Samples::new();
-    for i in 0..repetitions(400, 60) {
+/// Where the floor's values start: above every value a store's round writes.
+const FLOOR_VALUES: usize = 1_000_000_000;
+
+/// Blocks [`beside_store_floor`] takes of each side, in turns.
+const BLOCKS: usize = 4;
+
+/// What is timed beside the floor.
+#[derive(Clone, Copy)]
+enum Ours {
+    /// `set_and_wait` on one store (B4).
+    SetAndWait,
+    /// A write on one replica until another reads it (B5).
+    Visibility,
+}
+
+/// Our times (ms) and the floor's p50 on the store's own object, taken in
+/// turns, a block of each at a time, so drift on a shared machine (the other
+/// core, etcd's disk) hits both alike. The stores are closed while the floor
+/// is timed, as a process of their own would not be there.
+async fn beside_store_floor(
+    client: &kube::Client,
+    store: &str,
+    ours: Ours,
+) -> Result<(Samples, f64)> {
+    let per_block = repetitions(400, 60).div_ceil(BLOCKS);
+    let (mut times, mut floor) = (Samples::new(), Samples::new());
+    for block in 0..BLOCKS {
+        let rounds = block * per_block..(block + 1) * per_block;
+        match ours {
+            Ours::SetAndWait => set_and_wait_ms(client, store, rounds.clone(), &mut times).await?,
+            Ours::Visibility => visibility_ms(client, store, rounds.clone(), &mut times).await?,
+        }
+        store_floor(client.clone(), store, rounds, &mut floor).await?;
+    }
+    Ok((times, floor.median()))
+}
+
+/// `set_and_wait` times of one store, in ms, one per round.
+async fn set_and_wait_ms(
+    client: &kube::Client,
+    store: &str,
+    rounds: Range<usize>,
+    waits: &mut Samples,
+) -> Result<()> {
+    let store = open(backend_on(client.clone(), store, 1 << 20).await?, None).await?;
+    // A store's first write after it opens is not what is timed.
+    store.set_and_wait("warm", &rounds.start).await?;
+    for i in rounds {
         let started = Instant::now();
         store.set_and_wait(format!("wait/{}", i % 50), &i).await?;
         waits.push_ms(started.elapsed());
     }
     store.close().await?;
-    Ok(waits)
+    Ok(())
 }
 
 /// Pepr-style timing: writes sent on a 4 s schedule and seen through a 1 s
@@ -552,12 +612,19 @@ impl Drop for DebouncedView {
     }
 }
 
-/// Times, in ms, from a `set` on replica A until replica B reads the value.
-async fn visibility_ms(client: kube::Client, store: &str) -> Result<Samples> {
+/// Times, in ms, from a `set` on replica A until replica B reads the value,
+/// one per round.
+async fn visibility_ms(
+    client: &kube::Client,
+    store: &str,
+    rounds: Range<usize>,
+    seen: &mut Samples,
+) -> Result<()> {
     let a = open(backend_on(client.clone(), store, 1 << 20).await?, None).await?;
-    let b = open(backend_on(client, store, 1 << 20).await?, None).await?;
-    let mut seen = Samples::new();
-    for i in 0..repetitions(400, 60) {
+    let b = open(backend_on(client.clone(), store, 1 << 20).await?, None).await?;
+    // A store's first write after it opens is not what is timed.
+    a.set_and_wait("warm", &rounds.start).await?;
+    for i in rounds {
         let key = format!("seen/{}", i % 50);
         let mut changes = b.subscribe();
         let started = Instant::now();
@@ -576,7 +643,7 @@ async fn visibility_ms(client: kube::Client, store: &str) -> Result<Samples> {
     }
     a.close().await?;
     b.close().await?;
-    Ok(seen)
+    Ok(())
 }
 
 /// The heap one `HashMap<String, String>` of B9's keys and values holds, each
