@@ -213,6 +213,21 @@ pub trait Index: Send + Sync + 'static {
     fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_>;
 }
 
+/// Entries by key are an index (for a small backend, or a backend's tests).
+impl Index for std::collections::BTreeMap<String, Entry> {
+    fn get(&self, key: &str) -> Option<&Entry> {
+        std::collections::BTreeMap::get(self, key)
+    }
+
+    fn len(&self) -> usize {
+        std::collections::BTreeMap::len(self)
+    }
+
+    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
+        Box::new(self.values())
+    }
+}
+
 /// A shared [`Index`]; two are equal when they are one allocation.
 #[derive(Clone)]
 pub struct SharedIndex(pub Arc<dyn Index>);

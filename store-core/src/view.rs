@@ -252,28 +252,12 @@ mod tests {
         assert_eq!(view.len(), 0);
     }
 
-    /// An index of a backend that keeps one (store-kube's keeps sorted slices).
-    struct Listed(std::collections::BTreeMap<String, Entry>);
-
-    impl crate::backend::Index for Listed {
-        fn get(&self, key: &str) -> Option<&Entry> {
-            self.0.get(key)
-        }
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
-            Box::new(self.0.values())
-        }
-    }
-
     fn index(entries: &[&Entry]) -> SharedIndex {
-        SharedIndex::new(Listed(
-            entries
-                .iter()
-                .map(|entry| (entry.key().to_owned(), (*entry).clone()))
-                .collect(),
-        ))
+        let by_key: std::collections::BTreeMap<String, Entry> = entries
+            .iter()
+            .map(|entry| (entry.key().to_owned(), (*entry).clone()))
+            .collect();
+        SharedIndex::new(by_key)
     }
 
     fn keys(view: &View) -> Vec<&str> {

@@ -11,33 +11,17 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use store_conformance::support::eventually;
 use store_core::backend::{
-    Applied, Batch, Change, Entry, Index, Listing, SharedIndex, WatchEvent, WatchStream,
+    Applied, Batch, Change, Entry, Listing, SharedIndex, WatchEvent, WatchStream,
 };
 use store_core::{Backend, Capabilities, Error, Result, Revision, Store, Version};
 use tokio::sync::mpsc;
 
-/// Entries by key.
-struct Entries(BTreeMap<String, Entry>);
-
-impl Index for Entries {
-    fn get(&self, key: &str) -> Option<&Entry> {
-        self.0.get(key)
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn entries(&self) -> Box<dyn Iterator<Item = &Entry> + '_> {
-        Box::new(self.0.values())
-    }
-}
-
 fn index(entries: &[&Entry]) -> SharedIndex {
-    SharedIndex::new(Entries(
-        entries
-            .iter()
-            .map(|entry| (entry.key().to_owned(), (*entry).clone()))
-            .collect(),
-    ))
+    let by_key: BTreeMap<String, Entry> = entries
+        .iter()
+        .map(|entry| (entry.key().to_owned(), (*entry).clone()))
+        .collect();
+    SharedIndex::new(by_key)
 }
 
 /// Lists one index, then hands on the watch events a test sends.
