@@ -13,10 +13,9 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-
-use kube::api::DynamicObject;
 use std::sync::Arc;
 
+use kube::api::DynamicObject;
 use store_core::backend::{Change, Entry, Index, SharedIndex, SharedKey};
 use store_core::{Error, Payload, Version};
 
@@ -316,19 +315,15 @@ pub(crate) struct Cache {
 
 impl Cache {
     pub(crate) fn new(layout: &Layout) -> Self {
-        let mut cache = Cache {
-            shards: HashMap::new(),
-            objects: layout.objects(),
-            route: layout.route(),
-            index: SharedIndex::new(ShardIndex {
-                objects: Box::new([]),
-                route: layout.route(),
-                stray: false,
-                len: 0,
-            }),
-        };
-        cache.reindex();
-        cache
+        let shards = HashMap::new();
+        let objects = layout.objects();
+        let route = layout.route();
+        Cache {
+            index: index_of(&shards, &objects, route),
+            shards,
+            objects,
+            route,
+        }
     }
 
     /// Every object's entries as of the last change.
@@ -355,7 +350,7 @@ impl Cache {
         let mut data = Vec::with_capacity(seen.data.len());
         for (key, stored) in seen.data {
             while let Some(gone) = old.next_if(|entry| entry.key() < key) {
-                shard.stray -= usize::from(stray(gone.key()));
+                shard.stray = shard.stray.saturating_sub(usize::from(stray(gone.key())));
                 removed.push(Change::Removed(SharedKey::from(gone.key())));
             }
             let existing = old.next_if(|entry| entry.key() == key);
@@ -370,7 +365,7 @@ impl Cache {
             }));
         }
         for gone in old {
-            shard.stray -= usize::from(stray(gone.key()));
+            shard.stray = shard.stray.saturating_sub(usize::from(stray(gone.key())));
             removed.push(Change::Removed(SharedKey::from(gone.key())));
         }
         changes.extend(removed);
@@ -389,28 +384,7 @@ impl Cache {
 
     /// Makes the index anew from every object's entries (a pointer each).
     fn reindex(&mut self) {
-        let mut objects: Vec<Arc<[Entry]>> = Vec::with_capacity(self.objects.len());
-        let mut stray = false;
-        for name in &self.objects {
-            let shard = self.shards.get(name);
-            stray |= shard.is_some_and(|shard| shard.stray > 0);
-            objects.push(shard.map_or_else(
-                || Arc::new([]) as Arc<[Entry]>,
-                |shard| Arc::clone(&shard.data),
-            ));
-        }
-        for shard in self.shards.values() {
-            if shard.home.is_none() && !shard.data.is_empty() {
-                stray = true;
-                objects.push(Arc::clone(&shard.data));
-            }
-        }
-        self.index = SharedIndex::new(ShardIndex {
-            len: objects.iter().map(|entries| entries.len()).sum(),
-            objects: objects.into(),
-            route: self.route,
-            stray,
-        });
+        self.index = index_of(&self.shards, &self.objects, self.route);
     }
 
     /// Forgets an object.
@@ -441,6 +415,32 @@ impl Cache {
         entries.sort_by(|a, b| a.key().cmp(b.key()));
         entries
     }
+}
+
+/// The index of `shards`: the layout's `objects` in its order, then any other.
+fn index_of(shards: &HashMap<String, Shard>, objects: &[String], route: Route) -> SharedIndex {
+    let mut slices: Vec<Arc<[Entry]>> = Vec::with_capacity(objects.len());
+    let mut stray = false;
+    for name in objects {
+        let shard = shards.get(name);
+        stray |= shard.is_some_and(|shard| shard.stray > 0);
+        slices.push(shard.map_or_else(
+            || Arc::new([]) as Arc<[Entry]>,
+            |shard| Arc::clone(&shard.data),
+        ));
+    }
+    for shard in shards.values() {
+        if shard.home.is_none() && !shard.data.is_empty() {
+            stray = true;
+            slices.push(Arc::clone(&shard.data));
+        }
+    }
+    SharedIndex::new(ShardIndex {
+        len: slices.iter().map(|entries| entries.len()).sum(),
+        objects: slices.into(),
+        route,
+        stray,
+    })
 }
 
 #[cfg(test)]
