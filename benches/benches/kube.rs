@@ -464,7 +464,7 @@ async fn floor_on(
 const FLOOR_VALUES: usize = 1_000_000_000;
 
 /// Blocks [`beside_store_floor`] takes of each side, in turns.
-const BLOCKS: usize = 4;
+const BLOCKS: usize = 8;
 
 /// What is timed beside the floor.
 #[derive(Clone, Copy)]
@@ -488,11 +488,22 @@ async fn beside_store_floor(
     let (mut times, mut floor) = (Samples::new(), Samples::new());
     for block in 0..BLOCKS {
         let rounds = block * per_block..(block + 1) * per_block;
+        let (mut ours_now, mut floor_now) = (Samples::new(), Samples::new());
         match ours {
-            Ours::SetAndWait => set_and_wait_ms(client, store, rounds.clone(), &mut times).await?,
-            Ours::Visibility => visibility_ms(client, store, rounds.clone(), &mut times).await?,
+            Ours::SetAndWait => {
+                set_and_wait_ms(client, store, rounds.clone(), &mut ours_now).await?
+            }
+            Ours::Visibility => visibility_ms(client, store, rounds.clone(), &mut ours_now).await?,
         }
-        store_floor(client.clone(), store, rounds, &mut floor).await?;
+        store_floor(client.clone(), store, rounds, &mut floor_now).await?;
+        // Not a figure: how the two sides moved from block to block.
+        eprintln!(
+            "{store} block {block}: p50 {:.3} ms, floor p50 {:.3} ms",
+            ours_now.median(),
+            floor_now.median()
+        );
+        times.append(&ours_now);
+        floor.append(&floor_now);
     }
     Ok((times, floor.median()))
 }

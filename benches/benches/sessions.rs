@@ -294,7 +294,7 @@ fn b8_end() {
             }
         }
     });
-    let write_reps = repetitions(11, 2);
+    let write_reps = repetitions(41, 2);
     let mut writes_with_others = Samples::new();
     let mut writes_by_itself = Samples::new();
     rt.block_on(async {

@@ -107,6 +107,11 @@ impl Samples {
         self.push(elapsed.as_secs_f64() * 1e3);
     }
 
+    /// Adds every value of `other`.
+    pub fn append(&mut self, other: &Samples) {
+        self.0.extend_from_slice(&other.0);
+    }
+
     /// How many values there are.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -61,7 +61,6 @@ where
                 .validator
                 .is_some_and(|passed| std::ptr::fn_addr_eq(passed, wanted))
         })
-        && (*cached.value).is::<T>()
         && let Ok(typed) = Arc::clone(&cached.value).downcast::<T>()
     {
         return Ok(typed);

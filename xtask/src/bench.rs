@@ -203,6 +203,16 @@ impl Results {
         point_estimate(&json, "median")
     }
 
+    /// A side timed in turns (B1, B2, B10): the faster of criterion benchmark
+    /// `id` and its second turn `<id>_2`, when that ran.
+    fn fastest_ns(&self, group: &str, id: &str) -> Option<f64> {
+        let first = self.ns(group, id)?;
+        Some(
+            self.ns(group, &format!("{id}_2"))
+                .map_or(first, |again| first.min(again)),
+        )
+    }
+
     fn figure(&self, id: &str, name: &str) -> Option<f64> {
         self.figures
             .get(&(id.to_owned(), name.to_owned()))
@@ -406,8 +416,9 @@ fn mops(ns_per_op: f64) -> f64 {
 }
 
 fn b1(r: &Results) -> Option<Measured> {
-    let store = r.ns("B1", "store_get")?;
-    let base = r.ns("B1", "hashmap_get")?;
+    // Each side ran twice, alternating; its faster turn counts.
+    let store = r.fastest_ns("B1", "store_get")?;
+    let base = r.fastest_ns("B1", "hashmap_get")?;
     let ratio = store / base;
     Some(Measured {
         figure: ns(store),
@@ -421,10 +432,11 @@ fn b1(r: &Results) -> Option<Measured> {
 const B2_RATIO: f64 = 2.0;
 
 fn b2(r: &Results) -> Option<Measured> {
-    let t = r.ns("B2", "store_set")?;
+    // Each judged side ran twice, alternating; its faster turn counts.
+    let t = r.fastest_ns("B2", "store_set")?;
     // The judged baseline: the same encode, handed to a consumer task through a
     // bounded channel, as `set` hands its write to the flush task.
-    let channel = r.ns("B2", "mpsc_try_send")?;
+    let channel = r.fastest_ns("B2", "mpsc_try_send")?;
     // Shown beside it: the same encode stored in a `Mutex<HashMap>`.
     let map = r.ns("B2", "mutex_map_insert")?;
     // Diagnostic: the enqueue alone, with the flush task parked.
@@ -673,15 +685,10 @@ fn b9(r: &Results) -> Option<Measured> {
 
 fn b10(r: &Results) -> Option<Measured> {
     // Each side ran twice, alternating; its faster turn counts.
-    let best = |id: &str| {
-        let again = r.ns("B10", &format!("{id}_2"));
-        r.ns("B10", id)
-            .map(|first| again.map_or(first, |again| first.min(again)))
-    };
-    let set = best("set_recorder")?;
-    let set_base = best("set_no_recorder")?;
-    let get = best("get_recorder")?;
-    let get_base = best("get_no_recorder")?;
+    let set = r.fastest_ns("B10", "set_recorder")?;
+    let set_base = r.fastest_ns("B10", "set_no_recorder")?;
+    let get = r.fastest_ns("B10", "get_recorder")?;
+    let get_base = r.fastest_ns("B10", "get_no_recorder")?;
     let (set_ratio, get_ratio) = (set / set_base, get / get_base);
     Some(Measured {
         figure: format!("set {}, get {}", ns(set), ns(get)),
@@ -896,6 +903,31 @@ mod tests {
             Some(("B8".to_owned(), "end_alone_ms".to_owned(), 12.5))
         );
         assert_eq!(parse_figure("B1/store_get time: [1 ns]"), None);
+    }
+
+    #[test]
+    fn a_side_timed_in_turns_counts_its_faster_turn() {
+        let dir = std::env::temp_dir().join(format!("xtask-turns-{}", std::process::id()));
+        let write = |id: &str, median: f64| {
+            let at = dir.join("B2").join(id).join("new");
+            std::fs::create_dir_all(&at).expect("create");
+            let json = format!(r#"{{"median":{{"point_estimate":{median}}}}}"#);
+            std::fs::write(at.join("estimates.json"), json).expect("write");
+        };
+        write("store_set", 370.0);
+        write("store_set_2", 210.0);
+        write("mpsc_try_send", 190.0);
+        let results = Results {
+            criterion_dir: dir.clone(),
+            figures: BTreeMap::new(),
+        };
+        assert_eq!(results.fastest_ns("B2", "store_set"), Some(210.0));
+        // A side with one turn is judged on it.
+        assert_eq!(results.fastest_ns("B2", "mpsc_try_send"), Some(190.0));
+        // A second turn alone counts for nothing.
+        write("map_2", 80.0);
+        assert_eq!(results.fastest_ns("B2", "map"), None);
+        std::fs::remove_dir_all(&dir).expect("remove");
     }
 
     #[test]
