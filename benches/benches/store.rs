@@ -214,10 +214,10 @@ fn encode(buffer: &mut Vec<u8>, value: &Profile) -> Payload {
 /// turn each let a slow stretch fall on one side alone.
 const TURNS: [&str; 2] = ["", "_2"];
 
-/// B10's benchmark ids for `op`, in [`TURNS`], each turn timing the store
-/// without a recorder and then the one with (so `get` at 1.21× in one run,
-/// 1.00× on a rerun, with one turn each, cannot pass for a cost of the
-/// metrics), with the store each times.
+/// B10's benchmark ids for `op`, with the store each times: in each of
+/// [`TURNS`], the store without a recorder, then the one with. With one turn
+/// each, a slow stretch passed for a cost of the metrics: `get`, which records
+/// nothing, read 1.21× in one run and 1.00× on a rerun.
 fn turns<'a>(op: &str, plain: &'a Store, recorded: &'a Store) -> Vec<(String, &'a Store)> {
     TURNS
         .iter()
