@@ -508,6 +508,12 @@ async fn beside_store_floor(
     Ok((times, floor.median()))
 }
 
+/// One replica of `store` for B4 and B5: its own backend on `client`, the
+/// store sending at once.
+async fn replica(client: &kube::Client, store: &str) -> Result<Store> {
+    open(backend_on(client.clone(), store, 1 << 20).await?, None).await
+}
+
 /// `set_and_wait` times of one store, in ms, one per round.
 async fn set_and_wait_ms(
     client: &kube::Client,
@@ -515,7 +521,7 @@ async fn set_and_wait_ms(
     rounds: Range<usize>,
     waits: &mut Samples,
 ) -> Result<()> {
-    let store = open(backend_on(client.clone(), store, 1 << 20).await?, None).await?;
+    let store = replica(client, store).await?;
     // A store's first write after it opens is not what is timed.
     store.set_and_wait("warm", &rounds.start).await?;
     for i in rounds {
@@ -631,8 +637,8 @@ async fn visibility_ms(
     rounds: Range<usize>,
     seen: &mut Samples,
 ) -> Result<()> {
-    let a = open(backend_on(client.clone(), store, 1 << 20).await?, None).await?;
-    let b = open(backend_on(client.clone(), store, 1 << 20).await?, None).await?;
+    let a = replica(client, store).await?;
+    let b = replica(client, store).await?;
     // A store's first write after it opens is not what is timed.
     a.set_and_wait("warm", &rounds.start).await?;
     for i in rounds {
